@@ -1,0 +1,37 @@
+// Test helpers shared by the numerical tests: seeded random fills, float64 copies, relative error,
+// central finite differences, and poison for outputs so that unwritten elements show.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessera::testing {
+
+// A fresh seed per test run unless TESSERA_TEST_SEED is set (the seed is printed on failure).
+uint64_t test_seed();
+
+// Fills a f32 tensor with N(0, stddev) values.
+void fill_normal(Tensor& t, std::mt19937_64& rng, float stddev = 1.0f);
+// Fills a f32 tensor with U(lo, hi) values.
+void fill_uniform(Tensor& t, std::mt19937_64& rng, float lo, float hi);
+// Fills a f32 tensor with NaN so that elements a kernel forgot to write show.
+void poison(Tensor& t);
+
+// A f32 CPU tensor's values as float64.
+std::vector<double> to_f64(const Tensor& t);
+
+// ||a - b|| / max(||b||, tiny) over all elements; NaN anywhere gives +inf.
+double rel_error(const std::vector<double>& a, const std::vector<double>& b);
+double rel_error(const Tensor& a, const std::vector<double>& b);
+
+// Central finite differences of a scalar function f of x (float64), step h per element.
+std::vector<double> finite_diff(const std::function<double(const std::vector<double>&)>& f,
+                                std::vector<double> x, double h = 1e-6);
+
+}  // namespace tessera::testing
