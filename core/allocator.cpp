@@ -48,7 +48,9 @@ Device parse_device(const std::string& name) {
 Allocator& cuda_allocator(int) {
   TS_THROW("this Tessera was built without CUDA: rebuild with nvcc on PATH and -DTESSERA_CUDA=ON");
 }
-bool cuda_available() { return false; }
+bool cuda_available() {
+  return false;
+}
 #endif
 
 }  // namespace tessera

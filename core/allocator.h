@@ -1,4 +1,5 @@
-// One allocator interface per device (like c10::Allocator). Storage owns the bytes it gets from one.
+// One allocator interface per device (like c10::Allocator). Storage owns the bytes it gets from
+// one.
 #pragma once
 
 #include <cstddef>

@@ -6,12 +6,12 @@
 
 #include "core/error.h"
 
-#define TS_CUDA_CHECK(call)                                                                 \
-  do {                                                                                      \
-    cudaError_t ts_err_ = (call);                                                           \
-    if (ts_err_ != cudaSuccess) {                                                           \
-      throw ::tessera::Error(__FILE__, __LINE__, #call,                                     \
+#define TS_CUDA_CHECK(call)                                                                   \
+  do {                                                                                        \
+    cudaError_t ts_err_ = (call);                                                             \
+    if (ts_err_ != cudaSuccess) {                                                             \
+      throw ::tessera::Error(__FILE__, __LINE__, #call,                                       \
                              ::tessera::detail::cat("CUDA error ", cudaGetErrorName(ts_err_), \
-                                                    ": ", cudaGetErrorString(ts_err_)));    \
-    }                                                                                       \
+                                                    ": ", cudaGetErrorString(ts_err_)));      \
+    }                                                                                         \
   } while (0)

@@ -18,13 +18,21 @@ constexpr DTypeInfo kInfo[] = {
     {DType::u16, 2, "u16", "U16"},
 };
 
-const DTypeInfo& info(DType t) { return kInfo[static_cast<int>(t)]; }
+const DTypeInfo& info(DType t) {
+  return kInfo[static_cast<int>(t)];
+}
 
 }  // namespace
 
-size_t dtype_size(DType t) { return info(t).size; }
-const char* dtype_name(DType t) { return info(t).name; }
-const char* safetensors_dtype(DType t) { return info(t).st_name; }
+size_t dtype_size(DType t) {
+  return info(t).size;
+}
+const char* dtype_name(DType t) {
+  return info(t).name;
+}
+const char* safetensors_dtype(DType t) {
+  return info(t).st_name;
+}
 
 DType dtype_from_name(std::string_view name) {
   for (const auto& i : kInfo)
@@ -44,7 +52,7 @@ f16 to_f16(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return f16{static_cast<uint16_t>(sign | 0x7e00u)};  // NaN
+  if (abs > 0x7f800000u) return f16{static_cast<uint16_t>(sign | 0x7e00u)};   // NaN
   if (abs >= 0x47800000u) return f16{static_cast<uint16_t>(sign | 0x7c00u)};  // overflow -> inf
   if (abs < 0x38800000u) {  // subnormal or zero in f16
     if (abs < 0x33000000u) return f16{static_cast<uint16_t>(sign)};

@@ -7,7 +7,8 @@ std::string format(const std::string& file, int line, const std::string& expr,
                    const std::string& message) {
   // Keep the path short: from the project's top folder on.
   std::string shown = file;
-  for (const char* top : {"/core/", "/kernels/", "/parallel/", "/trainer/", "/server/", "/launch/"}) {
+  for (const char* top :
+       {"/core/", "/kernels/", "/parallel/", "/trainer/", "/server/", "/launch/"}) {
     auto pos = shown.rfind(top);
     if (pos != std::string::npos) {
       shown = shown.substr(pos + 1);

@@ -39,23 +39,25 @@ std::string cat(const Args&... args) {
 }  // namespace detail
 }  // namespace tessera
 
-// Throws tessera::Error when `cond` is false; the remaining arguments are streamed into the message.
-#define TS_CHECK(cond, ...)                                                               \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
+// Throws tessera::Error when `cond` is false; the remaining arguments are streamed into the
+// message.
+#define TS_CHECK(cond, ...)                                                                   \
+  do {                                                                                        \
+    if (!(cond)) {                                                                            \
       throw ::tessera::Error(__FILE__, __LINE__, #cond, ::tessera::detail::cat(__VA_ARGS__)); \
-    }                                                                                     \
+    }                                                                                         \
   } while (0)
 
 // Compares two values and puts both into the message when they differ.
-#define TS_CHECK_OP(a, op, b, ...)                                                           \
-  do {                                                                                       \
-    const auto& ts_a_ = (a);                                                                 \
-    const auto& ts_b_ = (b);                                                                 \
-    if (!(ts_a_ op ts_b_)) {                                                                 \
-      throw ::tessera::Error(__FILE__, __LINE__, #a " " #op " " #b,                          \
-                             ::tessera::detail::cat("(", ts_a_, " vs ", ts_b_, ") ", ##__VA_ARGS__)); \
-    }                                                                                        \
+#define TS_CHECK_OP(a, op, b, ...)                                                 \
+  do {                                                                             \
+    const auto& ts_a_ = (a);                                                       \
+    const auto& ts_b_ = (b);                                                       \
+    if (!(ts_a_ op ts_b_)) {                                                       \
+      throw ::tessera::Error(                                                      \
+          __FILE__, __LINE__, #a " " #op " " #b,                                   \
+          ::tessera::detail::cat("(", ts_a_, " vs ", ts_b_, ") ", ##__VA_ARGS__)); \
+    }                                                                              \
   } while (0)
 
 #define TS_CHECK_EQ(a, b, ...) TS_CHECK_OP(a, ==, b, ##__VA_ARGS__)

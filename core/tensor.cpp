@@ -22,7 +22,9 @@ std::string shape_str(const Shape& shape) {
 Storage::Storage(size_t nbytes, Allocator& allocator)
     : data_(allocator.allocate(nbytes)), nbytes_(nbytes), allocator_(allocator) {}
 
-Storage::~Storage() { allocator_.deallocate(data_, nbytes_); }
+Storage::~Storage() {
+  allocator_.deallocate(data_, nbytes_);
+}
 
 Tensor::Tensor(std::shared_ptr<Storage> storage, size_t offset, Shape shape, DType dtype)
     : storage_(std::move(storage)),
@@ -54,8 +56,8 @@ Tensor Tensor::view(const Shape& shape) const {
 }
 
 Tensor Tensor::narrow(int64_t start, int64_t length) const {
-  TS_CHECK(dim() >= 1 && start >= 0 && length >= 0 && start + length <= shape_[0],
-           "narrow(", start, ", ", length, ") of shape ", shape_str(shape_));
+  TS_CHECK(dim() >= 1 && start >= 0 && length >= 0 && start + length <= shape_[0], "narrow(", start,
+           ", ", length, ") of shape ", shape_str(shape_));
   Shape s = shape_;
   s[0] = length;
   const int64_t row = shape_[0] ? numel_ / shape_[0] : 0;

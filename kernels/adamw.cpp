@@ -1,0 +1,61 @@
+#include "kernels/adamw.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernel_util.h"
+
+namespace tessera {
+
+void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
+                  const AdamWStep& step) {
+  kernels_detail::require_cpu_f32("adamw_update", {{"params", params}, {"m", m}, {"v", v}, {"grads", grads}});
+  const int64_t n = params.numel();
+  TS_CHECK(m.numel() == n && v.numel() == n && grads.numel() == n,
+           "adamw_update: params, m, v and grads must have the same number of elements");
+  TS_CHECK_GE(step.t, 1, "adamw_update: the step count is 1-based");
+  float* p = params.data<float>();
+  float* pm = m.data<float>();
+  float* pv = v.data<float>();
+  const float* g = grads.data<float>();
+  const float bc1 = 1.0f - std::pow(step.beta1, static_cast<float>(step.t));
+  const float bc2 = 1.0f - std::pow(step.beta2, static_cast<float>(step.t));
+  const float step_size = step.lr / bc1;
+  const float bc2_sqrt = std::sqrt(bc2);
+  const float decay = 1.0f - step.lr * step.weight_decay;
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i] * step.grad_scale;
+    const float mi = step.beta1 * pm[i] + (1.0f - step.beta1) * gi;
+    const float vi = step.beta2 * pv[i] + (1.0f - step.beta2) * gi * gi;
+    pm[i] = mi;
+    pv[i] = vi;
+    // Same algebra as torch: p -= (lr / bc1) · m / (√v / √bc2 + eps).
+    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) / bc2_sqrt + step.eps);
+  }
+}
+
+double grad_norm_squared(const Tensor& grads) {
+  kernels_detail::require_cpu_f32("grad_norm_squared", "grads", grads);
+  const float* g = grads.data<float>();
+  const int64_t n = grads.numel();
+  const int64_t chunks = std::min<int64_t>(kernels_detail::kReduceChunks, std::max<int64_t>(n, 1));
+  std::vector<double> partial(chunks, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double acc = 0.0;
+    for (int64_t i = c * n / chunks; i < (c + 1) * n / chunks; ++i) acc += double(g[i]) * g[i];
+    partial[c] = acc;
+  }
+  double total = 0.0;
+  for (double x : partial) total += x;
+  return total;
+}
+
+float clip_coefficient(double norm, float max_norm) {
+  if (max_norm <= 0.0f) return 1.0f;
+  const double coef = max_norm / (norm + 1e-6);
+  return coef < 1.0 ? static_cast<float>(coef) : 1.0f;
+}
+
+}  // namespace tessera

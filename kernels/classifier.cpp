@@ -1,0 +1,119 @@
+#include "kernels/classifier.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernel_util.h"
+
+namespace tessera {
+namespace {
+
+using kernels_detail::require_cpu_f32;
+
+// Rows per chunk: about 1M logits (4 MB) of scratch at a time, at least 32 rows.
+int64_t chunk_rows(int64_t vocab) {
+  return std::max<int64_t>(32, (int64_t{1} << 20) / vocab);
+}
+
+struct Dims {
+  int64_t n, c, v;
+};
+
+Dims check(const char* op, const Tensor& losses, const Tensor& x, const Tensor& wte,
+           const Tensor& targets) {
+  require_cpu_f32(op, "losses", losses);
+  require_cpu_f32(op, "x", x);
+  require_cpu_f32(op, "wte", wte);
+  TS_CHECK_EQ(wte.dim(), 2, op, ": wte must be (V, C), got ", shape_str(wte.shape()));
+  const int64_t v = wte.size(0), c = wte.size(1);
+  TS_CHECK(x.dim() >= 1 && x.size(-1) == c, op, ": x ", shape_str(x.shape()),
+           " must end in C = ", c);
+  const int64_t n = x.numel() / c;
+  TS_CHECK(targets.dtype() == DType::i32 && targets.is_cpu() && targets.numel() == n, op,
+           ": targets must be ", n, " i32 values on cpu, got ", shape_str(targets.shape()), " ",
+           dtype_name(targets.dtype()));
+  TS_CHECK_EQ(losses.numel(), n, op, ": losses must hold one value per row");
+  const int32_t* t = targets.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i)
+    TS_CHECK(t[i] >= 0 && t[i] < v, op, ": target ", t[i], " at row ", i,
+             " is outside the vocabulary [0, ", v, ")");
+  return {n, c, v};
+}
+
+// Over rows [r0, r0 + rows): logits -> losses; with dloss != 0, turns logits into dlogits in place.
+void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int64_t rows,
+                       int64_t v, float dloss, bool backward) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* l = logits + r * v;
+    float mx = l[0];
+    for (int64_t j = 1; j < v; ++j) mx = std::max(mx, l[j]);
+    const float target_logit = l[targets[r]];
+    float sum = 0.0f;
+    for (int64_t j = 0; j < v; ++j) {
+      l[j] = std::exp(l[j] - mx);
+      sum += l[j];
+    }
+    losses[r] = std::log(sum) + mx - target_logit;
+    if (backward) {
+      const float scale = dloss / sum;
+      for (int64_t j = 0; j < v; ++j) l[j] *= scale;
+      l[targets[r]] -= dloss;
+    }
+  }
+}
+
+void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
+         const Tensor& targets, float dloss, const Dims& d) {
+  const int64_t chunk = chunk_rows(d.v);
+  std::vector<float> logits(std::min(chunk, d.n) * d.v);
+  const float* xp = x.data<float>();
+  const float* w = wte.data<float>();
+  for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, d.n - r0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, d.v, d.c, 1.0f, xp + r0 * d.c, d.c,
+                w, d.c, 0.0f, logits.data(), d.v);
+    softmax_xent_rows(logits.data(), losses.data<float>() + r0, targets.data<int32_t>() + r0, rows,
+                      d.v, dloss, dx != nullptr);
+    if (dx) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d.c, d.v, 1.0f, logits.data(),
+                  d.v, w, d.c, 0.0f, dx->data<float>() + r0 * d.c, d.c);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.v, d.c, rows, 1.0f, logits.data(), d.v,
+                  xp + r0 * d.c, d.c, 1.0f, dwte->data<float>(), d.c);
+    }
+  }
+}
+
+}  // namespace
+
+void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets) {
+  const Dims d = check("classifier_forward", losses, x, wte, targets);
+  run(losses, nullptr, nullptr, x, wte, targets, 0.0f, d);
+}
+
+void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const Tensor& x,
+                                 const Tensor& wte, const Tensor& targets, float dloss) {
+  const Dims d = check("classifier_forward_backward", losses, x, wte, targets);
+  require_cpu_f32("classifier_forward_backward", "dx", dx);
+  require_cpu_f32("classifier_forward_backward", "dwte", dwte);
+  dx.expect("classifier dx", x.shape(), DType::f32);
+  dwte.expect("classifier dwte", wte.shape(), DType::f32);
+  run(losses, &dx, &dwte, x, wte, targets, dloss, d);
+}
+
+void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte) {
+  require_cpu_f32("logits_forward", "logits", logits);
+  require_cpu_f32("logits_forward", "x", x);
+  require_cpu_f32("logits_forward", "wte", wte);
+  const int64_t v = wte.size(0), c = wte.size(1);
+  TS_CHECK(x.dim() >= 1 && x.size(-1) == c, "logits_forward: x ", shape_str(x.shape()),
+           " must end in C = ", c);
+  const int64_t n = x.numel() / c;
+  TS_CHECK_EQ(logits.numel(), n * v, "logits_forward: logits ", shape_str(logits.shape()));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, v, c, 1.0f, x.data<float>(), c,
+              wte.data<float>(), c, 0.0f, logits.data<float>(), v);
+}
+
+}  // namespace tessera

@@ -1,0 +1,51 @@
+#include "kernels/gelu.h"
+
+#include <cmath>
+
+#include "kernels/kernel_util.h"
+
+namespace tessera {
+namespace {
+
+using kernels_detail::require_cpu_f32;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCoeff = 0.044715f;
+
+}  // namespace
+
+void gelu_forward(Tensor& out, const Tensor& inp) {
+  require_cpu_f32("gelu_forward", "out", out);
+  require_cpu_f32("gelu_forward", "inp", inp);
+  TS_CHECK_EQ(out.numel(), inp.numel(), "gelu_forward: out vs inp elements");
+  const float* x = inp.data<float>();
+  float* y = out.data<float>();
+  const int64_t n = inp.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float xi = x[i];
+    y[i] = 0.5f * xi * (1.0f + std::tanh(kSqrt2OverPi * (xi + kCoeff * xi * xi * xi)));
+  }
+}
+
+void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
+  require_cpu_f32("gelu_backward", "dinp", dinp);
+  require_cpu_f32("gelu_backward", "dout", dout);
+  require_cpu_f32("gelu_backward", "inp", inp);
+  TS_CHECK(dinp.numel() == inp.numel() && dout.numel() == inp.numel(),
+           "gelu_backward: dinp, dout and inp must have the same number of elements");
+  const float* x = inp.data<float>();
+  const float* dy = dout.data<float>();
+  float* dx = dinp.data<float>();
+  const int64_t n = inp.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float xi = x[i];
+    const float u = kSqrt2OverPi * (xi + kCoeff * xi * xi * xi);
+    const float th = std::tanh(u);
+    const float sech2 = 1.0f - th * th;
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoeff * xi * xi);
+    dx[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * xi * sech2 * du);
+  }
+}
+
+}  // namespace tessera

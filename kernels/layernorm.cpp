@@ -1,0 +1,122 @@
+#include "kernels/layernorm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernel_util.h"
+
+namespace tessera {
+namespace {
+
+using kernels_detail::kReduceChunks;
+using kernels_detail::require_cpu_f32;
+
+int64_t check(const char* op, const Tensor& x, const Tensor& weight, const Tensor& mean,
+              const Tensor& rstd) {
+  const int64_t c = weight.numel();
+  TS_CHECK(x.dim() >= 1 && x.size(-1) == c, op, ": input ", shape_str(x.shape()),
+           " must end in C = ", c);
+  const int64_t n = x.numel() / c;
+  mean.expect("layernorm mean", {n}, DType::f32);
+  rstd.expect("layernorm rstd", {n}, DType::f32);
+  return n;
+}
+
+}  // namespace
+
+void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
+                       const Tensor& weight, const Tensor& bias) {
+  require_cpu_f32("layernorm_forward", {{"out", out},
+                                        {"mean", mean},
+                                        {"rstd", rstd},
+                                        {"inp", inp},
+                                        {"weight", weight},
+                                        {"bias", bias}});
+  const int64_t c = weight.numel();
+  const int64_t n = check("layernorm_forward", inp, weight, mean, rstd);
+  out.expect("layernorm_forward out", inp.shape(), DType::f32);
+  bias.expect("layernorm_forward bias", weight.shape(), DType::f32);
+  const float* x = inp.data<float>();
+  const float* w = weight.data<float>();
+  const float* b = bias.data<float>();
+  float* y = out.data<float>();
+  float* mu = mean.data<float>();
+  float* rs = rstd.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * c;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < c; ++j) sum += xi[j];
+    const float m = sum / c;
+    float var = 0.0f;
+    for (int64_t j = 0; j < c; ++j) var += (xi[j] - m) * (xi[j] - m);
+    const float r = 1.0f / std::sqrt(var / c + kLayerNormEps);
+    float* yi = y + i * c;
+    for (int64_t j = 0; j < c; ++j) yi[j] = (xi[j] - m) * r * w[j] + b[j];
+    mu[i] = m;
+    rs[i] = r;
+  }
+}
+
+void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
+                        const Tensor& inp, const Tensor& weight, const Tensor& mean,
+                        const Tensor& rstd) {
+  require_cpu_f32("layernorm_backward", {{"dinp", dinp},
+                                         {"dweight", dweight},
+                                         {"dbias", dbias},
+                                         {"dout", dout},
+                                         {"inp", inp},
+                                         {"weight", weight},
+                                         {"mean", mean},
+                                         {"rstd", rstd}});
+  const int64_t c = weight.numel();
+  const int64_t n = check("layernorm_backward", inp, weight, mean, rstd);
+  dinp.expect("layernorm_backward dinp", inp.shape(), DType::f32);
+  dout.expect("layernorm_backward dout", inp.shape(), DType::f32);
+  dweight.expect("layernorm_backward dweight", weight.shape(), DType::f32);
+  dbias.expect("layernorm_backward dbias", weight.shape(), DType::f32);
+  const float* x = inp.data<float>();
+  const float* dy = dout.data<float>();
+  const float* w = weight.data<float>();
+  const float* mu = mean.data<float>();
+  const float* rs = rstd.data<float>();
+  float* dx = dinp.data<float>();
+  const int64_t chunks = std::min<int64_t>(kReduceChunks, std::max<int64_t>(n, 1));
+  std::vector<float> partial(2 * chunks * c, 0.0f);  // per chunk: dweight then dbias
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    float* dw = partial.data() + 2 * ch * c;
+    float* db = dw + c;
+    for (int64_t i = ch * n / chunks; i < (ch + 1) * n / chunks; ++i) {
+      const float* xi = x + i * c;
+      const float* dyi = dy + i * c;
+      const float m = mu[i], r = rs[i];
+      // dx = r * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w.
+      float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
+      for (int64_t j = 0; j < c; ++j) {
+        const float xhat = (xi[j] - m) * r;
+        const float dxhat = dyi[j] * w[j];
+        sum_dxhat += dxhat;
+        sum_dxhat_xhat += dxhat * xhat;
+        dw[j] += dyi[j] * xhat;
+        db[j] += dyi[j];
+      }
+      const float mean_dxhat = sum_dxhat / c, mean_dxhat_xhat = sum_dxhat_xhat / c;
+      float* dxi = dx + i * c;
+      for (int64_t j = 0; j < c; ++j) {
+        const float xhat = (xi[j] - m) * r;
+        dxi[j] = r * (dyi[j] * w[j] - mean_dxhat - xhat * mean_dxhat_xhat);
+      }
+    }
+  }
+  float* dw = dweight.data<float>();
+  float* db = dbias.data<float>();
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    for (int64_t j = 0; j < c; ++j) {
+      dw[j] += partial[2 * ch * c + j];
+      db[j] += partial[(2 * ch + 1) * c + j];
+    }
+  }
+}
+
+}  // namespace tessera

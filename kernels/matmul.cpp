@@ -1,0 +1,87 @@
+#include "kernels/matmul.h"
+
+#include <cblas.h>
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/kernel_util.h"
+
+namespace tessera {
+namespace {
+
+using kernels_detail::kReduceChunks;
+using kernels_detail::require_cpu_f32;
+
+// Rows N and the (IC, OC) of weight, after checking that inp/out agree with it.
+struct Dims {
+  int64_t n, ic, oc;
+};
+
+Dims check_dims(const char* op, const Tensor& x, const char* xname, const Tensor& weight,
+                int64_t x_cols_dim) {
+  TS_CHECK_EQ(weight.dim(), 2, op, ": weight must be (in, out), got ", shape_str(weight.shape()));
+  const int64_t ic = weight.size(0), oc = weight.size(1);
+  const int64_t cols = x_cols_dim == 0 ? ic : oc;
+  TS_CHECK(x.dim() >= 1 && x.size(-1) == cols, op, ": ", xname, " ", shape_str(x.shape()),
+           " must end in ", cols, " for weight ", shape_str(weight.shape()));
+  return {x.numel() / cols, ic, oc};
+}
+
+}  // namespace
+
+void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias) {
+  require_cpu_f32("matmul_forward", {{"out", out}, {"inp", inp}, {"weight", weight}});
+  const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
+  TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
+  float* y = out.data<float>();
+  float beta = 0.0f;
+  if (bias.defined()) {
+    require_cpu_f32("matmul_forward", "bias", bias);
+    bias.expect("matmul_forward bias", {d.oc}, DType::f32);
+    const float* b = bias.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < d.n; ++i) std::memcpy(y + i * d.oc, b, d.oc * sizeof(float));
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.n, d.oc, d.ic, 1.0f, inp.data<float>(),
+              d.ic, weight.data<float>(), d.oc, beta, y, d.oc);
+}
+
+void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
+                     const Tensor& inp, const Tensor& weight) {
+  require_cpu_f32("matmul_backward",
+                  {{"dweight", dweight}, {"dout", dout}, {"inp", inp}, {"weight", weight}});
+  const Dims d = check_dims("matmul_backward", dout, "dout", weight, 1);
+  TS_CHECK_EQ(inp.numel(), d.n * d.ic, "matmul_backward: inp ", shape_str(inp.shape()));
+  dweight.expect("matmul_backward dweight", weight.shape(), DType::f32);
+  const float* dy = dout.data<float>();
+  if (dinp.defined()) {
+    require_cpu_f32("matmul_backward", "dinp", dinp);
+    TS_CHECK_EQ(dinp.numel(), d.n * d.ic, "matmul_backward: dinp ", shape_str(dinp.shape()));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.n, d.ic, d.oc, 1.0f, dy, d.oc,
+                weight.data<float>(), d.oc, 0.0f, dinp.data<float>(), d.ic);
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.ic, d.oc, d.n, 1.0f, inp.data<float>(),
+              d.ic, dy, d.oc, 1.0f, dweight.data<float>(), d.oc);
+  if (dbias.defined()) {
+    require_cpu_f32("matmul_backward", "dbias", dbias);
+    dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
+    // Column sums in fixed row chunks, then an ordered reduction: deterministic for any threads.
+    const int64_t chunks = std::min<int64_t>(kReduceChunks, std::max<int64_t>(d.n, 1));
+    std::vector<float> partial(chunks * d.oc, 0.0f);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      float* acc = partial.data() + c * d.oc;
+      for (int64_t i = c * d.n / chunks; i < (c + 1) * d.n / chunks; ++i) {
+        const float* row = dy + i * d.oc;
+        for (int64_t j = 0; j < d.oc; ++j) acc[j] += row[j];
+      }
+    }
+    float* db = dbias.data<float>();
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t j = 0; j < d.oc; ++j) db[j] += partial[c * d.oc + j];
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,57 @@
+#include <boost/program_options.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "launch/commands.h"
+#include "model/generate.h"
+#include "trainer/checkpoint.h"
+#include "trainer/tokenizer.h"
+#include "trainer/train_loop.h"
+
+namespace tessera::launch {
+
+namespace po = boost::program_options;
+
+int cmd_generate(int argc, char** argv) {
+  po::options_description opts("tessera generate");
+  std::string checkpoint, prompt;
+  int64_t tokens = 64, top_k = 40, threads = 0;
+  double temperature = 0.8;
+  uint64_t seed = 0;
+  opts.add_options()("help,h", "show this help")(
+      "checkpoint", po::value(&checkpoint)->required(),
+      "checkpoint folder (runs/tiny/checkpoints/step_NNNNNN) or a run's checkpoints/ folder")(
+      "prompt", po::value(&prompt)->default_value("The"), "text to continue")(
+      "tokens", po::value(&tokens)->default_value(64), "tokens to generate")(
+      "temperature", po::value(&temperature)->default_value(0.8), "0 is greedy")(
+      "top_k", po::value(&top_k)->default_value(40), "0 keeps the whole vocabulary")(
+      "seed", po::value(&seed)->default_value(0), "sampling seed")(
+      "threads", po::value(&threads)->default_value(0), "compute threads (0: default)");
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, opts), vm);
+  if (vm.count("help")) {
+    std::cout << opts;
+    return 0;
+  }
+  po::notify(vm);
+  set_compute_threads(threads);
+
+  std::string dir = checkpoint;
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "model.safetensors")) {
+    dir = latest_checkpoint(checkpoint);
+    TS_CHECK(!dir.empty(), "no checkpoint in '", checkpoint,
+             "': pass a step_NNNNNN folder or a run's checkpoints/ folder");
+  }
+  const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());
+  Gpt2 model(read_checkpoint_model_config(dir));
+  load_checkpoint(dir, model, nullptr);
+  std::vector<int32_t> ids = tok.encode(prompt);
+  ids.insert(ids.begin(), tok.eot_id());
+  std::vector<int32_t> out = generate(model, ids, tokens, {temperature, top_k, seed}, tok.eot_id());
+  out.erase(out.begin());
+  if (!out.empty() && out.back() == tok.eot_id()) out.pop_back();
+  std::cout << tok.decode(out) << "\n";
+  return 0;
+}
+
+}  // namespace tessera::launch

@@ -1,1 +1,49 @@
-int main() { return 0; }
+// tessera: the command line. `tessera <command> --help` lists a command's options.
+#include <boost/program_options/errors.hpp>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "core/error.h"
+#include "launch/commands.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tessera <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train      train a model from a YAML job file (tessera train --config configs/tiny.yaml)\n"
+    "  prepare    build a job's tokenizer and token shards without training\n"
+    "  generate   sample text from a checkpoint\n"
+    "  bench      time training steps (tessera bench train --config configs/tiny.yaml)\n"
+    "\n"
+    "run 'tessera <command> --help' for a command's options\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "train") return tessera::launch::cmd_train(argc - 1, argv + 1);
+    if (cmd == "prepare") return tessera::launch::cmd_prepare(argc - 1, argv + 1);
+    if (cmd == "generate") return tessera::launch::cmd_generate(argc - 1, argv + 1);
+    if (cmd == "bench") return tessera::launch::cmd_bench(argc - 1, argv + 1);
+    std::cerr << "tessera: unknown command '" << cmd << "'\n\n" << kUsage;
+    return 2;
+  } catch (const boost::program_options::error& e) {
+    std::cerr << "tessera " << cmd << ": " << e.what() << " (see 'tessera " << cmd
+              << " --help')\n";
+    return 2;
+  } catch (const tessera::Error& e) {
+    std::cerr << "tessera " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "tessera " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

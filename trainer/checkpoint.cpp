@@ -1,0 +1,225 @@
+#include "trainer/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr const char* kModelFile = "model.safetensors";
+constexpr const char* kOptimizerFile = "optimizer.safetensors";
+constexpr const char* kStateFile = "trainer_state.json";
+constexpr const char* kConfigFile = "config.json";
+constexpr const char* kTokenizerFile = "tokenizer.json";
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step_%06lld", static_cast<long long>(step));
+  return buf;
+}
+
+// Writes text to path through a temporary file and a rename.
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    TS_CHECK(out.good(), "cannot write '", tmp.string(), "'");
+    out << text;
+    out.flush();
+    TS_CHECK(out.good(), "write to '", tmp.string(), "' failed (disk full?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  TS_CHECK(!ec, "cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message());
+}
+
+json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  TS_CHECK(in.good(), "checkpoint file '", path.string(), "' is missing");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    TS_THROW("checkpoint file '", path.string(), "' is not valid JSON: ", e.what());
+  }
+}
+
+json hf_config(const Gpt2Config& m) {
+  return {{"architectures", {"GPT2LMHeadModel"}},
+          {"model_type", "gpt2"},
+          {"vocab_size", m.vocab_size},
+          {"n_positions", m.max_seq_len},
+          {"n_ctx", m.max_seq_len},
+          {"n_embd", m.d_model},
+          {"n_layer", m.n_layer},
+          {"n_head", m.n_head},
+          {"n_inner", nullptr},
+          {"activation_function", "gelu_new"},
+          {"resid_pdrop", 0.0},
+          {"embd_pdrop", 0.0},
+          {"attn_pdrop", 0.0},
+          {"layer_norm_epsilon", 1e-5},
+          {"initializer_range", 0.02},
+          {"bos_token_id", m.vocab_size - 1},
+          {"eos_token_id", m.vocab_size - 1},
+          {"tie_word_embeddings", true},
+          {"torch_dtype", "float32"}};
+}
+
+std::vector<fs::path> step_folders(const fs::path& root) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && name.rfind("step_", 0) == 0 &&
+        name.find('.') == std::string::npos)
+      out.push_back(entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Copies `src` into `dst` (a file or tensor), checking the shape first.
+void load_into(Tensor dst, const SafetensorsFile& file, const std::string& name,
+               const std::string& path) {
+  auto it = file.tensors.find(name);
+  TS_CHECK(it != file.tensors.end(), "checkpoint '", path, "' has no tensor '", name, "'");
+  const Tensor& src = it->second;
+  TS_CHECK(src.dtype() == DType::f32 && src.shape() == dst.shape(), "checkpoint '", path,
+           "': tensor '", name, "' is ", dtype_name(src.dtype()), " ", shape_str(src.shape()),
+           " but the model expects f32 ", shape_str(dst.shape()));
+  dst.copy_from(src);
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& root, const Gpt2& model, const AdamW* optimizer,
+                            const TrainerState& state, const std::string& tokenizer_path,
+                            int64_t keep) {
+  const fs::path final_dir = fs::path(root) / step_name(state.step);
+  const fs::path tmp_dir = final_dir.string() + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
+  fs::create_directories(tmp_dir, ec);
+  TS_CHECK(!ec, "cannot create checkpoint folder '", tmp_dir.string(), "': ", ec.message());
+
+  const ParameterSet& params = model.params();
+  std::map<std::string, Tensor> weights;
+  for (const ParameterEntry& e : params.entries()) weights[e.name] = params.param(e);
+  save_safetensors((tmp_dir / kModelFile).string(), weights, {{"format", "pt"}});
+  if (optimizer) {
+    std::map<std::string, Tensor> moments;
+    for (const ParameterEntry& e : params.entries()) {
+      moments["exp_avg." + e.name] = optimizer->exp_avg(e);
+      moments["exp_avg_sq." + e.name] = optimizer->exp_avg_sq(e);
+    }
+    save_safetensors((tmp_dir / kOptimizerFile).string(), moments,
+                     {{"optimizer", "adamw"}, {"step", std::to_string(optimizer->steps_taken())}});
+  }
+  const json st = {{"step", state.step},
+                   {"train_loss", state.train_loss},
+                   {"loader", {{"epoch", state.loader.epoch}, {"position", state.loader.position}}},
+                   {"adam_steps", optimizer ? optimizer->steps_taken() : 0}};
+  write_text_atomic(tmp_dir / kStateFile, st.dump(2) + "\n");
+  write_text_atomic(tmp_dir / kConfigFile, hf_config(model.config()).dump(2) + "\n");
+  if (!tokenizer_path.empty()) {
+    fs::copy_file(tokenizer_path, tmp_dir / kTokenizerFile, fs::copy_options::overwrite_existing,
+                  ec);
+    TS_CHECK(!ec, "cannot copy tokenizer '", tokenizer_path, "': ", ec.message());
+  }
+
+  // Move the complete folder into place; a same-step folder from an earlier run is replaced.
+  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  TS_CHECK(!ec, "cannot rename '", tmp_dir.string(), "' to '", final_dir.string(), "': ",
+           ec.message());
+  write_text_atomic(fs::path(root) / "latest", final_dir.filename().string() + "\n");
+
+  std::vector<fs::path> all = step_folders(root);
+  for (size_t i = 0; i + keep < all.size(); ++i)
+    if (all[i] != final_dir) fs::remove_all(all[i], ec);
+  return final_dir.string();
+}
+
+std::string latest_checkpoint(const std::string& root) {
+  std::ifstream in(fs::path(root) / "latest");
+  std::string name;
+  if (in >> name) {
+    const fs::path dir = fs::path(root) / name;
+    if (fs::exists(dir / kModelFile)) return dir.string();
+  }
+  // No pointer (or a stale one): the newest complete folder.
+  std::vector<fs::path> all = step_folders(root);
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (fs::exists(*it / kModelFile) && fs::exists(*it / kStateFile)) return it->string();
+  return "";
+}
+
+Gpt2Config read_checkpoint_model_config(const std::string& dir) {
+  const fs::path path = fs::path(dir) / kConfigFile;
+  const json j = read_json(path);
+  Gpt2Config m;
+  try {
+    m.n_layer = j.at("n_layer").get<int64_t>();
+    m.n_head = j.at("n_head").get<int64_t>();
+    m.d_model = j.at("n_embd").get<int64_t>();
+    m.vocab_size = j.at("vocab_size").get<int64_t>();
+    m.max_seq_len = j.at("n_positions").get<int64_t>();
+  } catch (const json::exception& e) {
+    TS_THROW("checkpoint config '", path.string(), "' lacks a GPT-2 field: ", e.what());
+  }
+  m.validate();
+  return m;
+}
+
+TrainerState load_checkpoint(const std::string& dir, Gpt2& model, AdamW* optimizer) {
+  TS_CHECK(fs::is_directory(dir), "checkpoint folder '", dir, "' does not exist");
+  const Gpt2Config saved = read_checkpoint_model_config(dir);
+  const Gpt2Config& m = model.config();
+  TS_CHECK(saved.n_layer == m.n_layer && saved.n_head == m.n_head && saved.d_model == m.d_model &&
+               saved.vocab_size == m.vocab_size && saved.max_seq_len == m.max_seq_len,
+           "checkpoint '", dir, "' holds a model with n_layer=", saved.n_layer,
+           " n_head=", saved.n_head, " d_model=", saved.d_model, " vocab_size=", saved.vocab_size,
+           " max_seq_len=", saved.max_seq_len, ", but the config asks for n_layer=", m.n_layer,
+           " n_head=", m.n_head, " d_model=", m.d_model, " vocab_size=", m.vocab_size,
+           " max_seq_len=", m.max_seq_len);
+
+  const std::string model_path = (fs::path(dir) / kModelFile).string();
+  const SafetensorsFile weights = load_safetensors(model_path);
+  ParameterSet& params = model.params();
+  for (const ParameterEntry& e : params.entries())
+    load_into(params.param(e), weights, e.name, model_path);
+
+  const json st = read_json(fs::path(dir) / kStateFile);
+  TrainerState state;
+  try {
+    state.step = st.at("step").get<int64_t>();
+    state.train_loss = st.at("train_loss").get<double>();
+    state.loader.epoch = st.at("loader").at("epoch").get<uint64_t>();
+    state.loader.position = st.at("loader").at("position").get<uint64_t>();
+    if (optimizer) optimizer->set_steps_taken(st.at("adam_steps").get<int64_t>());
+  } catch (const json::exception& e) {
+    TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(), "' is incomplete: ",
+             e.what());
+  }
+  if (optimizer) {
+    const std::string opt_path = (fs::path(dir) / kOptimizerFile).string();
+    const SafetensorsFile moments = load_safetensors(opt_path);
+    for (const ParameterEntry& e : params.entries()) {
+      load_into(optimizer->exp_avg(e), moments, "exp_avg." + e.name, opt_path);
+      load_into(optimizer->exp_avg_sq(e), moments, "exp_avg_sq." + e.name, opt_path);
+    }
+  }
+  return state;
+}
+
+}  // namespace tessera

@@ -1,0 +1,31 @@
+// Optimizer kernels: fused AdamW with decoupled weight decay, and the global gradient norm.
+// Updates run in place over flat fp32 buffers (master weights and optimizer state are fp32).
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+struct AdamWStep {
+  float lr;
+  float beta1;
+  float beta2;
+  float eps;
+  float weight_decay;  // decoupled: p -= lr · weight_decay · p
+  int64_t t;           // 1-based step count, for bias correction
+  float grad_scale;    // multiplies every gradient first (clipping coefficient, 1/loss-scale)
+};
+
+// One torch.optim.AdamW step on every element: g = grad_scale·grads; p -= lr·wd·p;
+// m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; p -= lr·m̂ / (√v̂ + eps). params, m, v updated in place.
+void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, const AdamWStep& step);
+
+// Σ g² over all elements, accumulated in float64 in fixed chunks (deterministic for any threads).
+double grad_norm_squared(const Tensor& grads);
+
+// The clip_grad_norm_ coefficient: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables.
+float clip_coefficient(double norm, float max_norm);
+
+}  // namespace tessera

@@ -1,0 +1,14 @@
+// GELU, tanh approximation (GPT-2's): gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+// Activation gradients overwrite (=).
+#pragma once
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+// out (N) = gelu(inp (N)); any shape, same numel.
+void gelu_forward(Tensor& out, const Tensor& inp);
+// dinp (N) = gelu'(inp) · dout.
+void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp);
+
+}  // namespace tessera

@@ -1,0 +1,197 @@
+#include "model/gpt2.h"
+
+#include <cmath>
+#include <random>
+
+#include "kernels/classifier.h"
+#include "kernels/embedding.h"
+#include "kernels/layernorm.h"
+
+namespace tessera {
+namespace {
+
+// Normal samples from mt19937_64 by Box-Muller: unlike std::normal_distribution, the same on
+// every standard library.
+class NormalSampler {
+ public:
+  explicit NormalSampler(uint64_t seed) : rng_(seed) {}
+  float next(float stddev) {
+    if (has_spare_) {
+      has_spare_ = false;
+      return spare_ * stddev;
+    }
+    constexpr double kTwoPi = 6.283185307179586;
+    const double u1 = (static_cast<double>(rng_() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(rng_() >> 11) * 0x1.0p-53;          // [0, 1)
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    spare_ = static_cast<float>(r * std::sin(kTwoPi * u2));
+    has_spare_ = true;
+    return static_cast<float>(r * std::cos(kTwoPi * u2)) * stddev;
+  }
+
+ private:
+  std::mt19937_64 rng_;
+  float spare_ = 0.0f;
+  bool has_spare_ = false;
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Mean of a f32 CPU tensor, summed in float64 in order.
+double mean_of(const Tensor& t) {
+  const float* p = t.data<float>();
+  double sum = 0.0;
+  for (int64_t i = 0; i < t.numel(); ++i) sum += p[i];
+  return sum / static_cast<double>(t.numel());
+}
+
+}  // namespace
+
+void Gpt2Config::validate() const {
+  TS_CHECK(n_layer > 0, "model.n_layer must be positive, got ", n_layer);
+  TS_CHECK(n_head > 0, "model.n_head must be positive, got ", n_head);
+  TS_CHECK(d_model > 0 && d_model % n_head == 0, "model.d_model (", d_model,
+           ") must be a positive multiple of model.n_head (", n_head, ")");
+  TS_CHECK(vocab_size > 0, "model.vocab_size must be positive, got ", vocab_size);
+  TS_CHECK(max_seq_len > 0, "model.max_seq_len must be positive, got ", max_seq_len);
+}
+
+int64_t Gpt2Config::num_params() const {
+  const int64_t c = d_model;
+  const int64_t per_block = 12 * c * c + 13 * c;
+  return vocab_size * c + max_seq_len * c + n_layer * per_block + 2 * c;
+}
+
+double Gpt2Config::train_flops_per_token(int64_t t) const {
+  const double c = static_cast<double>(d_model);
+  const double matmul_params = static_cast<double>(n_layer) * 12.0 * c * c;
+  return 6.0 * matmul_params + 6.0 * static_cast<double>(vocab_size) * c +
+         6.0 * static_cast<double>(n_layer) * static_cast<double>(t) * c;
+}
+
+Gpt2::Gpt2(const Gpt2Config& config, Device device) : config_(config) {
+  config_.validate();
+  const int64_t c = config_.d_model;
+  params_.add("transformer.wte.weight", {config_.vocab_size, c}, true);
+  params_.add("transformer.wpe.weight", {config_.max_seq_len, c}, true);
+  for (int64_t l = 0; l < config_.n_layer; ++l)
+    BlockWeights::register_params(params_, block_prefix(l), c);
+  params_.add("transformer.ln_f.weight", {c}, false);
+  params_.add("transformer.ln_f.bias", {c}, false);
+  params_.allocate(device);
+
+  wte_ = params_.param("transformer.wte.weight");
+  wpe_ = params_.param("transformer.wpe.weight");
+  lnf_w_ = params_.param("transformer.ln_f.weight");
+  lnf_b_ = params_.param("transformer.ln_f.bias");
+  dwte_ = params_.grad("transformer.wte.weight");
+  dwpe_ = params_.grad("transformer.wpe.weight");
+  dlnf_w_ = params_.grad("transformer.ln_f.weight");
+  dlnf_b_ = params_.grad("transformer.ln_f.bias");
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    blocks_.push_back(BlockWeights::bind(params_, block_prefix(l), false));
+    block_grads_.push_back(BlockWeights::bind(params_, block_prefix(l), true));
+  }
+}
+
+std::string Gpt2::block_prefix(int64_t layer) const {
+  return "transformer.h." + std::to_string(layer);
+}
+
+void Gpt2::init_weights(uint64_t seed) {
+  TS_CHECK(params_.flat_params().is_cpu(), "init_weights runs on cpu; copy to the device after");
+  NormalSampler normal(seed);
+  const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
+  for (const ParameterEntry& e : params_.entries()) {
+    Tensor p = params_.param(e);
+    float* d = p.data<float>();
+    const bool is_norm = e.name.find(".ln_") != std::string::npos;
+    if (ends_with(e.name, ".bias")) {
+      p.zero_();
+    } else if (is_norm) {
+      for (int64_t i = 0; i < p.numel(); ++i) d[i] = 1.0f;
+    } else {
+      const bool residual_proj = ends_with(e.name, "c_proj.weight");
+      const float std = residual_proj ? residual_std : 0.02f;
+      for (int64_t i = 0; i < p.numel(); ++i) d[i] = normal.next(std);
+    }
+  }
+}
+
+Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool recompute) const {
+  TS_CHECK(batch > 0, "batch size must be positive, got ", batch);
+  TS_CHECK(seq_len > 0 && seq_len <= config_.max_seq_len, "sequence length ", seq_len,
+           " must be in [1, model.max_seq_len = ", config_.max_seq_len, "]");
+  const Device dev = params_.flat_params().device();
+  const int64_t b = batch, t = seq_len, c = config_.d_model;
+  auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, dev); };
+  Gpt2Activations a;
+  a.batch = b;
+  a.seq_len = t;
+  a.recompute = recompute;
+  a.tokens = Tensor::empty({b, t}, DType::i32, dev);
+  for (int64_t l = 0; l <= config_.n_layer; ++l) a.resid.push_back(f32({b, t, c}));
+  const int64_t nblock = recompute ? 1 : config_.n_layer;
+  for (int64_t l = 0; l < nblock; ++l)
+    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev));
+  a.lnf = f32({b, t, c});
+  a.lnf_mean = f32({b * t});
+  a.lnf_rstd = f32({b * t});
+  a.losses = f32({b * t});
+  a.scratch = BlockScratch::allocate(b, t, c, dev);
+  a.dresid = f32({b, t, c});
+  a.dlnf = f32({b, t, c});
+  return a;
+}
+
+void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
+  TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len,
+           "tokens ", shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ",
+           a.seq_len, ")");
+  a.tokens.copy_from(tokens);
+  embedding_forward(a.resid[0], a.tokens, wte_, wpe_);
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    BlockActivations& acts = a.block[a.recompute ? 0 : l];
+    block_forward(a.resid[l + 1], acts, a.scratch, a.resid[l], blocks_[l], config_.n_head);
+  }
+  layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[config_.n_layer], lnf_w_, lnf_b_);
+}
+
+double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
+  classifier_forward(a.losses, a.lnf, wte_, targets);
+  return mean_of(a.losses);
+}
+
+double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
+  classifier_forward_backward(a.losses, a.dlnf, dwte_, a.lnf, wte_, targets, dloss);
+  const int64_t nl = config_.n_layer;
+  layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, a.dlnf, a.resid[nl], lnf_w_, a.lnf_mean,
+                     a.lnf_rstd);
+  for (int64_t l = nl - 1; l >= 0; --l) {
+    BlockActivations& acts = a.block[a.recompute ? 0 : l];
+    if (a.recompute) {  // rebuild this block's activations from its saved input
+      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[l], blocks_[l], config_.n_head);
+    }
+    block_backward(a.dresid, block_grads_[l], a.scratch, a.dresid, a.resid[l], acts, blocks_[l],
+                   config_.n_head);
+  }
+  embedding_backward(dwte_, dwpe_, a.dresid, a.tokens);
+  return mean_of(a.losses);
+}
+
+void Gpt2::logits(Tensor& out, const Gpt2Activations& a, bool last_only) const {
+  if (!last_only) {
+    logits_forward(out, a.lnf, wte_);
+    return;
+  }
+  const int64_t c = config_.d_model;
+  Tensor last = Tensor::empty({a.batch, c}, DType::f32, a.lnf.device());
+  const Tensor rows = a.lnf.view({a.batch * a.seq_len, c});
+  for (int64_t b = 0; b < a.batch; ++b)
+    last.narrow(b, 1).copy_from(rows.narrow(b * a.seq_len + a.seq_len - 1, 1));
+  logits_forward(out, last, wte_);
+}
+
+}  // namespace tessera

@@ -1,0 +1,156 @@
+// GPT-2 model structure tests. Numerical agreement with PyTorch is tests/trainer/test_parity_torch.
+#include "model/gpt2.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "model/generate.h"
+#include "tests/support/numeric.h"
+
+namespace tessera {
+namespace {
+
+const Gpt2Config kTiny{/*n_layer=*/3, /*n_head=*/2, /*d_model=*/32, /*vocab_size=*/53,
+                       /*max_seq_len=*/12};
+
+Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng) {
+  Tensor x = Tensor::empty({b, t}, DType::i32);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<int32_t>()[i] = static_cast<int32_t>(rng() % vocab);
+  return x;
+}
+
+std::vector<float> flat(const Tensor& t) {
+  return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+}
+
+TEST(Gpt2, ParameterNamesCountAndLayout) {
+  Gpt2 model(kTiny);
+  EXPECT_EQ(model.params().count(), kTiny.num_params());
+  EXPECT_EQ(model.params().entries().front().name, "transformer.wte.weight");
+  EXPECT_EQ(model.params().entries().back().name, "transformer.ln_f.bias");
+  EXPECT_EQ(model.params().param("transformer.h.2.attn.c_attn.weight").shape(),
+            (Shape{32, 96}));
+  EXPECT_EQ(model.params().param("transformer.h.0.mlp.c_proj.weight").shape(), (Shape{128, 32}));
+  for (const ParameterEntry& e : model.params().entries()) {
+    EXPECT_EQ(e.offset % 16, 0) << e.name << " is not 64-byte aligned";
+    EXPECT_EQ(e.weight_decay, e.shape.size() == 2) << e.name;
+  }
+  EXPECT_THROW(model.params().param("transformer.h.3.ln_1.weight"), Error);
+}
+
+TEST(Gpt2, InitFollowsGpt2) {
+  Gpt2 model({4, 4, 128, 1000, 64});
+  model.init_weights(7);
+  auto stddev = [](const Tensor& t) {
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) s += t.data<float>()[i], s2 += double(t.data<float>()[i]) * t.data<float>()[i];
+    const double m = s / t.numel();
+    return std::sqrt(s2 / t.numel() - m * m);
+  };
+  EXPECT_NEAR(stddev(model.params().param("transformer.wte.weight")), 0.02, 0.001);
+  EXPECT_NEAR(stddev(model.params().param("transformer.h.1.attn.c_proj.weight")),
+              0.02 / std::sqrt(8.0), 0.0005);
+  EXPECT_EQ(model.params().param("transformer.h.0.ln_1.weight").data<float>()[5], 1.0f);
+  EXPECT_EQ(model.params().param("transformer.h.0.mlp.c_fc.bias").data<float>()[5], 0.0f);
+  Gpt2 again({4, 4, 128, 1000, 64});
+  again.init_weights(7);
+  EXPECT_EQ(flat(model.params().flat_params()), flat(again.params().flat_params()));
+}
+
+// Recomputing activations in backward must give exactly the gradients of keeping them.
+TEST(Gpt2, RecomputeGivesIdenticalGradients) {
+  std::mt19937_64 rng(testing::test_seed());
+  Gpt2 model(kTiny);
+  model.init_weights(3);
+  const Tensor x = random_tokens(2, 12, kTiny.vocab_size, rng);
+  const Tensor y = random_tokens(2, 12, kTiny.vocab_size, rng);
+  std::vector<float> grads[2];
+  double losses[2];
+  for (int recompute = 0; recompute < 2; ++recompute) {
+    model.params().zero_grads();
+    Gpt2Activations acts = model.make_activations(2, 12, recompute == 1);
+    model.forward(acts, x);
+    losses[recompute] = model.backward(acts, y, 1.0f / 24);
+    grads[recompute] = flat(model.params().flat_grads());
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(grads[0], grads[1]);
+}
+
+// The loss at GPT-2 init is close to ln(V) (near-uniform predictions) and backward returns it.
+TEST(Gpt2, InitialLossNearLogVocab) {
+  std::mt19937_64 rng(testing::test_seed());
+  Gpt2 model(kTiny);
+  model.init_weights(11);
+  Gpt2Activations acts = model.make_activations(3, 10, false);
+  const Tensor x = random_tokens(3, 10, kTiny.vocab_size, rng);
+  const Tensor y = random_tokens(3, 10, kTiny.vocab_size, rng);
+  model.forward(acts, x);
+  const double eval = model.loss(acts, y);
+  EXPECT_NEAR(eval, std::log(53.0), 0.1);
+  EXPECT_EQ(model.backward(acts, y, 1.0f / 30), eval);
+}
+
+// Causality: changing a later token does not change earlier logits.
+TEST(Gpt2, LogitsAreCausal) {
+  std::mt19937_64 rng(testing::test_seed());
+  Gpt2 model(kTiny);
+  model.init_weights(5);
+  Tensor x = random_tokens(1, 12, kTiny.vocab_size, rng);
+  Gpt2Activations acts = model.make_activations(1, 12, false);
+  Tensor a = Tensor::empty({12, kTiny.vocab_size}, DType::f32);
+  Tensor b = Tensor::empty({12, kTiny.vocab_size}, DType::f32);
+  model.forward(acts, x);
+  model.logits(a, acts, false);
+  x.data<int32_t>()[8] = (x.data<int32_t>()[8] + 1) % kTiny.vocab_size;
+  model.forward(acts, x);
+  model.logits(b, acts, false);
+  const int64_t v = kTiny.vocab_size;
+  EXPECT_EQ(0, std::memcmp(a.data<float>(), b.data<float>(), 8 * v * sizeof(float)));
+  EXPECT_NE(0, std::memcmp(a.data<float>() + 8 * v, b.data<float>() + 8 * v, v * sizeof(float)));
+}
+
+TEST(Gpt2, BadInputsThrow) {
+  EXPECT_THROW(Gpt2({2, 3, 32, 50, 8}), Error);  // d_model not a multiple of n_head
+  Gpt2 model(kTiny);
+  EXPECT_THROW(model.make_activations(1, 13, false), Error);  // longer than max_seq_len
+  Gpt2Activations acts = model.make_activations(1, 4, false);
+  Tensor x = Tensor::zeros({1, 5}, DType::i32);
+  EXPECT_THROW(model.forward(acts, x), Error);  // shape differs from the activations
+  Tensor bad = Tensor::zeros({1, 4}, DType::i32);
+  bad.data<int32_t>()[2] = 53;  // outside the vocabulary
+  EXPECT_THROW(model.forward(acts, bad), Error);
+}
+
+TEST(Generate, GreedyIsDeterministicAndStops) {
+  Gpt2 model(kTiny);
+  model.init_weights(9);
+  const std::vector<int32_t> prompt{1, 2, 3};
+  const auto a = generate(model, prompt, 20, {0.0, 0, 1});
+  const auto b = generate(model, prompt, 20, {0.0, 0, 2});
+  EXPECT_EQ(a, b);  // greedy ignores the seed
+  ASSERT_EQ(a.size(), 23u);  // runs past max_seq_len by cropping the context
+  const auto s1 = generate(model, prompt, 20, {1.0, 10, 42});
+  const auto s2 = generate(model, prompt, 20, {1.0, 10, 42});
+  EXPECT_EQ(s1, s2);
+  const auto stopped = generate(model, prompt, 20, {0.0, 0, 0}, /*stop_token=*/a[3]);
+  EXPECT_EQ(stopped.size(), 4u);
+  EXPECT_THROW(generate(model, {}, 5, {}), Error);
+}
+
+TEST(Generate, SampleTokenRespectsTopK) {
+  const float logits[5] = {0.0f, 3.0f, 1.0f, 2.5f, -1.0f};
+  EXPECT_EQ(sample_token(logits, 5, 0.0, 0, 0.99), 1);  // greedy
+  for (double u : {0.0, 0.3, 0.6, 0.999}) {
+    const int32_t t = sample_token(logits, 5, 1.0, 2, u);
+    EXPECT_TRUE(t == 1 || t == 3) << u;
+  }
+  EXPECT_EQ(sample_token(logits, 5, 1.0, 2, 0.0), 1);
+  EXPECT_EQ(sample_token(logits, 5, 1.0, 2, 0.999), 3);
+}
+
+}  // namespace
+}  // namespace tessera

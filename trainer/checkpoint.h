@@ -1,0 +1,40 @@
+// Checkpoints: one folder per step that Hugging Face `transformers` opens as it is
+// (config.json, model.safetensors with GPT-2 names, tokenizer.json), plus optimizer.safetensors and
+// trainer_state.json so a resumed run continues the same loss curve bit for bit.
+// A folder appears only complete: it is written as <name>.tmp and renamed into place.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "model/gpt2.h"
+#include "trainer/dataset.h"
+#include "trainer/optimizer.h"
+
+namespace tessera {
+
+struct TrainerState {
+  int64_t step = 0;      // optimizer steps completed
+  LoaderState loader{};  // training data position after `step` steps
+  double train_loss = 0.0;
+};
+
+// Writes <root>/step_NNNNNN/ (model, optimizer, state, HF config.json, a copy of tokenizer_path
+// unless empty), points <root>/latest at it, and deletes all but the newest `keep` step folders.
+// Returns the folder. Throws Error (leaving earlier checkpoints intact) on any I/O failure.
+std::string save_checkpoint(const std::string& root, const Gpt2& model, const AdamW* optimizer,
+                            const TrainerState& state, const std::string& tokenizer_path,
+                            int64_t keep);
+
+// The newest complete checkpoint folder under root, or "" when there is none.
+std::string latest_checkpoint(const std::string& root);
+
+// The model shape recorded in a checkpoint's config.json.
+Gpt2Config read_checkpoint_model_config(const std::string& dir);
+
+// Loads weights into `model` and, when optimizer is non-null, the AdamW moments and step count.
+// Throws Error naming the file and the tensor on a missing or corrupt file, a missing tensor or a
+// shape that does not match the model.
+TrainerState load_checkpoint(const std::string& dir, Gpt2& model, AdamW* optimizer);
+
+}  // namespace tessera

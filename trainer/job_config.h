@@ -1,0 +1,80 @@
+// A training job as typed structs, parsed and validated from a YAML job file
+// (configs/*.yaml; every key is documented in docs/config.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "model/gpt2.h"
+
+namespace tessera {
+
+struct DataConfig {
+  std::string corpus = "brown";           // the only corpus for now
+  std::string corpus_dir = "data/brown";  // where scripts/fetch_corpus.sh unpacks it
+  std::string dir = "data/tiny";          // tokenizer.json, train.bin, val.bin
+  double val_fraction = 0.05;
+};
+
+struct TrainConfig {
+  int64_t batch_size = 8;
+  int64_t seq_len = 256;
+  int64_t grad_accum = 1;
+  int64_t steps = 600;
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int64_t warmup_steps = 50;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // <= 0 disables clipping
+  bool recompute = false;  // activation recomputation
+  int64_t log_every = 1;
+};
+
+struct EvalConfig {
+  int64_t every = 100;  // steps between validation runs; 0 disables
+  int64_t batches = 8;  // validation batches per run (from the start of the split)
+};
+
+struct CheckpointConfig {
+  std::string dir = "runs/tiny";  // checkpoints land in <dir>/checkpoints/step_NNNNNN
+  int64_t every = 200;            // 0 saves only at the end
+  int64_t keep = 2;               // most recent checkpoints kept
+  std::string resume = "auto";    // auto (latest if any), none, or a checkpoint folder
+};
+
+struct SampleConfig {
+  std::string prompt = "The";
+  int64_t tokens = 64;
+  double temperature = 0.8;
+  int64_t top_k = 40;
+};
+
+struct JobConfig {
+  std::string path;  // the YAML file it came from
+  std::string name = "tiny";
+  uint64_t seed = 1337;
+  Device device = Device::cpu();
+  int64_t threads = 0;  // 0: OMP_NUM_THREADS or all cores
+  Gpt2Config model;
+  DataConfig data;
+  TrainConfig train;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  SampleConfig sample;
+};
+
+// Parses `path` with "a.b=value" overrides applied first. Throws Error naming the file, the line
+// and the key for a missing file, a YAML syntax error, an unknown key, a wrong type or a value
+// out of range.
+JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The same from YAML text (tests); `name` stands in for the file name in messages.
+JobConfig parse_job_config(const std::string& yaml, const std::string& name,
+                           const std::vector<std::string>& overrides = {});
+
+}  // namespace tessera
