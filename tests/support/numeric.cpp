@@ -36,14 +36,17 @@ double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
   if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return std::numeric_limits<double>::infinity();
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i]))
+      return std::numeric_limits<double>::infinity();
     num += (a[i] - b[i]) * (a[i] - b[i]);
     den += b[i] * b[i];
   }
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
-double rel_error(const Tensor& a, const std::vector<double>& b) { return rel_error(to_f64(a), b); }
+double rel_error(const Tensor& a, const std::vector<double>& b) {
+  return rel_error(to_f64(a), b);
+}
 
 std::vector<double> finite_diff(const std::function<double(const std::vector<double>&)>& f,
                                 std::vector<double> x, double h) {
