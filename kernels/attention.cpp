@@ -1,0 +1,189 @@
+#include "kernels/attention.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/kernel_util.h"
+
+namespace tessera {
+namespace {
+
+using kernels_detail::require_cpu_f32;
+
+// Rows of a query tile and columns of a key tile: 64×64 scores (16 KiB) stay in L1/L2 together
+// with the 64×hs tiles of q, k, v they come from.
+constexpr int64_t kTile = 64;
+
+struct Dims {
+  int64_t b, t, c, nh, hs;
+  int64_t tiles() const { return (t + kTile - 1) / kTile; }
+};
+
+Dims check(const char* op, const Tensor& qkv, int64_t num_heads) {
+  TS_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, op, ": qkv must be (B, T, 3C), got ",
+           shape_str(qkv.shape()));
+  const int64_t c = qkv.size(2) / 3;
+  TS_CHECK(num_heads > 0 && c % num_heads == 0, op, ": C = ", c,
+           " is not divisible by num_heads = ", num_heads);
+  return {qkv.size(0), qkv.size(1), c, num_heads, c / num_heads};
+}
+
+// The [begin, end) rows of tile i.
+struct Span {
+  int64_t begin, end;
+  int64_t size() const { return end - begin; }
+};
+Span tile(const Dims& d, int64_t i) { return {i * kTile, std::min(d.t, (i + 1) * kTile)}; }
+
+// scores (nq, nk) = scale · q_tile · k_tileᵀ, then −∞ where the key comes after the query.
+void tile_scores(float* scores, const float* q, const float* k, Span qs, Span ks, int64_t ld,
+                 int64_t hs, float scale) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qs.size(), ks.size(), hs, scale, q, ld, k,
+              ld, 0.0f, scores, ks.size());
+  if (ks.end - 1 <= qs.begin) return;  // the whole tile is at or below the diagonal
+  for (int64_t r = 0; r < qs.size(); ++r)
+    for (int64_t j = std::max<int64_t>(0, qs.begin + r + 1 - ks.begin); j < ks.size(); ++j)
+      scores[r * ks.size() + j] = -std::numeric_limits<float>::infinity();
+}
+
+}  // namespace
+
+void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads) {
+  require_cpu_f32("attention_forward", {{"out", out}, {"lse", lse}, {"qkv", qkv}});
+  const Dims d = check("attention_forward", qkv, num_heads);
+  out.expect("attention_forward out", {d.b, d.t, d.c}, DType::f32);
+  lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
+  const float* x = qkv.data<float>();
+  float* o = out.data<float>();
+  float* l = lse.data<float>();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hs));
+  const int64_t ld = 3 * d.c, tiles = d.tiles();
+
+#pragma omp parallel
+  {
+    std::vector<float> scores(kTile * kTile), acc(kTile * d.hs), row_max(kTile), row_sum(kTile);
+#pragma omp for collapse(3) schedule(dynamic)
+    for (int64_t b = 0; b < d.b; ++b)
+      for (int64_t h = 0; h < d.nh; ++h)
+        for (int64_t qi = 0; qi < tiles; ++qi) {
+          const Span qs = tile(d, qi);
+          const float* q = x + (b * d.t + qs.begin) * ld + h * d.hs;
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<float>::infinity());
+          std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+          for (int64_t ki = 0; ki <= qi; ++ki) {
+            const Span ks = tile(d, ki);
+            const float* k = x + (b * d.t + ks.begin) * ld + d.c + h * d.hs;
+            const float* v = k + d.c;
+            tile_scores(scores.data(), q, k, qs, ks, ld, d.hs, scale);
+            // Online softmax: rescale what was accumulated under the old row maximum.
+            for (int64_t r = 0; r < qs.size(); ++r) {
+              float* s = scores.data() + r * ks.size();
+              const float m = std::max(row_max[r], *std::max_element(s, s + ks.size()));
+              const float correction = std::exp(row_max[r] - m);
+              float sum = 0.0f;
+              for (int64_t j = 0; j < ks.size(); ++j) {
+                s[j] = std::exp(s[j] - m);
+                sum += s[j];
+              }
+              row_sum[r] = row_sum[r] * correction + sum;
+              row_max[r] = m;
+              float* a = acc.data() + r * d.hs;
+              for (int64_t e = 0; e < d.hs; ++e) a[e] *= correction;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qs.size(), d.hs, ks.size(),
+                        1.0f, scores.data(), ks.size(), v, ld, 1.0f, acc.data(), d.hs);
+          }
+          for (int64_t r = 0; r < qs.size(); ++r) {
+            const float inv = 1.0f / row_sum[r];
+            float* dst = o + (b * d.t + qs.begin + r) * d.c + h * d.hs;
+            for (int64_t e = 0; e < d.hs; ++e) dst[e] = acc[r * d.hs + e] * inv;
+            l[(b * d.nh + h) * d.t + qs.begin + r] = row_max[r] + std::log(row_sum[r]);
+          }
+        }
+  }
+}
+
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& lse, int64_t num_heads) {
+  require_cpu_f32("attention_backward", {{"dqkv", dqkv},
+                                         {"dout", dout},
+                                         {"qkv", qkv},
+                                         {"out", out},
+                                         {"lse", lse}});
+  const Dims d = check("attention_backward", qkv, num_heads);
+  dqkv.expect("attention_backward dqkv", qkv.shape(), DType::f32);
+  dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
+  out.expect("attention_backward out", {d.b, d.t, d.c}, DType::f32);
+  lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
+  const float* x = qkv.data<float>();
+  const float* o = out.data<float>();
+  const float* dout_p = dout.data<float>();
+  const float* l = lse.data<float>();
+  float* dx = dqkv.data<float>();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hs));
+  const int64_t ld = 3 * d.c, tiles = d.tiles();
+
+  // One (batch, head) per task: it owns its slices of dq, dk and dv, so tiles accumulate into
+  // them in a fixed order without atomics and the result is the same for any thread count.
+#pragma omp parallel
+  {
+    std::vector<float> p(kTile * kTile), dp(kTile * kTile), delta(d.t);
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < d.b; ++b)
+      for (int64_t h = 0; h < d.nh; ++h) {
+        const int64_t row0 = b * d.t;
+        const float* lse_bh = l + (b * d.nh + h) * d.t;
+        // delta_i = Σ_e dout_ie · out_ie = Σ_j P_ij dP_ij, the softmax backward's row term.
+        for (int64_t i = 0; i < d.t; ++i) {
+          const float* go = dout_p + (row0 + i) * d.c + h * d.hs;
+          const float* oi = o + (row0 + i) * d.c + h * d.hs;
+          float s = 0.0f;
+          for (int64_t e = 0; e < d.hs; ++e) s += go[e] * oi[e];
+          delta[i] = s;
+          float* dqkv_i = dx + (row0 + i) * ld + h * d.hs;
+          for (int64_t part = 0; part < 3; ++part)
+            std::fill(dqkv_i + part * d.c, dqkv_i + part * d.c + d.hs, 0.0f);
+        }
+        for (int64_t ki = 0; ki < tiles; ++ki) {
+          const Span ks = tile(d, ki);
+          const int64_t koff = (row0 + ks.begin) * ld + d.c + h * d.hs;
+          const float *k = x + koff, *v = k + d.c;
+          float *dk = dx + koff, *dv = dk + d.c;
+          for (int64_t qi = ki; qi < tiles; ++qi) {
+            const Span qs = tile(d, qi);
+            const int64_t qoff = (row0 + qs.begin) * ld + h * d.hs;
+            const float* q = x + qoff;
+            float* dq = dx + qoff;
+            const float* go = dout_p + (row0 + qs.begin) * d.c + h * d.hs;
+            // P = exp(S − lse): the forward's probabilities, rebuilt tile by tile.
+            tile_scores(p.data(), q, k, qs, ks, ld, d.hs, scale);
+            for (int64_t r = 0; r < qs.size(); ++r)
+              for (int64_t j = 0; j < ks.size(); ++j)
+                p[r * ks.size() + j] = std::exp(p[r * ks.size() + j] - lse_bh[qs.begin + r]);
+            // dv += Pᵀ · dout;  dP = dout · vᵀ;  dS = P ∘ (dP − delta).
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ks.size(), d.hs, qs.size(), 1.0f,
+                        p.data(), ks.size(), go, d.c, 1.0f, dv, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qs.size(), ks.size(), d.hs, 1.0f,
+                        go, d.c, v, ld, 0.0f, dp.data(), ks.size());
+            for (int64_t r = 0; r < qs.size(); ++r)
+              for (int64_t j = 0; j < ks.size(); ++j) {
+                const int64_t idx = r * ks.size() + j;
+                dp[idx] = p[idx] * (dp[idx] - delta[qs.begin + r]);
+              }
+            // dq += scale · dS · k;  dk += scale · dSᵀ · q.
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qs.size(), d.hs, ks.size(),
+                        scale, dp.data(), ks.size(), k, ld, 1.0f, dq, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ks.size(), d.hs, qs.size(), scale,
+                        dp.data(), ks.size(), q, ld, 1.0f, dk, ld);
+          }
+        }
+      }
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,22 @@
+// Causal multi-head self-attention, fused and tiled like FlashAttention-2: scores are computed a
+// (query block × key block) tile at a time with an online softmax, so no T×T matrix per head is
+// ever held; backward recomputes the tiles from the saved log-sum-exp.
+// Activation gradients overwrite (=).
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+// qkv (B, T, 3C) packs q, k, v along the last dimension (GPT-2's c_attn output); head h uses
+// columns [h·hs, (h+1)·hs) of each, hs = C / num_heads. out (B, T, C) = softmax(q·kᵀ/√hs + causal
+// mask)·v with heads side by side; lse (B, NH, T) keeps each row's log-sum-exp for backward.
+void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads);
+
+// dqkv (B, T, 3C) = ∂L/∂qkv given dout (B, T, C) and forward's qkv, out and lse.
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& lse, int64_t num_heads);
+
+}  // namespace tessera
