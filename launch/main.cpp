@@ -40,7 +40,10 @@ int main(int argc, char** argv) {
               << " --help')\n";
     return 2;
   } catch (const tessera::Error& e) {
-    std::cerr << "tessera " << cmd << ": error: " << e.what() << "\n";
+    // The message says what to change; the source location follows for bug reports.
+    std::cerr << "tessera " << cmd << ": error: " << e.message() << "  [" << e.file().substr(
+                     e.file().find_last_of('/') == std::string::npos ? 0 : e.file().find_last_of('/') + 1)
+              << ":" << e.line() << "]\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "tessera " << cmd << ": error: " << e.what() << "\n";

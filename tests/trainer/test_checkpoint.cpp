@@ -1,0 +1,110 @@
+#include "trainer/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "tests/support/numeric.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+const Gpt2Config kCfg{2, 2, 16, 40, 8};
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("tessera_ckpt_" + std::to_string(testing::test_seed()));
+    fs::remove_all(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::vector<float> flat(const Tensor& t) {
+  return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+}
+
+// A model and optimizer with non-trivial weights and moments.
+struct Trained {
+  Gpt2 model{kCfg};
+  AdamW opt{model.params(), {}};
+  explicit Trained(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    model.init_weights(seed);
+    Tensor g = model.params().flat_grads();
+    testing::fill_normal(g, rng, 0.1f);
+    opt.step(model.params(), 1e-3);
+    opt.step(model.params(), 1e-3);
+  }
+};
+
+TEST(Checkpoint, RoundTripsWeightsMomentsAndState) {
+  TempDir tmp;
+  Trained a(1);
+  const TrainerState st{2, {3, 17}, 4.25};
+  const std::string dir = save_checkpoint(tmp.path.string(), a.model, &a.opt, st, "", 2);
+  EXPECT_EQ(fs::path(dir).filename(), "step_000002");
+  EXPECT_EQ(latest_checkpoint(tmp.path.string()), dir);
+  for (const char* f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json",
+                        "config.json"})
+    EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
+
+  Trained b(2);
+  const TrainerState loaded = load_checkpoint(dir, b.model, &b.opt);
+  EXPECT_EQ(loaded.step, 2);
+  EXPECT_EQ(loaded.loader.epoch, 3u);
+  EXPECT_EQ(loaded.loader.position, 17u);
+  EXPECT_EQ(loaded.train_loss, 4.25);
+  EXPECT_EQ(b.opt.steps_taken(), 2);
+  EXPECT_EQ(flat(a.model.params().flat_params()), flat(b.model.params().flat_params()));
+  for (const ParameterEntry& e : a.model.params().entries()) {
+    EXPECT_EQ(flat(a.opt.exp_avg(e)), flat(b.opt.exp_avg(e))) << e.name;
+    EXPECT_EQ(flat(a.opt.exp_avg_sq(e)), flat(b.opt.exp_avg_sq(e))) << e.name;
+  }
+  EXPECT_EQ(read_checkpoint_model_config(dir).d_model, kCfg.d_model);
+}
+
+TEST(Checkpoint, KeepsNewestAndIgnoresUnfinishedFolders) {
+  TempDir tmp;
+  Trained a(3);
+  for (int64_t step : {1, 2, 3, 4})
+    save_checkpoint(tmp.path.string(), a.model, &a.opt, {step, {}, 0.0}, "", 2);
+  EXPECT_FALSE(fs::exists(tmp.path / "step_000002"));
+  EXPECT_TRUE(fs::exists(tmp.path / "step_000003"));
+  // A folder a killed run left half-written is never picked.
+  fs::create_directories(tmp.path / "step_000009.tmp");
+  std::ofstream(tmp.path / "step_000009.tmp" / "model.safetensors") << "partial";
+  fs::remove(tmp.path / "latest");
+  EXPECT_EQ(fs::path(latest_checkpoint(tmp.path.string())).filename(), "step_000004");
+  EXPECT_EQ(latest_checkpoint((tmp.path / "nothing").string()), "");
+}
+
+TEST(Checkpoint, MismatchAndCorruptionGiveClearErrors) {
+  TempDir tmp;
+  Trained a(4);
+  const std::string dir = save_checkpoint(tmp.path.string(), a.model, &a.opt, {1, {}, 0.0}, "", 2);
+  Gpt2 other({2, 2, 32, 40, 8});
+  try {
+    load_checkpoint(dir, other, nullptr);
+    FAIL() << "loaded into a different model shape";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("d_model=16"), std::string::npos) << e.what();
+  }
+  // Truncate the weights file: the loader must say which file is bad.
+  const fs::path weights = fs::path(dir) / "model.safetensors";
+  fs::resize_file(weights, fs::file_size(weights) / 2);
+  Trained b(5);
+  try {
+    load_checkpoint(dir, b.model, &b.opt);
+    FAIL() << "loaded a truncated checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_checkpoint((tmp.path / "missing").string(), b.model, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,81 @@
+#include "trainer/job_config.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tessera {
+namespace {
+
+// Returns the Error message of parsing `yaml`, or "" when it parses.
+std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_job_config(yaml, "job.yaml", overrides);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(JobConfig, ShippedConfigsParse) {
+  const JobConfig job = load_job_config(std::string(TESSERA_SOURCE_DIR) + "/configs/tiny.yaml");
+  EXPECT_EQ(job.name, "tiny");
+  EXPECT_EQ(job.model.n_layer, 4);
+  EXPECT_EQ(job.model.d_model, 256);
+  EXPECT_EQ(job.model.vocab_size, 4096);
+  EXPECT_EQ(job.train.batch_size, 8);
+  EXPECT_EQ(job.train.seq_len, 256);
+  EXPECT_TRUE(job.device.is_cpu());
+}
+
+TEST(JobConfig, DefaultsAndOverrides) {
+  const JobConfig job = parse_job_config("name: x\ntrain:\n  lr: 0.01\n", "job.yaml",
+                                         {"train.steps=7", "train.warmup_steps=2", "model.n_layer=2", "eval.every=0"});
+  EXPECT_EQ(job.name, "x");
+  EXPECT_DOUBLE_EQ(job.train.lr, 0.01);
+  EXPECT_EQ(job.train.steps, 7);
+  EXPECT_EQ(job.model.n_layer, 2);
+  EXPECT_EQ(job.eval.every, 0);
+  EXPECT_EQ(job.model.d_model, Gpt2Config{}.d_model);
+}
+
+TEST(JobConfig, ErrorsNameFileLineAndKey) {
+  std::string e = error_of("model:\n  n_layer: 2\n  n_heads: 4\n");
+  EXPECT_NE(e.find("job.yaml:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("n_heads"), std::string::npos) << e;
+  EXPECT_NE(e.find("n_head"), std::string::npos) << e;
+
+  e = error_of("train:\n  lr: fast\n");
+  EXPECT_NE(e.find("job.yaml:2"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.lr"), std::string::npos) << e;
+
+  e = error_of("model:\n  n_head: 3\n  d_model: 256\n");
+  EXPECT_NE(e.find("d_model"), std::string::npos) << e;
+  EXPECT_NE(e.find("job.yaml:3"), std::string::npos) << e;
+
+  e = error_of("train:\n  seq_len: 512\n");  // longer than the default max_seq_len 256
+  EXPECT_NE(e.find("seq_len"), std::string::npos) << e;
+
+  e = error_of("device: tpu\n");
+  EXPECT_NE(e.find("device"), std::string::npos) << e;
+
+  e = error_of("train: [1, 2\n");  // YAML syntax error
+  EXPECT_NE(e.find("job.yaml"), std::string::npos) << e;
+
+  EXPECT_NE(error_of("", {"train.steps=-3"}).find("steps"), std::string::npos);
+  EXPECT_EQ(error_of("train:\n  steps: 5\n  warmup_steps: 5\n"), "");
+  EXPECT_NE(error_of("train:\n  steps: 5\n  warmup_steps: 6\n").find("warmup_steps"),
+            std::string::npos);
+}
+
+TEST(JobConfig, MissingFileIsOneClearError) {
+  try {
+    load_job_config("configs/does-not-exist.yaml");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("configs/does-not-exist.yaml"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
