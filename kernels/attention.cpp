@@ -8,10 +8,12 @@
 #include <vector>
 
 #include "kernels/kernel_util.h"
+#include "kernels/vec_math.h"
 
 namespace tessera {
 namespace {
 
+using kernels_detail::exp_f32;
 using kernels_detail::require_cpu_f32;
 
 // Rows of a query tile and columns of a key tile: 64×64 scores (16 KiB) stay in L1/L2 together
@@ -83,11 +85,14 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
             // Online softmax: rescale what was accumulated under the old row maximum.
             for (int64_t r = 0; r < qs.size(); ++r) {
               float* s = scores.data() + r * ks.size();
-              const float m = std::max(row_max[r], *std::max_element(s, s + ks.size()));
-              const float correction = std::exp(row_max[r] - m);
+              float m = row_max[r];
+#pragma omp simd reduction(max : m)
+              for (int64_t j = 0; j < ks.size(); ++j) m = std::max(m, s[j]);
+              const float correction = exp_f32(row_max[r] - m);
               float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
               for (int64_t j = 0; j < ks.size(); ++j) {
-                s[j] = std::exp(s[j] - m);
+                s[j] = exp_f32(s[j] - m);
                 sum += s[j];
               }
               row_sum[r] = row_sum[r] * correction + sum;
@@ -164,7 +169,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
             tile_scores(p.data(), q, k, qs, ks, ld, d.hs, scale);
             for (int64_t r = 0; r < qs.size(); ++r)
               for (int64_t j = 0; j < ks.size(); ++j)
-                p[r * ks.size() + j] = std::exp(p[r * ks.size() + j] - lse_bh[qs.begin + r]);
+                p[r * ks.size() + j] = exp_f32(p[r * ks.size() + j] - lse_bh[qs.begin + r]);
             // dv += Pᵀ · dout;  dP = dout · vᵀ;  dS = P ∘ (dP − delta).
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ks.size(), d.hs, qs.size(), 1.0f,
                         p.data(), ks.size(), go, d.c, 1.0f, dv, ld);

@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "kernels/kernel_util.h"
+#include "kernels/vec_math.h"
 
 namespace tessera {
 namespace {
 
+using kernels_detail::exp_f32;
 using kernels_detail::require_cpu_f32;
 
 // Rows per chunk: about 1M logits (4 MB) of scratch at a time, at least 32 rows.
@@ -49,11 +51,13 @@ void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int
   for (int64_t r = 0; r < rows; ++r) {
     float* l = logits + r * v;
     float mx = l[0];
+#pragma omp simd reduction(max : mx)
     for (int64_t j = 1; j < v; ++j) mx = std::max(mx, l[j]);
     const float target_logit = l[targets[r]];
-    float sum = 0.0f;
+    float sum = 0.0f;  // simd lanes sum in a fixed order: deterministic, and vectorized
+#pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < v; ++j) {
-      l[j] = std::exp(l[j] - mx);
+      l[j] = exp_f32(l[j] - mx);
       sum += l[j];
     }
     losses[r] = std::log(sum) + mx - target_logit;

@@ -3,11 +3,13 @@
 #include <cmath>
 
 #include "kernels/kernel_util.h"
+#include "kernels/vec_math.h"
 
 namespace tessera {
 namespace {
 
 using kernels_detail::require_cpu_f32;
+using kernels_detail::tanh_f32;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCoeff = 0.044715f;
 
@@ -23,7 +25,7 @@ void gelu_forward(Tensor& out, const Tensor& inp) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float xi = x[i];
-    y[i] = 0.5f * xi * (1.0f + std::tanh(kSqrt2OverPi * (xi + kCoeff * xi * xi * xi)));
+    y[i] = 0.5f * xi * (1.0f + tanh_f32(kSqrt2OverPi * (xi + kCoeff * xi * xi * xi)));
   }
 }
 
@@ -41,7 +43,7 @@ void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
   for (int64_t i = 0; i < n; ++i) {
     const float xi = x[i];
     const float u = kSqrt2OverPi * (xi + kCoeff * xi * xi * xi);
-    const float th = std::tanh(u);
+    const float th = tanh_f32(u);
     const float sech2 = 1.0f - th * th;
     const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoeff * xi * xi);
     dx[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * xi * sech2 * du);
