@@ -9,7 +9,8 @@ namespace tessera {
 
 void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
                   const AdamWStep& step) {
-  kernels_detail::require_cpu_f32("adamw_update", {{"params", params}, {"m", m}, {"v", v}, {"grads", grads}});
+  kernels_detail::require_cpu_f32("adamw_update",
+                                  {{"params", params}, {"m", m}, {"v", v}, {"grads", grads}});
   const int64_t n = params.numel();
   TS_CHECK(m.numel() == n && v.numel() == n && grads.numel() == n,
            "adamw_update: params, m, v and grads must have the same number of elements");

@@ -39,7 +39,9 @@ struct Span {
   int64_t begin, end;
   int64_t size() const { return end - begin; }
 };
-Span tile(const Dims& d, int64_t i) { return {i * kTile, std::min(d.t, (i + 1) * kTile)}; }
+Span tile(const Dims& d, int64_t i) {
+  return {i * kTile, std::min(d.t, (i + 1) * kTile)};
+}
 
 // scores (nq, nk) = scale · q_tile · k_tileᵀ, then −∞ where the key comes after the query.
 void tile_scores(float* scores, const float* q, const float* k, Span qs, Span ks, int64_t ld,
@@ -100,8 +102,8 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
               float* a = acc.data() + r * d.hs;
               for (int64_t e = 0; e < d.hs; ++e) a[e] *= correction;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qs.size(), d.hs, ks.size(),
-                        1.0f, scores.data(), ks.size(), v, ld, 1.0f, acc.data(), d.hs);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qs.size(), d.hs, ks.size(), 1.0f,
+                        scores.data(), ks.size(), v, ld, 1.0f, acc.data(), d.hs);
           }
           for (int64_t r = 0; r < qs.size(); ++r) {
             const float inv = 1.0f / row_sum[r];
@@ -115,11 +117,8 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int64_t num_heads) {
-  require_cpu_f32("attention_backward", {{"dqkv", dqkv},
-                                         {"dout", dout},
-                                         {"qkv", qkv},
-                                         {"out", out},
-                                         {"lse", lse}});
+  require_cpu_f32("attention_backward",
+                  {{"dqkv", dqkv}, {"dout", dout}, {"qkv", qkv}, {"out", out}, {"lse", lse}});
   const Dims d = check("attention_backward", qkv, num_heads);
   dqkv.expect("attention_backward dqkv", qkv.shape(), DType::f32);
   dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);

@@ -15,8 +15,8 @@ inline float exp_f32(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln2 in two parts
   constexpr float kRound = 12582912.0f;                             // 1.5·2²³: rounds to integer
-  constexpr float kMax = 88.0f, kMin = -87.3365447505531f;  // e^kMin = FLT_MIN
-  const float xc = x > kMax ? kMax : (x < kMin ? kMin : x);  // NaN passes through unchanged
+  constexpr float kMax = 88.0f, kMin = -87.3365447505531f;          // e^kMin = FLT_MIN
+  const float xc = x > kMax ? kMax : (x < kMin ? kMin : x);         // NaN passes through unchanged
   const float t = xc * kLog2e + kRound;
   const float n = t - kRound;
   const uint32_t n_bits = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kRound);

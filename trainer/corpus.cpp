@@ -160,10 +160,15 @@ std::string detokenize_brown_document(const std::string& tagged) {
 }
 
 std::vector<std::string> load_brown_corpus(const std::string& dir) {
-  std::string parent = fs::path(dir).parent_path().string();
-  if (parent.empty()) parent = ".";
+  // fetch_corpus.sh DEST unpacks into DEST/brown, so the advice depends on the folder's name.
+  const fs::path path(dir);
+  const std::string parent = path.has_parent_path() ? path.parent_path().string() : ".";
   const std::string not_found =
-      detail::cat("Brown corpus not found in '", dir, "': run scripts/fetch_corpus.sh ", parent);
+      path.filename() == "brown"
+          ? detail::cat("Brown corpus not found in '", dir, "': run scripts/fetch_corpus.sh ",
+                        parent)
+          : detail::cat("Brown corpus not found in '", dir,
+                        "': run scripts/fetch_corpus.sh data and set data.corpus_dir: data/brown");
   std::error_code ec;
   TS_CHECK(fs::is_directory(dir, ec), not_found);
   std::vector<fs::path> files;

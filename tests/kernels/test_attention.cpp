@@ -57,7 +57,8 @@ std::vector<double> reference_backward(const std::vector<double>& qkv,
         double mx = -1e300, sum = 0.0;
         for (int64_t j = 0; j <= i; ++j) {
           double s = 0.0;
-          for (int64_t e = 0; e < hs; ++e) s += qkv[qo + e] * qkv[(b * k.t + j) * ld + k.c + h * hs + e];
+          for (int64_t e = 0; e < hs; ++e)
+            s += qkv[qo + e] * qkv[(b * k.t + j) * ld + k.c + h * hs + e];
           p[j] = s * scale;
           mx = std::max(mx, p[j]);
         }
@@ -91,9 +92,10 @@ struct AttentionRun {
 };
 
 AttentionRun run_kernel(const Case& k, std::mt19937_64& rng) {
-  AttentionRun r{Tensor::empty({k.b, k.t, 3 * k.c}, DType::f32), Tensor::empty({k.b, k.t, k.c}, DType::f32),
-        Tensor::empty({k.b, k.nh, k.t}, DType::f32), Tensor::empty({k.b, k.t, k.c}, DType::f32),
-        Tensor::empty({k.b, k.t, 3 * k.c}, DType::f32)};
+  AttentionRun r{
+      Tensor::empty({k.b, k.t, 3 * k.c}, DType::f32), Tensor::empty({k.b, k.t, k.c}, DType::f32),
+      Tensor::empty({k.b, k.nh, k.t}, DType::f32), Tensor::empty({k.b, k.t, k.c}, DType::f32),
+      Tensor::empty({k.b, k.t, 3 * k.c}, DType::f32)};
   testing::fill_normal(r.qkv, rng);
   testing::fill_normal(r.dout, rng);
   testing::poison(r.out);
@@ -134,7 +136,8 @@ TEST(Attention, LogSumExp) {
       double sum = 0.0;
       for (int64_t j = 0; j <= i; ++j) {
         double s = 0.0;
-        for (int64_t e = 0; e < hs; ++e) s += qkv[i * 3 * k.c + h * hs + e] * qkv[j * 3 * k.c + k.c + h * hs + e];
+        for (int64_t e = 0; e < hs; ++e)
+          s += qkv[i * 3 * k.c + h * hs + e] * qkv[j * 3 * k.c + k.c + h * hs + e];
         sum += std::exp(s / std::sqrt(static_cast<double>(hs)));
       }
       EXPECT_NEAR(r.lse.data<float>()[h * k.t + i], std::log(sum), 1e-5 * (1 + std::log(sum)));
@@ -155,8 +158,9 @@ TEST(Attention, ReferenceGradientMatchesFiniteDifferences) {
     for (size_t i = 0; i < out.size(); ++i) s += out[i] * dout[i];
     return s;
   };
-  EXPECT_LT(testing::rel_error(testing::finite_diff(objective, qkv), reference_backward(qkv, dout, k)),
-            1e-7);
+  EXPECT_LT(
+      testing::rel_error(testing::finite_diff(objective, qkv), reference_backward(qkv, dout, k)),
+      1e-7);
 }
 
 // Bit-identical results for 1, 2 and 3 threads.
