@@ -19,10 +19,12 @@ void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
   float* pm = m.data<float>();
   float* pv = v.data<float>();
   const float* g = grads.data<float>();
-  const float bc1 = 1.0f - std::pow(step.beta1, static_cast<float>(step.t));
-  const float bc2 = 1.0f - std::pow(step.beta2, static_cast<float>(step.t));
-  const float step_size = step.lr / bc1;
-  const float bc2_sqrt = std::sqrt(bc2);
+  // Bias corrections in float64 as torch computes them (Python floats): in f32, 1 − β₂ᵗ keeps
+  // only a few digits at small t (up to ~1e-5 relative error in the step for β₂ = 0.999).
+  const double bc1 = 1.0 - std::pow(double{step.beta1}, static_cast<double>(step.t));
+  const double bc2 = 1.0 - std::pow(double{step.beta2}, static_cast<double>(step.t));
+  const float step_size = static_cast<float>(step.lr / bc1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   const float decay = 1.0f - step.lr * step.weight_decay;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -56,7 +58,7 @@ double grad_norm_squared(const Tensor& grads) {
 float clip_coefficient(double norm, float max_norm) {
   if (max_norm <= 0.0f) return 1.0f;
   const double coef = max_norm / (norm + 1e-6);
-  return coef < 1.0 ? static_cast<float>(coef) : 1.0f;
+  return coef >= 1.0 ? 1.0f : static_cast<float>(coef);  // a NaN norm stays NaN, like torch
 }
 
 }  // namespace tessera

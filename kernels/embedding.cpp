@@ -18,12 +18,20 @@ void check_tokens(const Tensor& tokens, int64_t vocab, int64_t max_t) {
              " is outside the vocabulary [0, ", vocab, ")");
 }
 
+// wte (V, C) and wpe (maxT, C) must share C: rows of both are read (or written) C wide.
+void check_tables(const char* op, const Tensor& wte, const Tensor& wpe) {
+  TS_CHECK(wte.dim() == 2 && wpe.dim() == 2 && wte.size(1) == wpe.size(1), op, ": wte ",
+           shape_str(wte.shape()), " and wpe ", shape_str(wpe.shape()),
+           " must be (V, C) and (maxT, C) with the same C");
+}
+
 }  // namespace
 
 void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
   require_cpu_f32("embedding_forward", "out", out);
   require_cpu_f32("embedding_forward", "wte", wte);
   require_cpu_f32("embedding_forward", "wpe", wpe);
+  check_tables("embedding_forward", wte, wpe);
   const int64_t v = wte.size(0), c = wte.size(1);
   check_tokens(tokens, v, wpe.size(0));
   const int64_t b = tokens.size(0), t = tokens.size(1);
@@ -45,6 +53,7 @@ void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Te
   require_cpu_f32("embedding_backward", "dwte", dwte);
   require_cpu_f32("embedding_backward", "dwpe", dwpe);
   require_cpu_f32("embedding_backward", "dout", dout);
+  check_tables("embedding_backward", dwte, dwpe);
   const int64_t v = dwte.size(0), c = dwte.size(1);
   check_tokens(tokens, v, dwpe.size(0));
   const int64_t b = tokens.size(0), t = tokens.size(1);

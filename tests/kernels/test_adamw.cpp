@@ -1,0 +1,139 @@
+// AdamW against a float64 torch.optim.AdamW over several steps; the global gradient norm (exact in
+// float64, deterministic) and the clip_grad_norm_ coefficient; errors.
+#include "kernels/adamw.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <random>
+
+#include "core/error.h"
+#include "tests/support/numeric.h"
+
+namespace tessera {
+namespace {
+
+Tensor randn(const Shape& shape, std::mt19937_64& rng, float stddev = 1.0f) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  testing::fill_normal(t, rng, stddev);
+  return t;
+}
+
+struct State {
+  std::vector<double> p, m, v;
+};
+
+// One step of torch.optim.AdamW (amsgrad off) in float64 on grad_scale·grads, written as torch's
+// _single_tensor_adamw: decay, lerp/addcmul moments, bias corrections from Python floats.
+void reference_step(State& s, const std::vector<double>& grads, const AdamWStep& h) {
+  const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, eps = h.eps, wd = h.weight_decay;
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(h.t));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(h.t));
+  for (size_t i = 0; i < s.p.size(); ++i) {
+    const double g = grads[i] * double{h.grad_scale};
+    s.p[i] *= 1.0 - lr * wd;
+    s.m[i] += (g - s.m[i]) * (1.0 - b1);
+    s.v[i] = s.v[i] * b2 + (1.0 - b2) * g * g;
+    s.p[i] -= lr / bc1 * s.m[i] / (std::sqrt(s.v[i]) / std::sqrt(bc2) + eps);
+  }
+}
+
+std::vector<double> minus(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> d(a.size());
+  for (size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
+  return d;
+}
+
+// Five steps from zero moments with grad_scale != 1 and weight decay: params, m and v follow the
+// float64 trajectory, and each step's update matches the float64 update from the same state
+// (params ~ N(0, 0.05) so that the update is not lost in the rounding of p).
+TEST(AdamW, MatchesTorchAdamWOverSteps) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t n = 1003;
+  Tensor p = randn({n}, rng, 0.05f), m = Tensor::zeros({n}, DType::f32),
+         v = Tensor::zeros({n}, DType::f32);
+  State ref{testing::to_f64(p), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+  for (int64_t t = 1; t <= 5; ++t) {
+    SCOPED_TRACE("step " + std::to_string(t));
+    const AdamWStep h{/*lr=*/1e-2f,          /*beta1=*/0.9f, /*beta2=*/0.999f,
+                      /*eps=*/1e-8f,
+                      /*weight_decay=*/0.1f, /*t=*/t,        /*grad_scale=*/0.37f};
+    const Tensor grads = randn({n}, rng, 3.0f);
+    const auto g = testing::to_f64(grads);
+    State from_kernel{testing::to_f64(p), testing::to_f64(m), testing::to_f64(v)};
+    const std::vector<double> p_before = from_kernel.p;
+    reference_step(from_kernel, g, h);
+    reference_step(ref, g, h);
+    adamw_update(p, m, v, grads, h);
+    EXPECT_LT(testing::rel_error(p, ref.p), 1e-6);
+    EXPECT_LT(testing::rel_error(m, ref.m), 1e-6);
+    EXPECT_LT(testing::rel_error(v, ref.v), 1e-6);
+    // The update alone, to 2e-6: f32 bias corrections (1 − β₂ᵗ) would be off by ~3e-6 here.
+    EXPECT_LT(
+        testing::rel_error(minus(testing::to_f64(p), p_before), minus(from_kernel.p, p_before)),
+        2e-6);
+  }
+}
+
+// Element counts, the 1-based step and dtypes are checked.
+TEST(AdamW, RejectsBadInputs) {
+  Tensor p = Tensor::zeros({8}, DType::f32), m = Tensor::zeros({8}, DType::f32),
+         v = Tensor::zeros({8}, DType::f32), short_v = Tensor::zeros({7}, DType::f32);
+  const Tensor g = Tensor::zeros({8}, DType::f32);
+  const AdamWStep h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 1.0f};
+  EXPECT_NO_THROW(adamw_update(p, m, v, g, h));
+  EXPECT_THROW(adamw_update(p, m, short_v, g, h), Error);
+  EXPECT_THROW(adamw_update(p, m, v, Tensor::zeros({9}, DType::f32), h), Error);
+  EXPECT_THROW(adamw_update(p, m, v, Tensor::zeros({8}, DType::bf16), h), Error);
+  AdamWStep zero_step = h;
+  zero_step.t = 0;
+  EXPECT_THROW(adamw_update(p, m, v, g, zero_step), Error);
+  EXPECT_THROW(grad_norm_squared(Tensor::zeros({8}, DType::i32)), Error);
+  EXPECT_THROW(grad_norm_squared(Tensor()), Error);
+}
+
+// Σ g² equals the float64 sum (products of floats are exact in float64) for sizes below, at and
+// not a multiple of the chunk count; empty gives 0.
+TEST(GradNorm, MatchesFloat64Sum) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int64_t n : {1, 5, 64, 100003}) {
+    const Tensor g = randn({n}, rng, 0.01f);
+    double expected = 0.0;
+    for (double x : testing::to_f64(g)) expected += x * x;
+    EXPECT_NEAR(grad_norm_squared(g), expected, 1e-12 * expected) << n;
+  }
+  EXPECT_EQ(grad_norm_squared(Tensor::zeros({0}, DType::f32)), 0.0);
+}
+
+// Bit-identical for 1, 2 and 3 threads.
+TEST(GradNorm, DeterministicAcrossThreadCounts) {
+  std::mt19937_64 rng(testing::test_seed());
+  const Tensor g = randn({100003}, rng);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double one = grad_norm_squared(g);
+  for (int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    EXPECT_EQ(grad_norm_squared(g), one) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
+}
+
+// min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables clipping.
+TEST(ClipCoefficient, FollowsClipGradNorm) {
+  EXPECT_FLOAT_EQ(clip_coefficient(10.0, 1.0f), static_cast<float>(1.0 / (10.0 + 1e-6)));
+  EXPECT_FLOAT_EQ(clip_coefficient(4.0, 3.0f), static_cast<float>(3.0 / (4.0 + 1e-6)));
+  EXPECT_LT(clip_coefficient(1.0, 1.0f), 1.0f);  // the 1e-6 keeps norm == max_norm just below 1
+  EXPECT_EQ(clip_coefficient(0.5, 1.0f), 1.0f);
+  EXPECT_EQ(clip_coefficient(0.0, 1.0f), 1.0f);
+  EXPECT_EQ(clip_coefficient(1e9, 0.0f), 1.0f);
+  EXPECT_EQ(clip_coefficient(1e9, -1.0f), 1.0f);
+}
+
+}  // namespace
+}  // namespace tessera

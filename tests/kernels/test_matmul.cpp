@@ -1,0 +1,213 @@
+// Linear layer against a float64 reference whose gradient is itself checked by finite differences;
+// the accumulate/overwrite contracts, the optional bias and dinp, determinism, and errors.
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "core/error.h"
+#include "tests/support/numeric.h"
+
+namespace tessera {
+namespace {
+
+struct Case {
+  int64_t b, t, ic, oc;  // inp (B, T, IC), weight (IC, OC); N = B·T
+  int64_t n() const { return b * t; }
+};
+
+void PrintTo(const Case& k, std::ostream* os) {
+  *os << "B=" << k.b << " T=" << k.t << " IC=" << k.ic << " OC=" << k.oc;
+}
+
+Tensor randn(const Shape& shape, std::mt19937_64& rng) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  testing::fill_normal(t, rng);
+  return t;
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+std::vector<double> plus(std::vector<double> a, const std::vector<double>& b) {
+  for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+  return a;
+}
+
+// out (N, OC) = x (N, IC) · w (IC, OC) + bias (OC); an empty bias means none.
+std::vector<double> reference_forward(const std::vector<double>& x, const std::vector<double>& w,
+                                      const std::vector<double>& bias, const Case& k) {
+  std::vector<double> out(k.n() * k.oc);
+  for (int64_t i = 0; i < k.n(); ++i)
+    for (int64_t o = 0; o < k.oc; ++o) {
+      double s = bias.empty() ? 0.0 : bias[o];
+      for (int64_t c = 0; c < k.ic; ++c) s += x[i * k.ic + c] * w[c * k.oc + o];
+      out[i * k.oc + o] = s;
+    }
+  return out;
+}
+
+struct Grads {
+  std::vector<double> dinp, dweight, dbias;
+};
+
+// dinp = dout · wᵀ, dweight = xᵀ · dout, dbias = Σ_n dout.
+Grads reference_backward(const std::vector<double>& dout, const std::vector<double>& x,
+                         const std::vector<double>& w, const Case& k) {
+  Grads g{std::vector<double>(k.n() * k.ic, 0.0), std::vector<double>(k.ic * k.oc, 0.0),
+          std::vector<double>(k.oc, 0.0)};
+  for (int64_t i = 0; i < k.n(); ++i)
+    for (int64_t o = 0; o < k.oc; ++o) {
+      const double dy = dout[i * k.oc + o];
+      g.dbias[o] += dy;
+      for (int64_t c = 0; c < k.ic; ++c) {
+        g.dinp[i * k.ic + c] += dy * w[c * k.oc + o];
+        g.dweight[c * k.oc + o] += x[i * k.ic + c] * dy;
+      }
+    }
+  return g;
+}
+
+struct MatmulRun {
+  Tensor inp, weight, bias, out, dout, dinp, dweight, dbias, dweight0, dbias0;
+};
+
+// Forward with bias, then backward into a poisoned dinp and pre-filled dweight/dbias.
+MatmulRun run_kernel(const Case& k, std::mt19937_64& rng) {
+  MatmulRun r;
+  r.inp = randn({k.b, k.t, k.ic}, rng);
+  r.weight = randn({k.ic, k.oc}, rng);
+  r.bias = randn({k.oc}, rng);
+  r.dout = randn({k.b, k.t, k.oc}, rng);
+  r.dweight0 = randn({k.ic, k.oc}, rng);
+  r.dbias0 = randn({k.oc}, rng);
+  r.out = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+  r.dinp = Tensor::empty({k.b, k.t, k.ic}, DType::f32);
+  r.dweight = Tensor::empty({k.ic, k.oc}, DType::f32);
+  r.dbias = Tensor::empty({k.oc}, DType::f32);
+  r.dweight.copy_from(r.dweight0);
+  r.dbias.copy_from(r.dbias0);
+  testing::poison(r.out);
+  testing::poison(r.dinp);
+  matmul_forward(r.out, r.inp, r.weight, r.bias);
+  matmul_backward(r.dinp, r.dweight, r.dbias, r.dout, r.inp, r.weight);
+  return r;
+}
+
+class MatmulVsReference : public ::testing::TestWithParam<Case> {};
+
+// Forward and backward match float64; dinp is overwritten, dweight and dbias accumulate.
+TEST_P(MatmulVsReference, ForwardAndBackward) {
+  const Case k = GetParam();
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const MatmulRun r = run_kernel(k, rng);
+  const auto x = testing::to_f64(r.inp), w = testing::to_f64(r.weight);
+  const Grads g = reference_backward(testing::to_f64(r.dout), x, w, k);
+  EXPECT_LT(testing::rel_error(r.out, reference_forward(x, w, testing::to_f64(r.bias), k)), 1e-5);
+  EXPECT_LT(testing::rel_error(r.dinp, g.dinp), 1e-5);
+  EXPECT_LT(testing::rel_error(r.dweight, plus(testing::to_f64(r.dweight0), g.dweight)), 1e-5);
+  EXPECT_LT(testing::rel_error(r.dbias, plus(testing::to_f64(r.dbias0), g.dbias)), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulVsReference,
+                         ::testing::Values(Case{1, 1, 1, 1}, Case{2, 3, 5, 7}, Case{3, 67, 33, 17},
+                                           Case{1, 130, 64, 96}));
+
+// The reference gradient is right: finite differences of Σ dout·out(x, w, b) in float64.
+TEST(Matmul, ReferenceGradientMatchesFiniteDifferences) {
+  const Case k{1, 4, 3, 5};
+  std::mt19937_64 rng(testing::test_seed());
+  std::normal_distribution<double> n01;
+  std::vector<double> x(k.n() * k.ic), w(k.ic * k.oc), b(k.oc), dout(k.n() * k.oc);
+  for (auto* v : {&x, &w, &b, &dout})
+    for (double& e : *v) e = n01(rng);
+  const size_t nx = x.size(), nw = w.size();
+  auto objective = [&](const std::vector<double>& p) {
+    const std::vector<double> px(p.begin(), p.begin() + nx),
+        pw(p.begin() + nx, p.begin() + nx + nw), pb(p.begin() + nx + nw, p.end());
+    const std::vector<double> out = reference_forward(px, pw, pb, k);
+    double s = 0.0;
+    for (size_t i = 0; i < out.size(); ++i) s += out[i] * dout[i];
+    return s;
+  };
+  std::vector<double> params = x;
+  params.insert(params.end(), w.begin(), w.end());
+  params.insert(params.end(), b.begin(), b.end());
+  const Grads g = reference_backward(dout, x, w, k);
+  std::vector<double> analytic = g.dinp;
+  analytic.insert(analytic.end(), g.dweight.begin(), g.dweight.end());
+  analytic.insert(analytic.end(), g.dbias.begin(), g.dbias.end());
+  EXPECT_LT(testing::rel_error(testing::finite_diff(objective, params), analytic), 1e-7);
+}
+
+// bias undefined: out = x·w even over a poisoned out; dinp and dbias undefined are skipped.
+TEST(Matmul, NoBiasNoDinp) {
+  const Case k{2, 5, 6, 4};
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Tensor inp = randn({k.b, k.t, k.ic}, rng), weight = randn({k.ic, k.oc}, rng),
+               dout = randn({k.b, k.t, k.oc}, rng);
+  Tensor out = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+  testing::poison(out);
+  matmul_forward(out, inp, weight, Tensor());
+  const auto x = testing::to_f64(inp), w = testing::to_f64(weight);
+  EXPECT_LT(testing::rel_error(out, reference_forward(x, w, {}, k)), 1e-5);
+  Tensor dinp, dbias, dweight = Tensor::zeros({k.ic, k.oc}, DType::f32);
+  matmul_backward(dinp, dweight, dbias, dout, inp, weight);
+  EXPECT_LT(testing::rel_error(dweight, reference_backward(testing::to_f64(dout), x, w, k).dweight),
+            1e-5);
+}
+
+// Bit-identical results for 1, 2 and 3 threads (dbias is a chunked reduction over 301 rows).
+TEST(Matmul, DeterministicAcrossThreadCounts) {
+  const Case k{7, 43, 40, 72};
+  const uint64_t seed = testing::test_seed();
+  std::vector<MatmulRun> runs;
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    std::mt19937_64 rng(seed);
+    runs.push_back(run_kernel(k, rng));
+  }
+  omp_set_num_threads(saved);
+  for (size_t i = 1; i < runs.size(); ++i) {
+    EXPECT_TRUE(bit_equal(runs[0].out, runs[i].out));
+    EXPECT_TRUE(bit_equal(runs[0].dinp, runs[i].dinp));
+    EXPECT_TRUE(bit_equal(runs[0].dweight, runs[i].dweight));
+    EXPECT_TRUE(bit_equal(runs[0].dbias, runs[i].dbias));
+  }
+}
+
+// Wrong dtypes and shapes throw Error instead of reading out of bounds.
+TEST(Matmul, RejectsBadInputs) {
+  const auto f32 = [](const Shape& s) { return Tensor::zeros(s, DType::f32); };
+  Tensor inp = f32({4, 3}), weight = f32({3, 5}), bias = f32({5}), out = f32({4, 5});
+  Tensor dout = f32({4, 5}), dinp = f32({4, 3}), dweight = f32({3, 5}), dbias = f32({5});
+  Tensor i32_inp = Tensor::zeros({4, 3}, DType::i32), bf16_w = Tensor::zeros({3, 5}, DType::bf16);
+  EXPECT_THROW(matmul_forward(out, i32_inp, weight, bias), Error);
+  EXPECT_THROW(matmul_forward(out, inp, bf16_w, bias), Error);
+  EXPECT_THROW(matmul_forward(out, f32({4, 4}), weight, bias), Error);  // IC mismatch
+  EXPECT_THROW(matmul_forward(out, inp, f32({15}), bias), Error);       // weight not 2-D
+  Tensor small_out = f32({4, 4}), long_bias = f32({6}), undefined;
+  EXPECT_THROW(matmul_forward(small_out, inp, weight, bias), Error);
+  EXPECT_THROW(matmul_forward(out, inp, weight, long_bias), Error);
+  EXPECT_THROW(matmul_forward(out, undefined, weight, bias), Error);
+  EXPECT_THROW(matmul_backward(dinp, dweight, dbias, f32({4, 4}), inp, weight), Error);
+  EXPECT_THROW(matmul_backward(dinp, dweight, dbias, dout, f32({5, 3}), weight), Error);
+  Tensor short_dinp = f32({3, 3}), t_dweight = f32({5, 3}), long_dbias = f32({6});
+  EXPECT_THROW(matmul_backward(short_dinp, dweight, dbias, dout, inp, weight), Error);
+  EXPECT_THROW(matmul_backward(dinp, t_dweight, dbias, dout, inp, weight), Error);
+  EXPECT_THROW(matmul_backward(dinp, dweight, long_dbias, dout, inp, weight), Error);
+  EXPECT_THROW(matmul_backward(dinp, undefined, dbias, dout, inp, weight), Error);
+}
+
+}  // namespace
+}  // namespace tessera
