@@ -106,8 +106,18 @@ TEST(ParityTorch, LogitsLossGradientsAndAdamWSteps) {
   for (size_t i = 0; i < losses.size(); ++i)
     EXPECT_NEAR(losses[i], ref_losses[i], 1e-4 * std::abs(ref_losses[i])) << "step " << i;
   for (const ParameterEntry& e : model.params().entries()) {
-    const double err = testing::rel_error(model.params().param(e), ref_f64("final." + e.name));
-    EXPECT_LT(err, 1e-4) << "weights of " << e.name << " after " << steps << " steps";
+    std::vector<double> ours = testing::to_f64(model.params().param(e));
+    std::vector<double> theirs = ref_f64("final." + e.name);
+    if (e.name.ends_with("attn.c_attn.bias") && theirs.size() == ours.size()) {
+      // The key bias adds q·b_k to every score of a query row, which softmax ignores: its exact
+      // gradient is zero (checked above with the other gradients), and Adam's m/sqrt(v) turns the
+      // round-off left in its place into full-size steps of either sign. Compare q and v only.
+      const auto C = static_cast<std::ptrdiff_t>(cfg.d_model);
+      ours.erase(ours.begin() + C, ours.begin() + 2 * C);
+      theirs.erase(theirs.begin() + C, theirs.begin() + 2 * C);
+    }
+    EXPECT_LT(testing::rel_error(ours, theirs), 1e-4)
+        << "weights of " << e.name << " after " << steps << " steps";
   }
   fs::remove_all(dir);
 }
