@@ -1,21 +1,49 @@
 #include "core/parameters.h"
 
 namespace tessera {
+namespace {
+
+constexpr int64_t kAlign = 16;  // floats: one 64-byte line
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+}  // namespace
+
+void ParameterSet::begin_unit(const std::string& name) {
+  TS_CHECK(!allocated_, "parameter unit '", name, "' added after allocate()");
+  for (const ParameterUnit& u : units_)
+    TS_CHECK(u.name != name, "parameter unit '", name, "' registered twice");
+  units_.push_back({name, 0, 0, entries_.size(), entries_.size()});
+}
 
 void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_decay) {
-  TS_CHECK(!flat_params_.defined(), "parameter '", name, "' added after allocate()");
+  TS_CHECK(!allocated_, "parameter '", name, "' added after allocate()");
+  TS_CHECK(!units_.empty(), "parameter '", name, "' added before begin_unit()");
   TS_CHECK(index_.find(name) == index_.end(), "parameter '", name, "' registered twice");
-  constexpr int64_t kAlign = 16;  // floats: 64 bytes
-  total_ = (total_ + kAlign - 1) / kAlign * kAlign;
+  ParameterUnit& u = units_.back();
+  // Offsets are relative to the unit until allocate() knows where the unit starts.
+  const int64_t offset = round_up(u.numel, kAlign);
   index_[name] = entries_.size();
-  entries_.push_back({name, shape, weight_decay, total_});
-  total_ += shape_numel(shape);
+  entries_.push_back({name, shape, weight_decay, static_cast<int>(units_.size() - 1), offset});
+  u.numel = offset + shape_numel(shape);
+  u.end_entry = entries_.size();
   count_ += shape_numel(shape);
 }
 
-void ParameterSet::allocate(Device device) {
-  flat_params_ = Tensor::zeros({total_}, DType::f32, device);
-  flat_grads_ = Tensor::zeros({total_}, DType::f32, device);
+void ParameterSet::allocate(Device device, int shards) {
+  TS_CHECK(!allocated_, "ParameterSet::allocate called twice");
+  TS_CHECK(shards >= 1, "ParameterSet::allocate: shards must be >= 1, got ", shards);
+  device_ = device;
+  total_ = 0;
+  for (ParameterUnit& u : units_) {
+    u.offset = total_;
+    u.numel = round_up(std::max<int64_t>(u.numel, 1), kAlign * shards);
+    for (size_t i = u.first_entry; i < u.end_entry; ++i) entries_[i].offset += u.offset;
+    unit_params_.push_back(Tensor::zeros({u.numel}, DType::f32, device));
+    unit_grads_.push_back(Tensor::zeros({u.numel}, DType::f32, device));
+    total_ += u.numel;
+  }
+  allocated_ = true;
 }
 
 const ParameterEntry& ParameterSet::entry(const std::string& name) const {
@@ -24,7 +52,26 @@ const ParameterEntry& ParameterSet::entry(const std::string& name) const {
   return entries_[it->second];
 }
 
-Tensor ParameterSet::param(const std::string& name) const { return param(entry(name)); }
-Tensor ParameterSet::grad(const std::string& name) const { return grad(entry(name)); }
+Tensor ParameterSet::param(const ParameterEntry& e) const {
+  TS_CHECK(allocated_, "parameter '", e.name, "' used before allocate()");
+  return unit_params_[e.unit].carve(e.offset - units_[e.unit].offset, e.shape);
+}
+
+Tensor ParameterSet::grad(const ParameterEntry& e) const {
+  TS_CHECK(allocated_, "gradient of '", e.name, "' used before allocate()");
+  return unit_grads_[e.unit].carve(e.offset - units_[e.unit].offset, e.shape);
+}
+
+void ParameterSet::zero_grads() {
+  for (Tensor& g : unit_grads_)
+    if (!g.storage()->released()) g.zero_();
+}
+
+Tensor ParameterSet::gather_flat(bool grads) const {
+  Tensor out = Tensor::empty({total_}, DType::f32);
+  for (size_t u = 0; u < units_.size(); ++u)
+    out.carve(units_[u].offset, {units_[u].numel}).copy_from(grads ? unit_grads_[u] : unit_params_[u]);
+  return out;
+}
 
 }  // namespace tessera

@@ -23,7 +23,17 @@ Storage::Storage(size_t nbytes, Allocator& allocator)
     : data_(allocator.allocate(nbytes)), nbytes_(nbytes), allocator_(allocator) {}
 
 Storage::~Storage() {
+  if (data_) allocator_.deallocate(data_, nbytes_);
+}
+
+void Storage::release() {
+  if (!data_) return;
   allocator_.deallocate(data_, nbytes_);
+  data_ = nullptr;
+}
+
+void Storage::materialize() {
+  if (!data_) data_ = allocator_.allocate(nbytes_);
 }
 
 Tensor::Tensor(std::shared_ptr<Storage> storage, size_t offset, Shape shape, DType dtype)

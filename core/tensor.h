@@ -30,9 +30,18 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
+  // nullptr while released.
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return allocator_.device(); }
+
+  // Gives the bytes back to the allocator but keeps the size, so that views stay valid handles
+  // (like FSDP's storage resize to 0): ZeRO-3 frees a gathered layer this way. Data access
+  // through a view throws until materialize(). No-op when already released.
+  void release();
+  // Allocates the bytes again (contents uninitialized) after release(); no-op when present.
+  void materialize();
+  bool released() const { return data_ == nullptr && nbytes_ > 0; }
 
  private:
   void* data_;
@@ -62,7 +71,12 @@ class Tensor {
   const std::shared_ptr<Storage>& storage() const { return storage_; }
   size_t byte_offset() const { return offset_; }
 
-  void* raw() const { return static_cast<char*>(storage_->data()) + offset_; }
+  // Throws Error when the storage is released (a ZeRO-3 unit used outside acquire/release).
+  void* raw() const {
+    TS_CHECK(!storage_->released(), "data of a tensor whose storage is released (a ZeRO-3 "
+             "parameter or gradient used outside its gather)");
+    return static_cast<char*>(storage_->data()) + offset_;
+  }
   // Typed pointer; throws Error when T does not match dtype().
   template <typename T>
   T* data() const {

@@ -10,7 +10,7 @@
 
 #include "launch/commands.h"
 #include "trainer/job_config.h"
-#include "trainer/optimizer.h"
+#include "parallel/zero_optimizer.h"
 #include "trainer/train_loop.h"
 
 namespace tessera::launch {
@@ -46,7 +46,9 @@ int cmd_bench(int argc, char** argv) {
   const TrainConfig& tc = job.train;
   Gpt2 model(job.model, job.device);
   model.init_weights(job.seed);
-  AdamW optimizer(model.params(), {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
+  parallel::SelfCommunicator dp("dp");  // one process: ZeRO stage 0 over a group of one
+  parallel::DistributedAdamW optimizer(model.params(), dp, /*stage=*/0,
+                                       {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
   Gpt2Activations acts = model.make_activations(tc.batch_size, tc.seq_len, tc.recompute);
 
   Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::i32);
@@ -65,8 +67,7 @@ int cmd_bench(int argc, char** argv) {
       model.forward(acts, inputs);
       model.backward(acts, targets, dloss);
     }
-    optimizer.step(model.params(), tc.lr);
-    model.params().zero_grads();
+    optimizer.step(tc.lr);
   };
   for (int64_t i = 0; i < warmup; ++i) step();
   const auto t0 = std::chrono::steady_clock::now();

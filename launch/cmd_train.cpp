@@ -1,12 +1,40 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
+#include <mpi.h>
+
+#include <cstdlib>
+
 #include "launch/commands.h"
+#include "parallel/mpi_session.h"
 #include "trainer/train_loop.h"
 
 namespace tessera::launch {
 
 namespace po = boost::program_options;
+
+namespace {
+
+// True when an MPI launcher (Open MPI's mpirun, or a PMI-based one such as srun) started us.
+bool launched_by_mpirun() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+void print_summary(const JobConfig& job, const TrainSummary& s) {
+  if (!s.val_losses.empty()) {
+    std::cout << "\nvalidation loss by step:";
+    for (const auto& [step, loss] : s.val_losses) std::cout << "  " << step << ": " << loss;
+    std::cout << "\n";
+  }
+  if (s.tokens_per_second > 0) std::cout << "throughput: " << s.tokens_per_second << " tokens/s\n";
+  if (!s.sample.empty())
+    std::cout << "\nsample (prompt '" << job.sample.prompt << "'):\n" << s.sample << "\n";
+  if (!s.checkpoint.empty()) std::cout << "\ncheckpoint: " << s.checkpoint << "\n";
+}
+
+}  // namespace
 
 int cmd_train(int argc, char** argv) {
   po::options_description opts("tessera train");
@@ -24,19 +52,38 @@ int cmd_train(int argc, char** argv) {
   }
   po::notify(vm);
 
-  const JobConfig job = load_job_config(config, sets);
-  Logger log;
-  log.info("job '" + job.name + "' from " + job.path);
-  const TrainSummary s = run_training(job, log);
-  if (!s.val_losses.empty()) {
-    std::cout << "\nvalidation loss by step:";
-    for (const auto& [step, loss] : s.val_losses) std::cout << "  " << step << ": " << loss;
-    std::cout << "\n";
+  if (!launched_by_mpirun()) {
+    const JobConfig job = load_job_config(config, sets);
+    Logger log;
+    log.info("job '" + job.name + "' from " + job.path);
+    print_summary(job, run_training(job, log));
+    return 0;
   }
-  if (s.tokens_per_second > 0) std::cout << "throughput: " << s.tokens_per_second << " tokens/s\n";
-  if (!s.sample.empty())
-    std::cout << "\nsample (prompt '" << job.sample.prompt << "'):\n" << s.sample << "\n";
-  if (!s.checkpoint.empty()) std::cout << "\ncheckpoint: " << s.checkpoint << "\n";
+  // Under mpirun: every rank runs the job; rank 0 prints progress, every rank prints its own
+  // errors (with its rank) and then aborts the whole job, so no rank is left waiting.
+  parallel::MpiSession mpi;
+  try {
+    const JobConfig job = load_job_config(config, sets);
+    Logger log(mpi.world_rank(), mpi.world_rank() == 0 ? LogLevel::info : LogLevel::warn,
+               &std::cerr, mpi.world_size());
+    log.info("job '" + job.name + "' from " + job.path + " on " +
+             std::to_string(mpi.world_size()) + " ranks");
+    TrainSummary summary;
+    {
+      const parallel::GridShape shape{static_cast<int>(job.parallel.tp),
+                                      static_cast<int>(job.parallel.pp),
+                                      static_cast<int>(job.parallel.dp)};
+      parallel::ParallelContext ctx = parallel::make_mpi_context(shape, job.parallel.timeout_s);
+      summary = run_training(job, log, ctx);
+    }
+    if (mpi.world_rank() == 0) print_summary(job, summary);
+  } catch (const std::exception& e) {
+    const Error* err = dynamic_cast<const Error*>(&e);
+    std::cerr << "tessera train: [rank " << mpi.world_rank() << "] error: "
+              << (err ? err->message() : std::string(e.what())) << "\n";
+    std::cerr.flush();
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
   return 0;
 }
 

@@ -71,16 +71,20 @@ double Gpt2Config::train_flops_per_token(int64_t t) const {
          6.0 * static_cast<double>(n_layer) * static_cast<double>(t) * c;
 }
 
-Gpt2::Gpt2(const Gpt2Config& config, Device device) : config_(config) {
+Gpt2::Gpt2(const Gpt2Config& config, Device device, int param_shards) : config_(config) {
   config_.validate();
   const int64_t c = config_.d_model;
+  params_.begin_unit("embedding");
   params_.add("transformer.wte.weight", {config_.vocab_size, c}, true);
   params_.add("transformer.wpe.weight", {config_.max_seq_len, c}, true);
-  for (int64_t l = 0; l < config_.n_layer; ++l)
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    params_.begin_unit("h." + std::to_string(l));
     BlockWeights::register_params(params_, block_prefix(l), c);
+  }
+  params_.begin_unit("ln_f");
   params_.add("transformer.ln_f.weight", {c}, false);
   params_.add("transformer.ln_f.bias", {c}, false);
-  params_.allocate(device);
+  params_.allocate(device, param_shards);
 
   wte_ = params_.param("transformer.wte.weight");
   wpe_ = params_.param("transformer.wpe.weight");
@@ -100,8 +104,18 @@ std::string Gpt2::block_prefix(int64_t layer) const {
   return "transformer.h." + std::to_string(layer);
 }
 
+void Gpt2::acquire(int unit, UnitHooks::Pass pass) const {
+  if (hooks_) hooks_->acquire(unit, pass);
+}
+void Gpt2::release(int unit) const {
+  if (hooks_) hooks_->release(unit);
+}
+void Gpt2::grads_ready(int unit) const {
+  if (hooks_) hooks_->grads_ready(unit);
+}
+
 void Gpt2::init_weights(uint64_t seed) {
-  TS_CHECK(params_.flat_params().is_cpu(), "init_weights runs on cpu; copy to the device after");
+  TS_CHECK(params_.device().is_cpu(), "init_weights runs on cpu; copy to the device after");
   NormalSampler normal(seed);
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
   for (const ParameterEntry& e : params_.entries()) {
@@ -124,7 +138,7 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   TS_CHECK(batch > 0, "batch size must be positive, got ", batch);
   TS_CHECK(seq_len > 0 && seq_len <= config_.max_seq_len, "sequence length ", seq_len,
            " must be in [1, model.max_seq_len = ", config_.max_seq_len, "]");
-  const Device dev = params_.flat_params().device();
+  const Device dev = params_.device();
   const int64_t b = batch, t = seq_len, c = config_.d_model;
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, dev); };
   Gpt2Activations a;
@@ -150,48 +164,72 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
   TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len,
            "tokens ", shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ",
            a.seq_len, ")");
+  using Pass = UnitHooks::Pass;
+  const int nl = static_cast<int>(config_.n_layer);
   a.tokens.copy_from(tokens);
+  acquire(0, Pass::forward);
   embedding_forward(a.resid[0], a.tokens, wte_, wpe_);
-  for (int64_t l = 0; l < config_.n_layer; ++l) {
+  release(0);
+  for (int l = 0; l < nl; ++l) {
     BlockActivations& acts = a.block[a.recompute ? 0 : l];
+    acquire(l + 1, Pass::forward);
     block_forward(a.resid[l + 1], acts, a.scratch, a.resid[l], blocks_[l], config_.n_head);
+    release(l + 1);
   }
-  layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[config_.n_layer], lnf_w_, lnf_b_);
+  acquire(nl + 1, Pass::forward);
+  layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[nl], lnf_w_, lnf_b_);
+  release(nl + 1);
 }
 
 double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
+  acquire(0, UnitHooks::Pass::forward);
   classifier_forward(a.losses, a.lnf, wte_, targets);
+  release(0);
   return mean_of(a.losses);
 }
 
 double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
+  using Pass = UnitHooks::Pass;
+  const int nl = static_cast<int>(config_.n_layer);
+  // The tied embedding is the LM head: its unit stays acquired from the head's backward, the
+  // first, to the embedding's, the last.
+  acquire(0, Pass::backward);
   classifier_forward_backward(a.losses, a.dlnf, dwte_, a.lnf, wte_, targets, dloss);
-  const int64_t nl = config_.n_layer;
+  acquire(nl + 1, Pass::backward);
   layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, a.dlnf, a.resid[nl], lnf_w_, a.lnf_mean,
                      a.lnf_rstd);
-  for (int64_t l = nl - 1; l >= 0; --l) {
+  release(nl + 1);
+  grads_ready(nl + 1);
+  for (int l = nl - 1; l >= 0; --l) {
     BlockActivations& acts = a.block[a.recompute ? 0 : l];
+    acquire(l + 1, Pass::backward);
     if (a.recompute) {  // rebuild this block's activations from its saved input
       block_forward(a.scratch.dres1, acts, a.scratch, a.resid[l], blocks_[l], config_.n_head);
     }
     block_backward(a.dresid, block_grads_[l], a.scratch, a.dresid, a.resid[l], acts, blocks_[l],
                    config_.n_head);
+    release(l + 1);
+    grads_ready(l + 1);
   }
   embedding_backward(dwte_, dwpe_, a.dresid, a.tokens);
+  release(0);
+  grads_ready(0);
   return mean_of(a.losses);
 }
 
 void Gpt2::logits(Tensor& out, const Gpt2Activations& a, bool last_only) const {
+  acquire(0, UnitHooks::Pass::forward);
   if (!last_only) {
     logits_forward(out, a.lnf, wte_);
-    return;
+  } else {
+    const int64_t c = config_.d_model;
+    Tensor last = Tensor::empty({a.batch, c}, DType::f32, a.lnf.device());
+    const Tensor rows = a.lnf.view({a.batch * a.seq_len, c});
+    for (int64_t b = 0; b < a.batch; ++b)
+      last.narrow(b, 1).copy_from(rows.narrow(b * a.seq_len + a.seq_len - 1, 1));
+    logits_forward(out, last, wte_);
   }
-  const int64_t c = config_.d_model;
-  Tensor last = Tensor::empty({a.batch, c}, DType::f32, a.lnf.device());
-  const Tensor rows = a.lnf.view({a.batch * a.seq_len, c});
-  for (int64_t b = 0; b < a.batch; ++b)
-    last.narrow(b, 1).copy_from(rows.narrow(b * a.seq_len + a.seq_len - 1, 1));
-  logits_forward(out, last, wte_);
+  release(0);
 }
 
 }  // namespace tessera

@@ -47,8 +47,10 @@ struct Gpt2Activations {
 
 class Gpt2 {
  public:
-  // Registers and allocates the parameters (zeros); call init_weights() or load them.
-  Gpt2(const Gpt2Config& config, Device device = Device::cpu());
+  // Registers and allocates the parameters (zeros); call init_weights() or load them. Units:
+  // 0 = "embedding" (wte, wpe; wte is also the tied LM head), 1..L = "h.<l>", L + 1 = "ln_f".
+  // param_shards: ZeRO's data-parallel degree, so that every unit splits evenly.
+  Gpt2(const Gpt2Config& config, Device device = Device::cpu(), int param_shards = 1);
 
   const Gpt2Config& config() const { return config_; }
   ParameterSet& params() { return params_; }
@@ -57,6 +59,11 @@ class Gpt2 {
   // GPT-2 initialization from `seed`: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)),
   // biases 0, layernorm weights 1. Deterministic on every platform (own Box-Muller over mt19937_64).
   void init_weights(uint64_t seed);
+
+  // Hooks told around each unit's use (ZeRO); null (the default) uses the parameters as they are.
+  // Not owned. With hooks, forward/loss/backward/logits are collective over the hooks' group.
+  void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+  UnitHooks* hooks() const { return hooks_; }
 
   Gpt2Activations make_activations(int64_t batch, int64_t seq_len, bool recompute) const;
 
@@ -73,12 +80,16 @@ class Gpt2 {
 
  private:
   std::string block_prefix(int64_t layer) const;
+  void acquire(int unit, UnitHooks::Pass pass) const;
+  void release(int unit) const;
+  void grads_ready(int unit) const;
 
   Gpt2Config config_;
   ParameterSet params_;
   Tensor wte_, wpe_, lnf_w_, lnf_b_;
   Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_;
   std::vector<BlockWeights> blocks_, block_grads_;
+  UnitHooks* hooks_ = nullptr;
 };
 
 }  // namespace tessera

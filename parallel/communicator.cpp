@@ -356,4 +356,31 @@ CommHandle Communicator::barrier_async() {
   return launch(std::move(info), start_barrier());
 }
 
+// A 1-rank group never reaches its backend (the base class short-circuits every operation).
+namespace {
+[[noreturn]] void self_unreachable() {
+  TS_THROW("SelfCommunicator: a 1-rank group reached its backend (base class bug)");
+}
+}  // namespace
+
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_all_reduce(const Tensor&, ReduceOp) {
+  self_unreachable();
+}
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_reduce_scatter(const Tensor&,
+                                                                          const Tensor&, ReduceOp) {
+  self_unreachable();
+}
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_all_gather(const Tensor&,
+                                                                      const Tensor&) {
+  self_unreachable();
+}
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_broadcast(const Tensor&, int) {
+  self_unreachable();
+}
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_p2p(const std::vector<P2POp>&) {
+  self_unreachable();
+}
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_barrier() { self_unreachable(); }
+std::string SelfCommunicator::on_timeout(const OpInfo&, double) { self_unreachable(); }
+
 }  // namespace tessera::parallel

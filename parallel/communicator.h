@@ -212,6 +212,25 @@ class Communicator {
   std::vector<std::shared_ptr<detail::InFlight>> abandoned_;  // in flight at a timeout
 };
 
+// The group of one rank (a process not started by mpirun, or a degree of 1 in a test): every
+// operation short-circuits in the base class, so no backend is touched and no MPI is needed.
+// Takes tensors on any device.
+class SelfCommunicator final : public Communicator {
+ public:
+  explicit SelfCommunicator(std::string name) : Communicator(std::move(name), 0, 1, {0}, 300.0) {}
+
+ protected:
+  void check_device(const char*, const char*, const Tensor&) const override {}
+  std::shared_ptr<detail::PendingOp> start_all_reduce(const Tensor&, ReduceOp) override;
+  std::shared_ptr<detail::PendingOp> start_reduce_scatter(const Tensor&, const Tensor&,
+                                                          ReduceOp) override;
+  std::shared_ptr<detail::PendingOp> start_all_gather(const Tensor&, const Tensor&) override;
+  std::shared_ptr<detail::PendingOp> start_broadcast(const Tensor&, int) override;
+  std::shared_ptr<detail::PendingOp> start_p2p(const std::vector<P2POp>&) override;
+  std::shared_ptr<detail::PendingOp> start_barrier() override;
+  std::string on_timeout(const OpInfo&, double) override;
+};
+
 // Grace period of the missing-rank survey after a timeout: min(1 s, timeout / 4).
 double survey_grace_s(double timeout_s);
 

@@ -85,6 +85,12 @@ void ParallelContext::set_timeout(double seconds) {
   }
 }
 
+ParallelContext make_local_context() {
+  auto self = [](const char* name) { return std::make_unique<SelfCommunicator>(name); };
+  return ParallelContext(ProcessGrid({1, 1, 1}, 1), 0, self("world"), self("tp"), self("dp"),
+                         self("pp"), self("embedding"));
+}
+
 ParallelContext make_mpi_context(GridShape shape, double timeout_s) {
   int rank = 0;
   ProcessGrid grid = world_grid(shape, rank);

@@ -42,6 +42,10 @@ class ParallelContext {
   std::unique_ptr<Communicator> world_, tp_, dp_, pp_, embedding_;
 };
 
+// The 1-rank context (tp = pp = dp = 1, SelfCommunicators): a process not started by mpirun
+// trains with it, without initializing MPI.
+ParallelContext make_local_context();
+
 // Collective over MPI_COMM_WORLD (MPI must be initialized, see MpiSession): checks the grid
 // against the world size (Error naming the numbers), then splits the world into this rank's
 // groups, MPI backend (cpu tensors). Blocks without a timeout while splitting.

@@ -102,7 +102,8 @@ void load_into(Tensor dst, const SafetensorsFile& file, const std::string& name,
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& root, const Gpt2& model, const AdamW* optimizer,
+std::string save_checkpoint(const std::string& root, const Gpt2& model,
+                            const OptimizerState* optimizer,
                             const TrainerState& state, const std::string& tokenizer_path,
                             int64_t keep) {
   const fs::path final_dir = fs::path(root) / step_name(state.step);
@@ -119,16 +120,16 @@ std::string save_checkpoint(const std::string& root, const Gpt2& model, const Ad
   if (optimizer) {
     std::map<std::string, Tensor> moments;
     for (const ParameterEntry& e : params.entries()) {
-      moments["exp_avg." + e.name] = optimizer->exp_avg(e);
-      moments["exp_avg_sq." + e.name] = optimizer->exp_avg_sq(e);
+      moments["exp_avg." + e.name] = optimizer->exp_avg.carve(e.offset, e.shape);
+      moments["exp_avg_sq." + e.name] = optimizer->exp_avg_sq.carve(e.offset, e.shape);
     }
     save_safetensors((tmp_dir / kOptimizerFile).string(), moments,
-                     {{"optimizer", "adamw"}, {"step", std::to_string(optimizer->steps_taken())}});
+                     {{"optimizer", "adamw"}, {"step", std::to_string(optimizer->steps)}});
   }
   const json st = {{"step", state.step},
                    {"train_loss", state.train_loss},
                    {"loader", {{"epoch", state.loader.epoch}, {"position", state.loader.position}}},
-                   {"adam_steps", optimizer ? optimizer->steps_taken() : 0}};
+                   {"adam_steps", optimizer ? optimizer->steps : 0}};
   write_text_atomic(tmp_dir / kStateFile, st.dump(2) + "\n");
   write_text_atomic(tmp_dir / kConfigFile, hf_config(model.config()).dump(2) + "\n");
   if (!tokenizer_path.empty()) {
@@ -181,7 +182,7 @@ Gpt2Config read_checkpoint_model_config(const std::string& dir) {
   return m;
 }
 
-TrainerState load_checkpoint(const std::string& dir, Gpt2& model, AdamW* optimizer) {
+TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState* optimizer) {
   TS_CHECK(fs::is_directory(dir), "checkpoint folder '", dir, "' does not exist");
   const Gpt2Config saved = read_checkpoint_model_config(dir);
   const Gpt2Config& m = model.config();
@@ -206,7 +207,7 @@ TrainerState load_checkpoint(const std::string& dir, Gpt2& model, AdamW* optimiz
     state.train_loss = st.at("train_loss").get<double>();
     state.loader.epoch = st.at("loader").at("epoch").get<uint64_t>();
     state.loader.position = st.at("loader").at("position").get<uint64_t>();
-    if (optimizer) optimizer->set_steps_taken(st.at("adam_steps").get<int64_t>());
+    if (optimizer) optimizer->steps = st.at("adam_steps").get<int64_t>();
   } catch (const json::exception& e) {
     TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(), "' is incomplete: ",
              e.what());
@@ -214,9 +215,12 @@ TrainerState load_checkpoint(const std::string& dir, Gpt2& model, AdamW* optimiz
   if (optimizer) {
     const std::string opt_path = (fs::path(dir) / kOptimizerFile).string();
     const SafetensorsFile moments = load_safetensors(opt_path);
+    optimizer->exp_avg = Tensor::zeros({params.total()}, DType::f32);
+    optimizer->exp_avg_sq = Tensor::zeros({params.total()}, DType::f32);
     for (const ParameterEntry& e : params.entries()) {
-      load_into(optimizer->exp_avg(e), moments, "exp_avg." + e.name, opt_path);
-      load_into(optimizer->exp_avg_sq(e), moments, "exp_avg_sq." + e.name, opt_path);
+      load_into(optimizer->exp_avg.carve(e.offset, e.shape), moments, "exp_avg." + e.name, opt_path);
+      load_into(optimizer->exp_avg_sq.carve(e.offset, e.shape), moments, "exp_avg_sq." + e.name,
+                opt_path);
     }
   }
   return state;

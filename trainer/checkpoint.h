@@ -9,9 +9,15 @@
 
 #include "model/gpt2.h"
 #include "trainer/dataset.h"
-#include "trainer/optimizer.h"
 
 namespace tessera {
+
+// AdamW's state over the whole model: moments in the flat index space of the model's
+// ParameterSet (ParameterSet::total() elements, entry e at e.offset), cpu f32.
+struct OptimizerState {
+  Tensor exp_avg, exp_avg_sq;
+  int64_t steps = 0;
+};
 
 struct TrainerState {
   int64_t step = 0;      // optimizer steps completed
@@ -22,7 +28,8 @@ struct TrainerState {
 // Writes <root>/step_NNNNNN/ (model, optimizer, state, HF config.json, a copy of tokenizer_path
 // unless empty), points <root>/latest at it, and deletes all but the newest `keep` step folders.
 // Returns the folder. Throws Error (leaving earlier checkpoints intact) on any I/O failure.
-std::string save_checkpoint(const std::string& root, const Gpt2& model, const AdamW* optimizer,
+std::string save_checkpoint(const std::string& root, const Gpt2& model,
+                            const OptimizerState* optimizer,
                             const TrainerState& state, const std::string& tokenizer_path,
                             int64_t keep);
 
@@ -32,9 +39,10 @@ std::string latest_checkpoint(const std::string& root);
 // The model shape recorded in a checkpoint's config.json.
 Gpt2Config read_checkpoint_model_config(const std::string& dir);
 
-// Loads weights into `model` and, when optimizer is non-null, the AdamW moments and step count.
+// Loads weights into `model` and, when optimizer is non-null, the AdamW moments (into tensors
+// laid out like `model`'s ParameterSet, allocated here) and step count.
 // Throws Error naming the file and the tensor on a missing or corrupt file, a missing tensor or a
 // shape that does not match the model.
-TrainerState load_checkpoint(const std::string& dir, Gpt2& model, AdamW* optimizer);
+TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState* optimizer);
 
 }  // namespace tessera

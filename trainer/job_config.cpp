@@ -86,6 +86,19 @@ void read_sample(const ConfigNode& n, SampleConfig& s) {
   n.require(s.top_k >= 0, "top_k", "must be >= 0 (0 keeps the whole vocabulary)");
 }
 
+void read_parallel(const ConfigNode& n, ParallelConfig& p) {
+  p.tp = n.get<int64_t>("tp", p.tp);
+  n.require(p.tp == 1, "tp", "must be 1 for now: tensor parallelism is not built yet (issue 3)");
+  p.pp = n.get<int64_t>("pp", p.pp);
+  n.require(p.pp == 1, "pp", "must be 1 for now: pipeline parallelism is not built yet (issue 3)");
+  p.dp = n.get<int64_t>("dp", p.dp);
+  n.require(p.dp >= 0, "dp", "must be >= 0 (0: world size / (tp * pp))");
+  p.zero = n.get<int64_t>("zero", p.zero);
+  n.require(p.zero >= 0 && p.zero <= 3, "zero", "must be 0, 1, 2 or 3 (the ZeRO stage)");
+  p.timeout_s = n.get<double>("timeout_s", p.timeout_s);
+  n.require(p.timeout_s > 0.0, "timeout_s", "must be positive (seconds)");
+}
+
 JobConfig read(ConfigNode& root, const std::vector<std::string>& overrides) {
   for (const std::string& o : overrides) root.apply_override(o);
   JobConfig job;
@@ -104,6 +117,7 @@ JobConfig read(ConfigNode& root, const std::vector<std::string>& overrides) {
   read_eval(root.child("eval"), job.eval);
   read_checkpoint(root.child("checkpoint"), job.checkpoint);
   read_sample(root.child("sample"), job.sample);
+  read_parallel(root.child("parallel"), job.parallel);
   root.check_no_unknown_keys();
   return job;
 }

@@ -19,7 +19,7 @@ struct DataConfig {
 };
 
 struct TrainConfig {
-  int64_t batch_size = 8;
+  int64_t batch_size = 8;  // sequences per micro-batch over all data-parallel ranks together
   int64_t seq_len = 256;
   int64_t grad_accum = 1;
   int64_t steps = 600;
@@ -54,6 +54,15 @@ struct SampleConfig {
   int64_t top_k = 40;
 };
 
+// The 3D layout (docs/parallel.md): world = tp × pp × dp ranks, Megatron order.
+struct ParallelConfig {
+  int64_t tp = 1;
+  int64_t pp = 1;
+  int64_t dp = 0;           // 0: world size / (tp · pp)
+  int64_t zero = 0;         // ZeRO stage 0-3 over the data-parallel group
+  double timeout_s = 300;   // a collective that waits longer fails, naming the missing ranks
+};
+
 struct JobConfig {
   std::string path;  // the YAML file it came from
   std::string name = "tiny";
@@ -66,6 +75,7 @@ struct JobConfig {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   SampleConfig sample;
+  ParallelConfig parallel;
 };
 
 // Parses `path` with "a.b=value" overrides applied first. Throws Error naming the file, the line

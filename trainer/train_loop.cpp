@@ -12,7 +12,6 @@
 #include "trainer/dataset.h"
 #include "trainer/job_data.h"
 #include "trainer/lr_schedule.h"
-#include "trainer/optimizer.h"
 
 namespace tessera {
 namespace {
@@ -39,8 +38,19 @@ struct Batch {
   void next(DataLoader& loader) { loader.next_batch(inputs.data<int32_t>(), targets.data<int32_t>()); }
 };
 
+// The mean of x over the group's ranks (x itself on one rank).
+double mean_over(parallel::Communicator& group, double x) {
+  if (group.size() == 1) return x;
+  Tensor t = Tensor::empty({1}, DType::f32);
+  t.data<float>()[0] = static_cast<float>(x);
+  group.all_reduce(t, parallel::ReduceOp::avg);
+  return t.data<float>()[0];
+}
+
+// Mean validation loss over `batches` batches from the start of the split, averaged over the
+// data-parallel group (collective over it).
 double evaluate(const Gpt2& model, Gpt2Activations& acts, DataLoader& val, Batch& batch,
-                int64_t batches) {
+                int64_t batches, parallel::Communicator& dp) {
   val.reset();
   double sum = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
@@ -48,7 +58,7 @@ double evaluate(const Gpt2& model, Gpt2Activations& acts, DataLoader& val, Batch
     model.forward(acts, batch.inputs);
     sum += model.loss(acts, batch.targets);
   }
-  return sum / static_cast<double>(batches);
+  return mean_over(dp, sum / static_cast<double>(batches));
 }
 
 }  // namespace
@@ -60,20 +70,36 @@ void set_compute_threads(int64_t threads) {
 }
 
 TrainSummary run_training(const JobConfig& job, Logger& log) {
+  parallel::ParallelContext ctx = parallel::make_local_context();
+  return run_training(job, log, ctx);
+}
+
+TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelContext& ctx) {
   set_compute_threads(job.threads);
-  const JobData data = prepare_job_data(job, log);
-  const Tokenizer tokenizer = Tokenizer::load(data.tokenizer_path);
+  ctx.set_timeout(job.parallel.timeout_s);
+  const bool writer = ctx.world_rank() == 0;
+  parallel::Communicator& dp = ctx.dp();
   const TrainConfig& tc = job.train;
+  TS_CHECK(tc.batch_size % dp.size() == 0, "train.batch_size (", tc.batch_size,
+           ") must be a multiple of the data-parallel degree (", dp.size(), " = ",
+           ctx.grid().str(), "): each data-parallel rank takes an equal share of a micro-batch");
+  const int64_t local_batch = tc.batch_size / dp.size();
 
-  DataLoader train_loader(read_token_shard(data.train_path), tc.batch_size, tc.seq_len, job.seed,
-                          /*shuffle=*/true);
+  // Rank 0 builds the tokenizer and shards if needed; the others wait, then read them.
+  JobData data;
+  if (writer) data = prepare_job_data(job, log);
+  ctx.world().barrier();
+  if (!writer) data = prepare_job_data(job, log);
+  const Tokenizer tokenizer = Tokenizer::load(data.tokenizer_path);
+
+  DataLoader train_loader(read_token_shard(data.train_path), local_batch, tc.seq_len, job.seed,
+                          /*shuffle=*/true, dp.rank(), dp.size());
   const int64_t val_batches = job.eval.batches;
-  DataLoader val_loader(read_token_shard(data.val_path), tc.batch_size, tc.seq_len, job.seed,
-                        /*shuffle=*/false);
+  DataLoader val_loader(read_token_shard(data.val_path), local_batch, tc.seq_len, job.seed,
+                        /*shuffle=*/false, dp.rank(), dp.size());
 
-  Gpt2 model(job.model, job.device);
+  Gpt2 model(job.model, job.device, dp.size());
   model.init_weights(job.seed);
-  AdamW optimizer(model.params(), {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
   const LrSchedule schedule{tc.lr, tc.min_lr, tc.warmup_steps, tc.steps};
   const std::string ckpt_root = job.checkpoint.dir + "/checkpoints";
 
@@ -84,12 +110,23 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
   } else if (job.checkpoint.resume != "none") {
     resume_from = job.checkpoint.resume;
   }
+  OptimizerState loaded;
   if (!resume_from.empty()) {
-    const TrainerState st = load_checkpoint(resume_from, model, &optimizer);
+    const TrainerState st = load_checkpoint(resume_from, model, &loaded);
     train_loader.restore(st.loader);
     summary.first_step = st.step;
     log.info("resumed from " + resume_from + " at step " + std::to_string(st.step));
   }
+  // Takes its shards of the (initial or loaded) weights; at ZeRO-3 the full units go.
+  parallel::DistributedAdamW optimizer(
+      model.params(), dp, static_cast<int>(job.parallel.zero),
+      {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
+  if (!resume_from.empty()) {
+    optimizer.load_moments(loaded.exp_avg, loaded.exp_avg_sq);
+    optimizer.set_steps_taken(loaded.steps);
+    loaded = OptimizerState{};
+  }
+  model.set_hooks(&optimizer);
 
   const int64_t params = model.config().num_params();
   const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
@@ -97,8 +134,10 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
            std::to_string(tokens_per_step) + " tokens per step, " +
            std::to_string(train_loader.batches_per_epoch()) + " batches per epoch");
 
-  Gpt2Activations acts = model.make_activations(tc.batch_size, tc.seq_len, tc.recompute);
-  Batch batch(tc.batch_size, tc.seq_len);
+  log.info("layout " + ctx.grid().str() + ", ZeRO stage " + std::to_string(job.parallel.zero) +
+           ", " + std::to_string(local_batch) + " sequences per rank and micro-batch");
+  Gpt2Activations acts = model.make_activations(local_batch, tc.seq_len, tc.recompute);
+  Batch batch(local_batch, tc.seq_len);
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
   TrainerState state{summary.first_step, train_loader.state(), 0.0};
   double step_seconds_ema = 0.0;
@@ -110,14 +149,15 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
     double loss = 0.0;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       batch.next(train_loader);
+      optimizer.begin_micro_batch(micro + 1 == tc.grad_accum);
       model.forward(acts, batch.inputs);
       loss += model.backward(acts, batch.targets, dloss);
+      optimizer.end_micro_batch();
     }
-    loss /= static_cast<double>(tc.grad_accum);
+    loss = mean_over(dp, loss / static_cast<double>(tc.grad_accum));
     TS_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
              ": lower train.lr or raise train.warmup_steps");
-    const double norm = optimizer.step(model.params(), lr);
-    model.params().zero_grads();
+    const double norm = optimizer.step(lr);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     step_seconds_ema = step == summary.first_step ? secs : 0.9 * step_seconds_ema + 0.1 * secs;
     summary.train_losses.push_back(loss);
@@ -135,7 +175,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
     }
     const bool last = step + 1 == tc.steps;
     if (job.eval.every > 0 && ((step + 1) % job.eval.every == 0 || last)) {
-      const double val = evaluate(model, acts, val_loader, batch, val_batches);
+      const double val = evaluate(model, acts, val_loader, batch, val_batches, dp);
       summary.val_losses.emplace_back(step + 1, val);
       char line[96];
       std::snprintf(line, sizeof(line), "step %5lld | val loss %.4f", static_cast<long long>(step + 1),
@@ -143,16 +183,30 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
       log.info(line);
     }
     if ((job.checkpoint.every > 0 && (step + 1) % job.checkpoint.every == 0) || last) {
-      summary.checkpoint = save_checkpoint(ckpt_root, model, &optimizer, state,
-                                           data.tokenizer_path, job.checkpoint.keep);
-      log.info("checkpoint: " + summary.checkpoint);
+      // Every rank gathers the full state; rank 0 writes it.
+      OptimizerState full;
+      optimizer.gather_moments(full.exp_avg, full.exp_avg_sq);
+      full.steps = optimizer.steps_taken();
+      optimizer.gather_all_params();
+      if (writer) {
+        summary.checkpoint = save_checkpoint(ckpt_root, model, &full, state, data.tokenizer_path,
+                                             job.checkpoint.keep);
+        log.info("checkpoint: " + summary.checkpoint);
+      }
+      optimizer.release_all_params();
     }
   }
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
   const int64_t steps_run = static_cast<int64_t>(summary.train_losses.size());
   if (steps_run > 0) summary.tokens_per_second = steps_run * tokens_per_step / total;
 
+  summary.state_bytes = optimizer.state_bytes();
+
   if (job.sample.tokens > 0) {
+    optimizer.gather_all_params();
+  }
+  if (job.sample.tokens > 0 && writer) {
+    model.set_hooks(nullptr);  // the whole model is here; sampling runs on this rank alone
     std::vector<int32_t> prompt = tokenizer.encode(job.sample.prompt);
     prompt.insert(prompt.begin(), tokenizer.eot_id());
     const SamplingConfig sampling{job.sample.temperature, job.sample.top_k, job.seed};
@@ -161,7 +215,9 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
     out.erase(out.begin());  // the leading <|endoftext|>
     if (!out.empty() && out.back() == tokenizer.eot_id()) out.pop_back();
     summary.sample = tokenizer.decode(out);
+    model.set_hooks(&optimizer);
   }
+  if (job.sample.tokens > 0) optimizer.release_all_params();
   return summary;
 }
 

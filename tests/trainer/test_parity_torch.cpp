@@ -12,7 +12,7 @@
 #include "core/safetensors.h"
 #include "model/gpt2.h"
 #include "tests/support/numeric.h"
-#include "trainer/optimizer.h"
+#include "parallel/zero_optimizer.h"
 
 namespace tessera {
 namespace {
@@ -35,7 +35,7 @@ TEST(ParityTorch, LogitsLossGradientsAndAdamWSteps) {
   const Gpt2Config cfg{/*n_layer=*/2, /*n_head=*/4, /*d_model=*/64, /*vocab_size=*/97,
                        /*max_seq_len=*/16};
   const int64_t B = 3, T = 16, steps = 10;
-  const AdamWConfig opt_cfg{0.9, 0.95, 1e-8, 0.1, /*grad_clip=*/1.0};
+  const parallel::AdamWConfig opt_cfg{0.9, 0.95, 1e-8, 0.1, /*grad_clip=*/1.0};
   const double lr = 1e-3;
 
   Gpt2 model(cfg);
@@ -93,13 +93,13 @@ TEST(ParityTorch, LogitsLossGradientsAndAdamWSteps) {
 
   // Ten AdamW steps (with clipping and decoupled decay) on the same batch.
   model.params().zero_grads();
-  AdamW opt(model.params(), opt_cfg);
+  parallel::SelfCommunicator dp("dp");
+  parallel::DistributedAdamW opt(model.params(), dp, /*stage=*/0, opt_cfg);
   std::vector<double> losses;
   for (int64_t s = 0; s < steps; ++s) {
     model.forward(acts, inputs);
     losses.push_back(model.backward(acts, targets, 1.0f / (B * T)));
-    opt.step(model.params(), lr);
-    model.params().zero_grads();
+    opt.step(lr);
   }
   const std::vector<double> ref_losses = ref_f64("losses");
   ASSERT_EQ(ref_losses.size(), losses.size());

@@ -1,0 +1,282 @@
+#include "parallel/zero_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/adamw.h"
+
+namespace tessera::parallel {
+
+DistributedAdamW::DistributedAdamW(ParameterSet& params, Communicator& dp, int stage,
+                                   const AdamWConfig& config)
+    : params_(params),
+      dp_(dp),
+      stage_(stage),
+      config_(config),
+      shards_(stage == 0 ? 1 : dp.size()),
+      shard_rank_(stage == 0 ? 0 : dp.rank()) {
+  TS_CHECK(stage >= 0 && stage <= 3, "parallel.zero must be 0, 1, 2 or 3, got ", stage);
+  const auto& units = params_.units();
+  for (const ParameterUnit& u : units)
+    TS_CHECK(u.numel % (16 * int64_t{dp.size()}) == 0, "ZeRO: unit '", u.name, "' (", u.numel,
+             " elements) does not split into ", dp.size(),
+             " chunks: allocate the ParameterSet with shards = dp size");
+  shard_numel_ = params_.total() / shards_;
+  const Device dev = params_.device();
+  exp_avg_ = Tensor::zeros({shard_numel_}, DType::f32, dev);
+  exp_avg_sq_ = Tensor::zeros({shard_numel_}, DType::f32, dev);
+  if (stage_ >= 2) grad_shard_ = Tensor::zeros({shard_numel_}, DType::f32, dev);
+  unit_state_.assign(units.size(), UnitState::gathered);
+  in_use_.assign(units.size(), 0);
+  gathers_.resize(units.size());
+  if (stage_ >= 2) {
+    for (size_t u = 0; u < units.size(); ++u) params_.unit_grads(u).storage()->release();
+  }
+  if (stage_ == 3) {
+    param_shard_ = Tensor::empty({shard_numel_}, DType::f32, dev);
+    for (size_t u = 0; u < units.size(); ++u) {
+      const int ui = static_cast<int>(u);
+      param_shard_.carve(shard_offset(ui), {chunk_numel(ui)})
+          .copy_from(chunk_of(params_.unit_params(ui), ui));
+      params_.unit_params(ui).storage()->release();
+      unit_state_[u] = UnitState::released;
+    }
+  }
+}
+
+int64_t DistributedAdamW::chunk_numel(int u) const { return params_.units()[u].numel / shards_; }
+
+int64_t DistributedAdamW::shard_offset(int u) const { return params_.units()[u].offset / shards_; }
+
+Tensor DistributedAdamW::chunk_of(const Tensor& unit_buffer, int u) const {
+  return unit_buffer.carve(chunk_offset(u), {chunk_numel(u)});
+}
+
+Tensor DistributedAdamW::param_chunk(int u) const {
+  return stage_ == 3 ? param_shard_.carve(shard_offset(u), {chunk_numel(u)})
+                     : chunk_of(params_.unit_params(u), u);
+}
+
+Tensor DistributedAdamW::grad_chunk(int u) const {
+  return stage_ >= 2 ? grad_shard_.carve(shard_offset(u), {chunk_numel(u)})
+                     : chunk_of(params_.unit_grads(u), u);
+}
+
+// --- Stage 3: gathering units --------------------------------------------------------------------
+
+void DistributedAdamW::start_gather(int u) {
+  if (unit_state_[u] != UnitState::released) return;
+  const Tensor& full = params_.unit_params(u);
+  full.storage()->materialize();
+  gathers_[u] = dp_.all_gather_async(full, param_chunk(u));
+  unit_state_[u] = UnitState::gathering;
+}
+
+void DistributedAdamW::wait_gathered(int u) {
+  start_gather(u);
+  if (unit_state_[u] == UnitState::gathering) {
+    gathers_[u].wait();
+    gathers_[u] = CommHandle();
+    unit_state_[u] = UnitState::gathered;
+  }
+}
+
+void DistributedAdamW::acquire(int u, Pass pass) {
+  if (stage_ == 3 && !all_pinned_) {
+    wait_gathered(u);
+    ++in_use_[u];
+    const int next = pass == Pass::forward ? u + 1 : u - 1;
+    if (next >= 0 && next < static_cast<int>(unit_state_.size())) start_gather(next);
+  }
+  if (stage_ >= 2 && pass == Pass::backward && params_.unit_grads(u).storage()->released()) {
+    Tensor g = params_.unit_grads(u);
+    g.storage()->materialize();
+    g.zero_();
+  }
+}
+
+void DistributedAdamW::release(int u) {
+  if (stage_ != 3 || all_pinned_) return;
+  TS_CHECK(in_use_[u] > 0, "ZeRO-3: release of unit '", params_.units()[u].name,
+           "' without acquire");
+  if (--in_use_[u] == 0) {
+    params_.unit_params(u).storage()->release();
+    unit_state_[u] = UnitState::released;
+  }
+}
+
+void DistributedAdamW::drop_gathered_units() {
+  for (size_t u = 0; u < unit_state_.size(); ++u) {
+    const int ui = static_cast<int>(u);
+    if (unit_state_[u] == UnitState::gathering) wait_gathered(ui);  // a prefetch nobody used
+    if (unit_state_[u] == UnitState::gathered) {
+      TS_CHECK(in_use_[u] == 0, "ZeRO-3: unit '", params_.units()[u].name,
+               "' still acquired at the optimizer step");
+      params_.unit_params(ui).storage()->release();
+      unit_state_[u] = UnitState::released;
+    }
+  }
+}
+
+void DistributedAdamW::gather_all_params() {
+  if (stage_ != 3) return;
+  for (size_t u = 0; u < unit_state_.size(); ++u) start_gather(static_cast<int>(u));
+  for (size_t u = 0; u < unit_state_.size(); ++u) wait_gathered(static_cast<int>(u));
+  all_pinned_ = true;
+}
+
+void DistributedAdamW::release_all_params() {
+  if (stage_ != 3) return;
+  all_pinned_ = false;
+  drop_gathered_units();
+}
+
+// --- Gradients -------------------------------------------------------------------------------
+
+void DistributedAdamW::begin_micro_batch(bool last_of_step) {
+  reduce_this_micro_batch_ = stage_ >= 2 || last_of_step;
+}
+
+void DistributedAdamW::grads_ready(int u) {
+  if (!reduce_this_micro_batch_) return;
+  for (Pending& p : pending_) p.handle.test();  // drives the earlier reductions (MPI progress)
+  const Tensor& g = params_.unit_grads(u);
+  CommHandle h = stage_ == 0 ? dp_.all_reduce_async(g, ReduceOp::sum)
+                             : dp_.reduce_scatter_async(chunk_of(g, u), g, ReduceOp::sum);
+  pending_.push_back({u, std::move(h)});
+}
+
+void DistributedAdamW::wait_pending() {
+  for (Pending& p : pending_) p.handle.wait();
+}
+
+void DistributedAdamW::end_micro_batch() {
+  wait_pending();
+  if (stage_ >= 2) {
+    for (const Pending& p : pending_) {
+      const Tensor reduced = chunk_of(params_.unit_grads(p.unit), p.unit);
+      Tensor acc = grad_chunk(p.unit);
+      float* a = acc.data<float>();
+      const float* r = reduced.data<float>();
+      const int64_t n = acc.numel();
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; ++i) a[i] += r[i];
+      params_.unit_grads(p.unit).storage()->release();
+    }
+  }
+  pending_.clear();
+}
+
+// --- The step ----------------------------------------------------------------------------------
+
+double DistributedAdamW::step(double lr) {
+  TS_CHECK(pending_.empty(), "DistributedAdamW::step before end_micro_batch()");
+  const auto& units = params_.units();
+  const int nunits = static_cast<int>(units.size());
+
+  // Global norm: stage 0 holds the whole reduced gradient on every rank; stages 1-3 sum the
+  // squares of their chunks over the group.
+  double sq = 0.0;
+  for (int u = 0; u < nunits; ++u) sq += grad_norm_squared(grad_chunk(u));
+  if (stage_ >= 1 && dp_.size() > 1) {
+    Tensor s = Tensor::empty({1}, DType::f32);
+    s.data<float>()[0] = static_cast<float>(sq);
+    dp_.all_reduce(s, ReduceOp::sum);
+    sq = s.data<float>()[0];
+  }
+  const double norm = std::sqrt(sq);
+  TS_CHECK(std::isfinite(norm), "gradient norm is ", norm, " at step ", t_ + 1,
+           ": lower train.lr, or raise train.warmup_steps");
+  ++t_;
+  AdamWStep s{static_cast<float>(lr),
+              static_cast<float>(config_.beta1),
+              static_cast<float>(config_.beta2),
+              static_cast<float>(config_.eps),
+              0.0f,
+              t_,
+              clip_coefficient(norm, static_cast<float>(config_.grad_clip))};
+
+  // Each entry's part of this rank's chunk, with its own weight decay.
+  const auto& entries = params_.entries();
+  for (int u = 0; u < nunits; ++u) {
+    Tensor p = param_chunk(u), g = grad_chunk(u);
+    Tensor m = exp_avg_.carve(shard_offset(u), {chunk_numel(u)});
+    Tensor v = exp_avg_sq_.carve(shard_offset(u), {chunk_numel(u)});
+    const int64_t lo = chunk_offset(u), hi = lo + chunk_numel(u);
+    for (size_t i = units[u].first_entry; i < units[u].end_entry; ++i) {
+      const ParameterEntry& e = entries[i];
+      const int64_t e_lo = e.offset - units[u].offset, e_hi = e_lo + shape_numel(e.shape);
+      const int64_t a = std::max(lo, e_lo), b = std::min(hi, e_hi);
+      if (a >= b) continue;
+      s.weight_decay = e.weight_decay ? static_cast<float>(config_.weight_decay) : 0.0f;
+      Tensor ps = p.carve(a - lo, {b - a}), ms = m.carve(a - lo, {b - a});
+      Tensor vs = v.carve(a - lo, {b - a});
+      adamw_update(ps, ms, vs, g.carve(a - lo, {b - a}), s);
+    }
+  }
+
+  if (stage_ == 1 || stage_ == 2) {
+    std::vector<CommHandle> gathers;
+    for (int u = 0; u < nunits; ++u)
+      gathers.push_back(dp_.all_gather_async(params_.unit_params(u), param_chunk(u)));
+    for (CommHandle& h : gathers) h.wait();
+  }
+  if (stage_ == 3) drop_gathered_units();
+  if (stage_ >= 2) {
+    grad_shard_.zero_();
+  } else {
+    params_.zero_grads();
+  }
+  return norm;
+}
+
+ModelStateBytes DistributedAdamW::state_bytes() const {
+  auto held = [](const Tensor& t) -> uint64_t {
+    return t.defined() && !t.storage()->released() ? t.nbytes() : 0;
+  };
+  ModelStateBytes b;
+  for (size_t u = 0; u < params_.units().size(); ++u) {
+    b.params += held(params_.unit_params(u));
+    b.grads += held(params_.unit_grads(u));
+  }
+  b.params += held(param_shard_);
+  b.grads += held(grad_shard_);
+  b.optimizer = held(exp_avg_) + held(exp_avg_sq_);
+  return b;
+}
+
+// --- Checkpoints -------------------------------------------------------------------------------
+
+void DistributedAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
+  exp_avg = Tensor::empty({params_.total()}, DType::f32);
+  exp_avg_sq = Tensor::empty({params_.total()}, DType::f32);
+  const auto& units = params_.units();
+  for (const auto& [full, shard] : {std::pair{&exp_avg, &exp_avg_}, {&exp_avg_sq, &exp_avg_sq_}}) {
+    for (size_t u = 0; u < units.size(); ++u) {
+      const int ui = static_cast<int>(u);
+      Tensor local = shard->carve(shard_offset(ui), {chunk_numel(ui)}).to(Device::cpu());
+      Tensor out = full->carve(units[u].offset, {units[u].numel});
+      if (shards_ == 1) {
+        out.copy_from(local);
+      } else {
+        dp_.all_gather(out, local);
+      }
+    }
+  }
+}
+
+void DistributedAdamW::load_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+  exp_avg.expect("exp_avg", {params_.total()}, DType::f32);
+  exp_avg_sq.expect("exp_avg_sq", {params_.total()}, DType::f32);
+  const auto& units = params_.units();
+  for (size_t u = 0; u < units.size(); ++u) {
+    const int ui = static_cast<int>(u);
+    const int64_t from = units[u].offset + chunk_offset(ui);
+    exp_avg_.carve(shard_offset(ui), {chunk_numel(ui)})
+        .copy_from(exp_avg.carve(from, {chunk_numel(ui)}));
+    exp_avg_sq_.carve(shard_offset(ui), {chunk_numel(ui)})
+        .copy_from(exp_avg_sq.carve(from, {chunk_numel(ui)}));
+  }
+}
+
+}  // namespace tessera::parallel
