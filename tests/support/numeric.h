@@ -30,6 +30,12 @@ std::vector<double> to_f64(const Tensor& t);
 double rel_error(const std::vector<double>& a, const std::vector<double>& b);
 double rel_error(const Tensor& a, const std::vector<double>& b);
 
+// GPT-2's key bias, the middle third of a (3C) c_attn.bias, adds q·b_k to every score of a query
+// row, which softmax ignores: its exact gradient is zero, and AdamW's m/√v turns the round-off
+// left in its place into full-size steps of either sign. Weight comparisons after AdamW steps
+// leave it out with this (the gradient itself is still compared).
+std::vector<double> without_key_bias(std::vector<double> c_attn_bias);
+
 // Central finite differences of a scalar function f of x (float64), step h per element.
 std::vector<double> finite_diff(const std::function<double(const std::vector<double>&)>& f,
                                 std::vector<double> x, double h = 1e-6);
