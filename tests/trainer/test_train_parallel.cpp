@@ -1,0 +1,139 @@
+// `tessera train` under mpirun (every rank of the world data-parallel): for ZeRO stages 0-3 the
+// losses and final weights are those of one process, and a checkpoint saved under one layout
+// resumes under another with the same next losses.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "core/safetensors.h"
+#include "tests/support/numeric.h"
+#include "tests/support/train_fixture.h"
+#include "trainer/job_data.h"
+#include "trainer/train_loop.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+class TrainParallel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    uint64_t seed = testing::test_seed();
+    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    root_ = fs::temp_directory_path() / ("tessera_train_par_" + std::to_string(seed));
+    if (world_rank() == 0) {
+      fs::remove_all(root_);
+      testing::write_brown_like_corpus((root_ / "corpus").string());
+      prepare_job_data(job("prep"), log_);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  void TearDown() override {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) fs::remove_all(root_);
+  }
+
+  // The fixture's tiny job for 8 steps, eps 1e-6 (see test_zero.cpp: with 1e-8, round-off-level
+  // gradients take ±lr steps whose sign depends on the summation order).
+  JobConfig job(const std::string& run, std::vector<std::string> extra = {}) {
+    std::vector<std::string> o = testing::tiny_job_overrides(root_.string(), run);
+    for (const char* s : {"train.steps=8", "train.eps=1e-6", "checkpoint.every=4", "eval.every=4",
+                          "sample.tokens=0", "threads=1", "checkpoint.resume=none"})
+      o.push_back(s);
+    o.insert(o.end(), extra.begin(), extra.end());
+    return parse_job_config("name: test\n", "test.yaml", o);
+  }
+
+  TrainSummary train_mpi(const JobConfig& j) {
+    parallel::ParallelContext ctx = parallel::make_mpi_context({1, 1, 0}, 60.0);
+    return run_training(j, log_, ctx);
+  }
+
+  // Rank 0: every weight of two checkpoints agrees (key bias left out, as in test_zero.cpp).
+  void expect_same_weights(const std::string& a, const std::string& b) {
+    const SafetensorsFile fa = load_safetensors(a + "/model.safetensors");
+    const SafetensorsFile fb = load_safetensors(b + "/model.safetensors");
+    ASSERT_EQ(fa.tensors.size(), fb.tensors.size());
+    for (const auto& [name, t] : fa.tensors) {
+      std::vector<double> x = testing::to_f64(t), y = testing::to_f64(fb.tensors.at(name));
+      if (name.ends_with("c_attn.bias")) {
+        x = testing::without_key_bias(x);
+        y = testing::without_key_bias(y);
+      }
+      EXPECT_LT(testing::rel_error(x, y), 5e-5) << name;
+    }
+  }
+
+  fs::path root_;
+  std::ostringstream log_text_;
+  Logger log_{0, LogLevel::warn, &log_text_};
+};
+
+void expect_same_losses(const std::vector<double>& got, const std::vector<double>& want,
+                        size_t offset = 0) {
+  ASSERT_LE(got.size() + offset, want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[offset + i], 1e-5 * std::abs(want[offset + i]))
+        << "step " << offset + i + 1;
+}
+
+TEST_F(TrainParallel, EveryZeroStageMatchesOneProcessAndResumesInAnotherLayout) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  // One process, the reference (every rank computes it; only the ranks' own files differ).
+  const std::string own = "ref_" + std::to_string(world_rank());
+  const TrainSummary ref = run_training(job(own), log_);
+  ASSERT_EQ(ref.train_losses.size(), 8u);
+
+  for (int zero = 0; zero <= 3; ++zero) {
+    SCOPED_TRACE("dp=" + std::to_string(world) + " zero=" + std::to_string(zero));
+    const std::string run = "z" + std::to_string(zero);
+    const TrainSummary s = train_mpi(job(run, {"parallel.zero=" + std::to_string(zero)}));
+    expect_same_losses(s.train_losses, ref.train_losses);
+    ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
+    for (size_t i = 0; i < s.val_losses.size(); ++i)
+      EXPECT_NEAR(s.val_losses[i].second, ref.val_losses[i].second,
+                  1e-5 * ref.val_losses[i].second);
+    if (world_rank() == 0)
+      expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
+                          (root_ / own / "checkpoints/step_000008").string());
+  }
+
+  // The step-4 checkpoint of the ZeRO-3 run, resumed in one process and under ZeRO-1: steps 5-8
+  // are those of the uninterrupted run.
+  const std::string z3_step4 = (root_ / "z3/checkpoints/step_000004").string();
+  const TrainSummary one = run_training(job(own + "_resumed", {"checkpoint.resume=" + z3_step4}), log_);
+  EXPECT_EQ(one.first_step, 4);
+  expect_same_losses(one.train_losses, ref.train_losses, 4);
+  const TrainSummary z1 =
+      train_mpi(job("z1_resumed", {"checkpoint.resume=" + z3_step4, "parallel.zero=1"}));
+  EXPECT_EQ(z1.first_step, 4);
+  expect_same_losses(z1.train_losses, ref.train_losses, 4);
+}
+
+TEST_F(TrainParallel, BatchThatDoesNotSplitIsOneClearError) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world == 1) GTEST_SKIP() << "every batch splits over one rank";
+  try {
+    train_mpi(job("bad", {"train.batch_size=" + std::to_string(world + 1)}));
+    FAIL() << "trained with a batch that does not split over dp";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of the data-parallel degree"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tessera
