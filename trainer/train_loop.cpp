@@ -11,6 +11,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/dataset.h"
 #include "trainer/job_data.h"
+#include "parallel/zero_accounting.h"
 #include "trainer/lr_schedule.h"
 
 namespace tessera {
@@ -146,6 +147,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   for (int64_t step = summary.first_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
     const double lr = schedule.at(step);
+    dp.reset_stats();
     double loss = 0.0;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       batch.next(train_loader);
@@ -158,6 +160,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     TS_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
              ": lower train.lr or raise train.warmup_steps");
     const double norm = optimizer.step(lr);
+    summary.step_traffic = dp.stats();
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     step_seconds_ema = step == summary.first_step ? secs : 0.9 * step_seconds_ema + 0.1 * secs;
     summary.train_losses.push_back(loss);
@@ -201,6 +204,13 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   if (steps_run > 0) summary.tokens_per_second = steps_run * tokens_per_step / total;
 
   summary.state_bytes = optimizer.state_bytes();
+  if (ctx.world().size() > 1) {
+    const auto accounts =
+        parallel::gather_accounts(ctx.world(), {summary.state_bytes, summary.step_traffic});
+    log.info("model state and data-parallel traffic per rank (last step):\n" +
+             parallel::accounting_table(accounts, static_cast<int>(job.parallel.zero), dp.size(),
+                                        static_cast<double>(model.config().num_params())));
+  }
 
   if (job.sample.tokens > 0) {
     optimizer.gather_all_params();

@@ -22,6 +22,7 @@ struct TrainSummary {
   double tokens_per_second = 0.0;                    // over the steps of this call
   std::string sample;                                // generated text (rank 0, sample.tokens > 0)
   parallel::ModelStateBytes state_bytes;             // model state this rank held after the last step
+  parallel::CommStats step_traffic;                  // this rank's data-parallel traffic, last step
 };
 
 // Runs `job` to train.steps on this rank of `ctx` (collective over ctx's world: every rank calls

@@ -1,0 +1,43 @@
+// Accounting of ZeRO's model state and traffic against the paper's formulas (Rajbhandari et al.,
+// "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models", sections 3 and 7).
+//
+// Model state per rank, Ψ parameters, N data-parallel ranks, bytes per parameter P (parameters),
+// G (gradients), K (optimizer state):
+//   stage 0  (P + G + K)Ψ     stage 1  (P + G)Ψ + KΨ/N     stage 2  PΨ + (G + K)Ψ/N     stage 3  (P + G + K)Ψ/N
+// The paper's mixed-precision Adam has P = G = 2, K = 12 (16Ψ, 4Ψ + 12Ψ/N, 2Ψ + 14Ψ/N, 16Ψ/N);
+// Tessera's fp32 AdamW on CPU has P = G = 4, K = 8 (no separate master copy).
+// Traffic per step and rank in the data-parallel group, ring algorithms: 2Ψ gradient elements for
+// stages 0-2 (all-reduce = reduce-scatter + all-gather), 3Ψ for stage 3 (two parameter all-gathers
+// and a gradient reduce-scatter), each times (N − 1)/N and the bytes of an element.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "parallel/comm_stats.h"
+#include "parallel/zero_optimizer.h"
+
+namespace tessera::parallel {
+
+struct BytesPerParam {
+  double params = 4, grads = 4, optimizer = 8;  // fp32 AdamW
+};
+
+// The formulas above for one rank: model-state bytes, and bytes sent per step (one micro-batch).
+double zero_state_bytes(int stage, int n, double psi, BytesPerParam b = {});
+double zero_wire_bytes_per_step(int stage, int n, double psi, double bytes_per_element = 4);
+
+// What one rank measured: model state held after a step and its data-parallel traffic in a step.
+struct RankAccount {
+  ModelStateBytes state;
+  CommStats step_traffic;
+};
+
+// A table, one row per rank: params, grads, optimizer, total vs the formula, and per-kind bytes
+// on the wire in a step vs the formula; Ψ = psi parameters.
+std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp, double psi);
+
+// Every rank's RankAccount, on every rank (collective over `world`).
+std::vector<RankAccount> gather_accounts(Communicator& world, const RankAccount& mine);
+
+}  // namespace tessera::parallel
