@@ -60,29 +60,33 @@ int cmd_train(int argc, char** argv) {
     return 0;
   }
   // Under mpirun: every rank runs the job; rank 0 prints progress, every rank prints its own
-  // errors (with its rank) and then aborts the whole job, so no rank is left waiting.
+  // errors (with its rank) and then aborts the whole job, so no rank is left waiting. The abort
+  // comes before the communicators are destroyed: their destructors would first wait up to the
+  // timeout for operations a dead rank never completes.
   parallel::MpiSession mpi;
+  Logger log(mpi.world_rank(), mpi.world_rank() == 0 ? LogLevel::info : LogLevel::warn,
+             &std::cerr, mpi.world_size());
+  auto abort_job = [&](const std::exception& e) {
+    const Error* err = dynamic_cast<const Error*>(&e);
+    log.error("tessera train: " + (err ? err->message() : std::string(e.what())));
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  };
   try {
     const JobConfig job = load_job_config(config, sets);
-    Logger log(mpi.world_rank(), mpi.world_rank() == 0 ? LogLevel::info : LogLevel::warn,
-               &std::cerr, mpi.world_size());
     log.info("job '" + job.name + "' from " + job.path + " on " +
              std::to_string(mpi.world_size()) + " ranks");
-    TrainSummary summary;
-    {
-      const parallel::GridShape shape{static_cast<int>(job.parallel.tp),
-                                      static_cast<int>(job.parallel.pp),
-                                      static_cast<int>(job.parallel.dp)};
-      parallel::ParallelContext ctx = parallel::make_mpi_context(shape, job.parallel.timeout_s);
-      summary = run_training(job, log, ctx);
+    const parallel::GridShape shape{static_cast<int>(job.parallel.tp),
+                                    static_cast<int>(job.parallel.pp),
+                                    static_cast<int>(job.parallel.dp)};
+    parallel::ParallelContext ctx = parallel::make_mpi_context(shape, job.parallel.timeout_s);
+    try {
+      const TrainSummary summary = run_training(job, log, ctx);
+      if (mpi.world_rank() == 0) print_summary(job, summary);
+    } catch (const std::exception& e) {
+      abort_job(e);
     }
-    if (mpi.world_rank() == 0) print_summary(job, summary);
   } catch (const std::exception& e) {
-    const Error* err = dynamic_cast<const Error*>(&e);
-    std::cerr << "tessera train: [rank " << mpi.world_rank() << "] error: "
-              << (err ? err->message() : std::string(e.what())) << "\n";
-    std::cerr.flush();
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_job(e);
   }
   return 0;
 }

@@ -126,8 +126,13 @@ std::string diagnose_survey(const std::vector<PeerReport>& reports, const std::v
       if (!missing.empty()) missing += ",";
       missing += std::to_string(world);
     } else if (r.seq != seq || r.kind != kind) {
+      // Ahead is normal asynchrony (its part of the earlier ops finished); the same op number
+      // with another kind means the ranks issue their calls in different orders.
+      const char* note = r.seq > seq   ? " (ahead: its part of the earlier ops finished)"
+                         : r.seq < seq ? " (behind)"
+                                       : " (calls out of order?)";
       elsewhere += ::tessera::detail::cat(elsewhere.empty() ? "" : "; ", "world rank ", world,
-                                          " is at op #", r.seq, " ", comm_kind_name(r.kind));
+                                          " is at op #", r.seq, " ", comm_kind_name(r.kind), note);
     }
   }
   if (missing.empty() && elsewhere.empty()) {
@@ -138,8 +143,7 @@ std::string diagnose_survey(const std::vector<PeerReport>& reports, const std::v
   if (!missing.empty()) out = "ranks that never arrived: " + missing;
   if (!elsewhere.empty()) {
     out += ::tessera::detail::cat(out.empty() ? "" : "; ",
-                                  "ranks in another operation of this group (calls out of "
-                                  "order?): ",
+                                  "ranks waiting in another operation of this group: ",
                                   elsewhere);
   }
   return out;
