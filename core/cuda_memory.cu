@@ -41,8 +41,8 @@ cudaMemcpyKind copy_kind(Device dst, Device src) {
 Allocator& cuda_allocator(int index) {
   constexpr int kMaxDevices = 16;
   TS_CHECK(index >= 0 && index < kMaxDevices, "CUDA device index ", index, " out of range");
-  static CudaAllocator allocators[kMaxDevices] = {{0},  {1},  {2},  {3},  {4},  {5},  {6},  {7},
-                                                  {8},  {9},  {10}, {11}, {12}, {13}, {14}, {15}};
+  static CudaAllocator allocators[kMaxDevices] = {{0}, {1}, {2},  {3},  {4},  {5},  {6},  {7},
+                                                  {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}};
   return allocators[index];
 }
 

@@ -5,7 +5,9 @@ namespace {
 
 constexpr int64_t kAlign = 16;  // floats: one 64-byte line
 
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+int64_t round_up(int64_t n, int64_t m) {
+  return (n + m - 1) / m * m;
+}
 
 }  // namespace
 
@@ -70,7 +72,8 @@ void ParameterSet::zero_grads() {
 Tensor ParameterSet::gather_flat(bool grads) const {
   Tensor out = Tensor::empty({total_}, DType::f32);
   for (size_t u = 0; u < units_.size(); ++u)
-    out.carve(units_[u].offset, {units_[u].numel}).copy_from(grads ? unit_grads_[u] : unit_params_[u]);
+    out.carve(units_[u].offset, {units_[u].numel})
+        .copy_from(grads ? unit_grads_[u] : unit_params_[u]);
   return out;
 }
 

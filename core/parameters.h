@@ -19,7 +19,7 @@
 namespace tessera {
 
 struct ParameterEntry {
-  std::string name;   // Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight"
+  std::string name;  // Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight"
   Shape shape;
   bool weight_decay;  // AdamW decays matrices and embeddings, not biases or norms
   int unit;           // index into ParameterSet::units()

@@ -73,7 +73,8 @@ class Tensor {
 
   // Throws Error when the storage is released (a ZeRO-3 unit used outside acquire/release).
   void* raw() const {
-    TS_CHECK(!storage_->released(), "data of a tensor whose storage is released (a ZeRO-3 "
+    TS_CHECK(!storage_->released(),
+             "data of a tensor whose storage is released (a ZeRO-3 "
              "parameter or gradient used outside its gather)");
     return static_cast<char*>(storage_->data()) + offset_;
   }

@@ -9,8 +9,8 @@
 #include <random>
 
 #include "launch/commands.h"
-#include "trainer/job_config.h"
 #include "parallel/zero_optimizer.h"
+#include "trainer/job_config.h"
 #include "trainer/train_loop.h"
 
 namespace tessera::launch {
@@ -22,8 +22,8 @@ int cmd_bench(int argc, char** argv) {
   std::string what, config;
   std::vector<std::string> sets;
   int64_t steps = 10, warmup = 2, threads = 0;
-  opts.add_options()("help,h", "show this help")(
-      "what", po::value(&what)->required(), "what to time: train")(
+  opts.add_options()("help,h", "show this help")("what", po::value(&what)->required(),
+                                                 "what to time: train")(
       "config,c", po::value(&config)->required(), "YAML job file (its model and train keys)")(
       "set,s", po::value(&sets)->composing(), "override a config key (repeatable)")(
       "steps", po::value(&steps)->default_value(10), "timed steps")(
@@ -56,7 +56,8 @@ int cmd_bench(int argc, char** argv) {
   std::mt19937_64 rng(job.seed);
   auto fill = [&](Tensor& t) {
     int32_t* p = t.data<int32_t>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<int32_t>(rng() % job.model.vocab_size);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      p[i] = static_cast<int32_t>(rng() % job.model.vocab_size);
   };
   const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
@@ -77,9 +78,9 @@ int cmd_bench(int argc, char** argv) {
   const double tok_s = steps * tokens_per_step / secs;
   const double gflops = tok_s * job.model.train_flops_per_token(tc.seq_len) / 1e9;
   const int nthreads = omp_get_max_threads();
-  std::printf("tessera bench train: %s, %lld params, B=%lld T=%lld, %d threads\n",
-              job.name.c_str(), static_cast<long long>(job.model.num_params()),
-              static_cast<long long>(tc.batch_size), static_cast<long long>(tc.seq_len), nthreads);
+  std::printf("tessera bench train: %s, %lld params, B=%lld T=%lld, %d threads\n", job.name.c_str(),
+              static_cast<long long>(job.model.num_params()), static_cast<long long>(tc.batch_size),
+              static_cast<long long>(tc.seq_len), nthreads);
   std::printf("  %.1f ms/step, %.0f tokens/s, %.1f GFLOP/s\n", secs / steps * 1e3, tok_s, gflops);
   std::printf(
       "{\"impl\":\"tessera\",\"threads\":%d,\"tokens_per_s\":%.1f,\"ms_per_step\":%.2f,"

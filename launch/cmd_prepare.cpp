@@ -12,8 +12,8 @@ int cmd_prepare(int argc, char** argv) {
   po::options_description opts("tessera prepare");
   std::string config;
   std::vector<std::string> sets;
-  opts.add_options()("help,h", "show this help")(
-      "config,c", po::value(&config)->required(), "YAML job file")(
+  opts.add_options()("help,h", "show this help")("config,c", po::value(&config)->required(),
+                                                 "YAML job file")(
       "set,s", po::value(&sets)->composing(), "override a config key (repeatable)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, opts), vm);

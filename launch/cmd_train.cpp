@@ -40,8 +40,8 @@ int cmd_train(int argc, char** argv) {
   po::options_description opts("tessera train");
   std::string config;
   std::vector<std::string> sets;
-  opts.add_options()("help,h", "show this help")(
-      "config,c", po::value(&config)->required(), "YAML job file, e.g. configs/tiny.yaml")(
+  opts.add_options()("help,h", "show this help")("config,c", po::value(&config)->required(),
+                                                 "YAML job file, e.g. configs/tiny.yaml")(
       "set,s", po::value(&sets)->composing(),
       "override a config key, e.g. --set train.steps=100 (repeatable)");
   po::variables_map vm;
@@ -64,8 +64,8 @@ int cmd_train(int argc, char** argv) {
   // comes before the communicators are destroyed: their destructors would first wait up to the
   // timeout for operations a dead rank never completes.
   parallel::MpiSession mpi;
-  Logger log(mpi.world_rank(), mpi.world_rank() == 0 ? LogLevel::info : LogLevel::warn,
-             &std::cerr, mpi.world_size());
+  Logger log(mpi.world_rank(), mpi.world_rank() == 0 ? LogLevel::info : LogLevel::warn, &std::cerr,
+             mpi.world_size());
   auto abort_job = [&](const std::exception& e) {
     const Error* err = dynamic_cast<const Error*>(&e);
     log.error("tessera train: " + (err ? err->message() : std::string(e.what())));
@@ -73,8 +73,8 @@ int cmd_train(int argc, char** argv) {
   };
   try {
     const JobConfig job = load_job_config(config, sets);
-    log.info("job '" + job.name + "' from " + job.path + " on " +
-             std::to_string(mpi.world_size()) + " ranks");
+    log.info("job '" + job.name + "' from " + job.path + " on " + std::to_string(mpi.world_size()) +
+             " ranks");
     const parallel::GridShape shape{static_cast<int>(job.parallel.tp),
                                     static_cast<int>(job.parallel.pp),
                                     static_cast<int>(job.parallel.dp)};

@@ -36,13 +36,14 @@ int main(int argc, char** argv) {
     std::cerr << "tessera: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const boost::program_options::error& e) {
-    std::cerr << "tessera " << cmd << ": " << e.what() << " (see 'tessera " << cmd
-              << " --help')\n";
+    std::cerr << "tessera " << cmd << ": " << e.what() << " (see 'tessera " << cmd << " --help')\n";
     return 2;
   } catch (const tessera::Error& e) {
     // The message says what to change; the source location follows for bug reports.
-    std::cerr << "tessera " << cmd << ": error: " << e.message() << "  [" << e.file().substr(
-                     e.file().find_last_of('/') == std::string::npos ? 0 : e.file().find_last_of('/') + 1)
+    std::cerr << "tessera " << cmd << ": error: " << e.message() << "  ["
+              << e.file().substr(e.file().find_last_of('/') == std::string::npos
+                                     ? 0
+                                     : e.file().find_last_of('/') + 1)
               << ":" << e.line() << "]\n";
     return 1;
   } catch (const std::exception& e) {

@@ -9,7 +9,8 @@ namespace tessera {
 
 int32_t sample_token(const float* logits, int64_t vocab, double temperature, int64_t top_k,
                      double u) {
-  if (temperature <= 0.0) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+  if (temperature <= 0.0)
+    return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
   std::vector<int32_t> ids(vocab);
   std::iota(ids.begin(), ids.end(), 0);
   const int64_t k = (top_k > 0 && top_k < vocab) ? top_k : vocab;

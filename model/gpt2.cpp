@@ -36,7 +36,8 @@ class NormalSampler {
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Mean of a f32 CPU tensor, summed in float64 in order.
@@ -161,9 +162,9 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
 }
 
 void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
-  TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len,
-           "tokens ", shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ",
-           a.seq_len, ")");
+  TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len, "tokens ",
+           shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ", a.seq_len,
+           ")");
   using Pass = UnitHooks::Pass;
   const int nl = static_cast<int>(config_.n_layer);
   a.tokens.copy_from(tokens);

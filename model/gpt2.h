@@ -41,8 +41,8 @@ struct Gpt2Activations {
   Tensor lnf, lnf_mean, lnf_rstd;       // (B, T, C), (B·T), (B·T)
   Tensor losses;                        // (B·T)
   BlockScratch scratch;
-  Tensor dresid;                        // (B, T, C)
-  Tensor dlnf;                          // (B, T, C)
+  Tensor dresid;  // (B, T, C)
+  Tensor dlnf;    // (B, T, C)
 };
 
 class Gpt2 {
@@ -57,7 +57,8 @@ class Gpt2 {
   const ParameterSet& params() const { return params_; }
 
   // GPT-2 initialization from `seed`: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)),
-  // biases 0, layernorm weights 1. Deterministic on every platform (own Box-Muller over mt19937_64).
+  // biases 0, layernorm weights 1. Deterministic on every platform (own Box-Muller over
+  // mt19937_64).
   void init_weights(uint64_t seed);
 
   // Hooks told around each unit's use (ZeRO); null (the default) uses the parameters as they are.

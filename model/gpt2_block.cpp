@@ -23,24 +23,23 @@ void BlockWeights::register_params(ParameterSet& params, const std::string& pref
   params.add(prefix + ".mlp.c_proj.bias", {c}, false);
 }
 
-BlockWeights BlockWeights::bind(const ParameterSet& params, const std::string& prefix,
-                                bool grads) {
+BlockWeights BlockWeights::bind(const ParameterSet& params, const std::string& prefix, bool grads) {
   auto get = [&](const char* name) {
     const ParameterEntry& e = params.entry(prefix + name);
     return grads ? params.grad(e) : params.param(e);
   };
-  return {get(".ln_1.weight"),        get(".ln_1.bias"),         get(".attn.c_attn.weight"),
-          get(".attn.c_attn.bias"),   get(".attn.c_proj.weight"), get(".attn.c_proj.bias"),
-          get(".ln_2.weight"),        get(".ln_2.bias"),         get(".mlp.c_fc.weight"),
-          get(".mlp.c_fc.bias"),      get(".mlp.c_proj.weight"), get(".mlp.c_proj.bias")};
+  return {get(".ln_1.weight"),      get(".ln_1.bias"),          get(".attn.c_attn.weight"),
+          get(".attn.c_attn.bias"), get(".attn.c_proj.weight"), get(".attn.c_proj.bias"),
+          get(".ln_2.weight"),      get(".ln_2.bias"),          get(".mlp.c_fc.weight"),
+          get(".mlp.c_fc.bias"),    get(".mlp.c_proj.weight"),  get(".mlp.c_proj.bias")};
 }
 
 BlockActivations BlockActivations::allocate(int64_t b, int64_t t, int64_t c, int64_t nh,
                                             Device device) {
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, device); };
-  return {f32({b, t, c}),     f32({b * t}),      f32({b * t}),  f32({b, t, 3 * c}),
-          f32({b, t, c}),     f32({b, nh, t}),   f32({b, t, c}), f32({b, t, c}),
-          f32({b * t}),       f32({b * t}),      f32({b, t, 4 * c}), f32({b, t, 4 * c})};
+  return {f32({b, t, c}), f32({b * t}),    f32({b * t}),       f32({b, t, 3 * c}),
+          f32({b, t, c}), f32({b, nh, t}), f32({b, t, c}),     f32({b, t, c}),
+          f32({b * t}),   f32({b * t}),    f32({b, t, 4 * c}), f32({b, t, 4 * c})};
 }
 
 BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device device) {
@@ -62,9 +61,8 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
   residual_forward(y, a.res1, s.btc);
 }
 
-void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy,
-                    const Tensor& x, const BlockActivations& a, const BlockWeights& w,
-                    int64_t num_heads) {
+void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy, const Tensor& x,
+                    const BlockActivations& a, const BlockWeights& w, int64_t num_heads) {
   // MLP branch: y = res1 + fcproj(gelu(fc(ln2(res1)))); ∂L/∂(branch output) is dy itself.
   matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w);
   gelu_backward(s.dfc, s.dfc, a.fc);

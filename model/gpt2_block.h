@@ -13,11 +13,11 @@ namespace tessera {
 
 // The block's parameters and gradients: views into a ParameterSet.
 struct BlockWeights {
-  Tensor ln1_w, ln1_b;      // (C)
-  Tensor attn_w, attn_b;    // (C, 3C), (3C)
-  Tensor proj_w, proj_b;    // (C, C), (C)
-  Tensor ln2_w, ln2_b;      // (C)
-  Tensor fc_w, fc_b;        // (C, 4C), (4C)
+  Tensor ln1_w, ln1_b;        // (C)
+  Tensor attn_w, attn_b;      // (C, 3C), (3C)
+  Tensor proj_w, proj_b;      // (C, C), (C)
+  Tensor ln2_w, ln2_b;        // (C)
+  Tensor fc_w, fc_b;          // (C, 4C), (4C)
   Tensor fcproj_w, fcproj_b;  // (4C, C), (C)
 
   // Registers the block's parameters as "<prefix>.ln_1.weight", ... in GPT-2's naming.
@@ -40,11 +40,11 @@ struct BlockActivations {
 
 // Scratch shared by all blocks of one backward pass (no state survives between calls).
 struct BlockScratch {
-  Tensor btc;     // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
-  Tensor dres1;   // (B, T, C)
-  Tensor dln;     // (B, T, C)
-  Tensor dqkv;    // (B, T, 3C)
-  Tensor dfc;     // (B, T, 4C)
+  Tensor btc;    // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
+  Tensor dres1;  // (B, T, C)
+  Tensor dln;    // (B, T, C)
+  Tensor dqkv;   // (B, T, 3C)
+  Tensor dfc;    // (B, T, 4C)
 
   static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device);
 };

@@ -143,8 +143,7 @@ std::string diagnose_survey(const std::vector<PeerReport>& reports, const std::v
   if (!missing.empty()) out = "ranks that never arrived: " + missing;
   if (!elsewhere.empty()) {
     out += ::tessera::detail::cat(out.empty() ? "" : "; ",
-                                  "ranks waiting in another operation of this group: ",
-                                  elsewhere);
+                                  "ranks waiting in another operation of this group: ", elsewhere);
   }
   return out;
 }

@@ -380,7 +380,11 @@ std::shared_ptr<detail::PendingOp> SelfCommunicator::start_broadcast(const Tenso
 std::shared_ptr<detail::PendingOp> SelfCommunicator::start_p2p(const std::vector<P2POp>&) {
   self_unreachable();
 }
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_barrier() { self_unreachable(); }
-std::string SelfCommunicator::on_timeout(const OpInfo&, double) { self_unreachable(); }
+std::shared_ptr<detail::PendingOp> SelfCommunicator::start_barrier() {
+  self_unreachable();
+}
+std::string SelfCommunicator::on_timeout(const OpInfo&, double) {
+  self_unreachable();
+}
 
 }  // namespace tessera::parallel

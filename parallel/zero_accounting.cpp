@@ -7,10 +7,14 @@ namespace tessera::parallel {
 double zero_state_bytes(int stage, int n, double psi, BytesPerParam b) {
   TS_CHECK(stage >= 0 && stage <= 3 && n >= 1, "zero_state_bytes: stage ", stage, ", n ", n);
   switch (stage) {
-    case 0: return (b.params + b.grads + b.optimizer) * psi;
-    case 1: return (b.params + b.grads) * psi + b.optimizer * psi / n;
-    case 2: return b.params * psi + (b.grads + b.optimizer) * psi / n;
-    default: return (b.params + b.grads + b.optimizer) * psi / n;
+    case 0:
+      return (b.params + b.grads + b.optimizer) * psi;
+    case 1:
+      return (b.params + b.grads) * psi + b.optimizer * psi / n;
+    case 2:
+      return b.params * psi + (b.grads + b.optimizer) * psi / n;
+    default:
+      return (b.params + b.grads + b.optimizer) * psi / n;
   }
 }
 
@@ -35,11 +39,12 @@ std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, i
     const CommStats& t = ranks[r].step_traffic;
     const double wire = t.total_wire_bytes();
     char vs[32] = "-";
-    if (wire_formula > 0) std::snprintf(vs, sizeof(vs), "%+.2f%%", 100.0 * (wire / wire_formula - 1.0));
+    if (wire_formula > 0)
+      std::snprintf(vs, sizeof(vs), "%+.2f%%", 100.0 * (wire / wire_formula - 1.0));
     char line[256];
     std::snprintf(line, sizeof(line),
-                  "%4zu | %10s | %10s | %10s | %10s | %+9.2f%% | %10s | %14s | %10s | %10s | %s\n", r,
-                  format_bytes(static_cast<double>(s.params)).c_str(),
+                  "%4zu | %10s | %10s | %10s | %10s | %+9.2f%% | %10s | %14s | %10s | %10s | %s\n",
+                  r, format_bytes(static_cast<double>(s.params)).c_str(),
                   format_bytes(static_cast<double>(s.grads)).c_str(),
                   format_bytes(static_cast<double>(s.optimizer)).c_str(),
                   format_bytes(static_cast<double>(s.total())).c_str(),

@@ -3,7 +3,8 @@
 //
 // Model state per rank, Ψ parameters, N data-parallel ranks, bytes per parameter P (parameters),
 // G (gradients), K (optimizer state):
-//   stage 0  (P + G + K)Ψ     stage 1  (P + G)Ψ + KΨ/N     stage 2  PΨ + (G + K)Ψ/N     stage 3  (P + G + K)Ψ/N
+//   stage 0  (P + G + K)Ψ     stage 1  (P + G)Ψ + KΨ/N     stage 2  PΨ + (G + K)Ψ/N     stage 3  (P
+//   + G + K)Ψ/N
 // The paper's mixed-precision Adam has P = G = 2, K = 12 (16Ψ, 4Ψ + 12Ψ/N, 2Ψ + 14Ψ/N, 16Ψ/N);
 // Tessera's fp32 AdamW on CPU has P = G = 4, K = 8 (no separate master copy).
 // Traffic per step and rank in the data-parallel group, ring algorithms: 2Ψ gradient elements for

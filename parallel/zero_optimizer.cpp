@@ -44,9 +44,13 @@ DistributedAdamW::DistributedAdamW(ParameterSet& params, Communicator& dp, int s
   }
 }
 
-int64_t DistributedAdamW::chunk_numel(int u) const { return params_.units()[u].numel / shards_; }
+int64_t DistributedAdamW::chunk_numel(int u) const {
+  return params_.units()[u].numel / shards_;
+}
 
-int64_t DistributedAdamW::shard_offset(int u) const { return params_.units()[u].offset / shards_; }
+int64_t DistributedAdamW::shard_offset(int u) const {
+  return params_.units()[u].offset / shards_;
+}
 
 Tensor DistributedAdamW::chunk_of(const Tensor& unit_buffer, int u) const {
   return unit_buffer.carve(chunk_offset(u), {chunk_numel(u)});

@@ -107,8 +107,8 @@ class DistributedAdamW final : public UnitHooks {
   Communicator& dp_;
   int stage_;
   AdamWConfig config_;
-  int shards_;       // N for stages 1-3, 1 for stage 0
-  int shard_rank_;   // r for stages 1-3, 0 for stage 0
+  int shards_;      // N for stages 1-3, 1 for stage 0
+  int shard_rank_;  // r for stages 1-3, 0 for stage 0
   int64_t shard_numel_;
   Tensor exp_avg_, exp_avg_sq_;  // shard_numel_ each
   Tensor grad_shard_;            // stages 2-3: reduced gradients of this rank's chunks

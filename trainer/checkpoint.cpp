@@ -80,8 +80,7 @@ std::vector<fs::path> step_folders(const fs::path& root) {
   if (!fs::is_directory(root, ec)) return out;
   for (const auto& entry : fs::directory_iterator(root)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && name.rfind("step_", 0) == 0 &&
-        name.find('.') == std::string::npos)
+    if (entry.is_directory() && name.rfind("step_", 0) == 0 && name.find('.') == std::string::npos)
       out.push_back(entry.path());
   }
   std::sort(out.begin(), out.end());
@@ -103,9 +102,8 @@ void load_into(Tensor dst, const SafetensorsFile& file, const std::string& name,
 }  // namespace
 
 std::string save_checkpoint(const std::string& root, const Gpt2& model,
-                            const OptimizerState* optimizer,
-                            const TrainerState& state, const std::string& tokenizer_path,
-                            int64_t keep) {
+                            const OptimizerState* optimizer, const TrainerState& state,
+                            const std::string& tokenizer_path, int64_t keep) {
   const fs::path final_dir = fs::path(root) / step_name(state.step);
   const fs::path tmp_dir = final_dir.string() + ".tmp";
   std::error_code ec;
@@ -141,8 +139,8 @@ std::string save_checkpoint(const std::string& root, const Gpt2& model,
   // Move the complete folder into place; a same-step folder from an earlier run is replaced.
   if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
   fs::rename(tmp_dir, final_dir, ec);
-  TS_CHECK(!ec, "cannot rename '", tmp_dir.string(), "' to '", final_dir.string(), "': ",
-           ec.message());
+  TS_CHECK(!ec, "cannot rename '", tmp_dir.string(), "' to '", final_dir.string(),
+           "': ", ec.message());
   write_text_atomic(fs::path(root) / "latest", final_dir.filename().string() + "\n");
 
   std::vector<fs::path> all = step_folders(root);
@@ -209,8 +207,8 @@ TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState
     state.loader.position = st.at("loader").at("position").get<uint64_t>();
     if (optimizer) optimizer->steps = st.at("adam_steps").get<int64_t>();
   } catch (const json::exception& e) {
-    TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(), "' is incomplete: ",
-             e.what());
+    TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(),
+             "' is incomplete: ", e.what());
   }
   if (optimizer) {
     const std::string opt_path = (fs::path(dir) / kOptimizerFile).string();
@@ -218,7 +216,8 @@ TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState
     optimizer->exp_avg = Tensor::zeros({params.total()}, DType::f32);
     optimizer->exp_avg_sq = Tensor::zeros({params.total()}, DType::f32);
     for (const ParameterEntry& e : params.entries()) {
-      load_into(optimizer->exp_avg.carve(e.offset, e.shape), moments, "exp_avg." + e.name, opt_path);
+      load_into(optimizer->exp_avg.carve(e.offset, e.shape), moments, "exp_avg." + e.name,
+                opt_path);
       load_into(optimizer->exp_avg_sq.carve(e.offset, e.shape), moments, "exp_avg_sq." + e.name,
                 opt_path);
     }

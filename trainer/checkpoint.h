@@ -29,9 +29,8 @@ struct TrainerState {
 // unless empty), points <root>/latest at it, and deletes all but the newest `keep` step folders.
 // Returns the folder. Throws Error (leaving earlier checkpoints intact) on any I/O failure.
 std::string save_checkpoint(const std::string& root, const Gpt2& model,
-                            const OptimizerState* optimizer,
-                            const TrainerState& state, const std::string& tokenizer_path,
-                            int64_t keep);
+                            const OptimizerState* optimizer, const TrainerState& state,
+                            const std::string& tokenizer_path, int64_t keep);
 
 // The newest complete checkpoint folder under root, or "" when there is none.
 std::string latest_checkpoint(const std::string& root);

@@ -58,9 +58,9 @@ struct SampleConfig {
 struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
-  int64_t dp = 0;           // 0: world size / (tp · pp)
-  int64_t zero = 0;         // ZeRO stage 0-3 over the data-parallel group
-  double timeout_s = 300;   // a collective that waits longer fails, naming the missing ranks
+  int64_t dp = 0;          // 0: world size / (tp · pp)
+  int64_t zero = 0;        // ZeRO stage 0-3 over the data-parallel group
+  double timeout_s = 300;  // a collective that waits longer fails, naming the missing ranks
 };
 
 struct JobConfig {

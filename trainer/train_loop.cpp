@@ -8,10 +8,10 @@
 #include <cstdio>
 
 #include "model/generate.h"
+#include "parallel/zero_accounting.h"
 #include "trainer/checkpoint.h"
 #include "trainer/dataset.h"
 #include "trainer/job_data.h"
-#include "parallel/zero_accounting.h"
 #include "trainer/lr_schedule.h"
 
 namespace tessera {
@@ -36,7 +36,9 @@ struct Batch {
   Tensor inputs, targets;
   Batch(int64_t b, int64_t t)
       : inputs(Tensor::empty({b, t}, DType::i32)), targets(Tensor::empty({b, t}, DType::i32)) {}
-  void next(DataLoader& loader) { loader.next_batch(inputs.data<int32_t>(), targets.data<int32_t>()); }
+  void next(DataLoader& loader) {
+    loader.next_batch(inputs.data<int32_t>(), targets.data<int32_t>());
+  }
 };
 
 // The mean of x over the group's ranks (x itself on one rank).
@@ -82,8 +84,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   parallel::Communicator& dp = ctx.dp();
   const TrainConfig& tc = job.train;
   TS_CHECK(tc.batch_size % dp.size() == 0, "train.batch_size (", tc.batch_size,
-           ") must be a multiple of the data-parallel degree (", dp.size(), " = ",
-           ctx.grid().str(), "): each data-parallel rank takes an equal share of a micro-batch");
+           ") must be a multiple of the data-parallel degree (", dp.size(), " = ", ctx.grid().str(),
+           "): each data-parallel rank takes an equal share of a micro-batch");
   const int64_t local_batch = tc.batch_size / dp.size();
 
   // Rank 0 builds the tokenizer and shards if needed; the others wait, then read them.
@@ -119,9 +121,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     log.info("resumed from " + resume_from + " at step " + std::to_string(st.step));
   }
   // Takes its shards of the (initial or loaded) weights; at ZeRO-3 the full units go.
-  parallel::DistributedAdamW optimizer(
-      model.params(), dp, static_cast<int>(job.parallel.zero),
-      {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
+  parallel::DistributedAdamW optimizer(model.params(), dp, static_cast<int>(job.parallel.zero),
+                                       {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
   if (!resume_from.empty()) {
     optimizer.load_moments(loaded.exp_avg, loaded.exp_avg_sq);
     optimizer.set_steps_taken(loaded.steps);
@@ -131,9 +132,9 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
 
   const int64_t params = model.config().num_params();
   const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
-  log.info("model: " + std::to_string(params) + " parameters, " +
-           std::to_string(tokens_per_step) + " tokens per step, " +
-           std::to_string(train_loader.batches_per_epoch()) + " batches per epoch");
+  log.info("model: " + std::to_string(params) + " parameters, " + std::to_string(tokens_per_step) +
+           " tokens per step, " + std::to_string(train_loader.batches_per_epoch()) +
+           " batches per epoch");
 
   log.info("layout " + ctx.grid().str() + ", ZeRO stage " + std::to_string(job.parallel.zero) +
            ", " + std::to_string(local_batch) + " sequences per rank and micro-batch");
@@ -181,8 +182,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
       const double val = evaluate(model, acts, val_loader, batch, val_batches, dp);
       summary.val_losses.emplace_back(step + 1, val);
       char line[96];
-      std::snprintf(line, sizeof(line), "step %5lld | val loss %.4f", static_cast<long long>(step + 1),
-                    val);
+      std::snprintf(line, sizeof(line), "step %5lld | val loss %.4f",
+                    static_cast<long long>(step + 1), val);
       log.info(line);
     }
     if ((job.checkpoint.every > 0 && (step + 1) % job.checkpoint.every == 0) || last) {

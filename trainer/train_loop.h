@@ -15,14 +15,14 @@
 namespace tessera {
 
 struct TrainSummary {
-  int64_t first_step = 0;                            // 0, or the step resumed from
-  std::vector<double> train_losses;                  // one per step run in this call
+  int64_t first_step = 0;                              // 0, or the step resumed from
+  std::vector<double> train_losses;                    // one per step run in this call
   std::vector<std::pair<int64_t, double>> val_losses;  // (step, loss)
-  std::string checkpoint;                            // the last checkpoint written (rank 0)
-  double tokens_per_second = 0.0;                    // over the steps of this call
-  std::string sample;                                // generated text (rank 0, sample.tokens > 0)
-  parallel::ModelStateBytes state_bytes;             // model state this rank held after the last step
-  parallel::CommStats step_traffic;                  // this rank's data-parallel traffic, last step
+  std::string checkpoint;                              // the last checkpoint written (rank 0)
+  double tokens_per_second = 0.0;                      // over the steps of this call
+  std::string sample;                                  // generated text (rank 0, sample.tokens > 0)
+  parallel::ModelStateBytes state_bytes;  // model state this rank held after the last step
+  parallel::CommStats step_traffic;       // this rank's data-parallel traffic, last step
 };
 
 // Runs `job` to train.steps on this rank of `ctx` (collective over ctx's world: every rank calls

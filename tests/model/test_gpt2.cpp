@@ -18,7 +18,8 @@ const Gpt2Config kTiny{/*n_layer=*/3, /*n_head=*/2, /*d_model=*/32, /*vocab_size
 
 Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng) {
   Tensor x = Tensor::empty({b, t}, DType::i32);
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<int32_t>()[i] = static_cast<int32_t>(rng() % vocab);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.data<int32_t>()[i] = static_cast<int32_t>(rng() % vocab);
   return x;
 }
 
@@ -31,8 +32,7 @@ TEST(Gpt2, ParameterNamesCountAndLayout) {
   EXPECT_EQ(model.params().count(), kTiny.num_params());
   EXPECT_EQ(model.params().entries().front().name, "transformer.wte.weight");
   EXPECT_EQ(model.params().entries().back().name, "transformer.ln_f.bias");
-  EXPECT_EQ(model.params().param("transformer.h.2.attn.c_attn.weight").shape(),
-            (Shape{32, 96}));
+  EXPECT_EQ(model.params().param("transformer.h.2.attn.c_attn.weight").shape(), (Shape{32, 96}));
   EXPECT_EQ(model.params().param("transformer.h.0.mlp.c_proj.weight").shape(), (Shape{128, 32}));
   for (const ParameterEntry& e : model.params().entries()) {
     EXPECT_EQ(e.offset % 16, 0) << e.name << " is not 64-byte aligned";
@@ -46,7 +46,8 @@ TEST(Gpt2, InitFollowsGpt2) {
   model.init_weights(7);
   auto stddev = [](const Tensor& t) {
     double s = 0, s2 = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) s += t.data<float>()[i], s2 += double(t.data<float>()[i]) * t.data<float>()[i];
+    for (int64_t i = 0; i < t.numel(); ++i)
+      s += t.data<float>()[i], s2 += double(t.data<float>()[i]) * t.data<float>()[i];
     const double m = s / t.numel();
     return std::sqrt(s2 / t.numel() - m * m);
   };
@@ -131,7 +132,7 @@ TEST(Generate, GreedyIsDeterministicAndStops) {
   const std::vector<int32_t> prompt{1, 2, 3};
   const auto a = generate(model, prompt, 20, {0.0, 0, 1});
   const auto b = generate(model, prompt, 20, {0.0, 0, 2});
-  EXPECT_EQ(a, b);  // greedy ignores the seed
+  EXPECT_EQ(a, b);           // greedy ignores the seed
   ASSERT_EQ(a.size(), 23u);  // runs past max_seq_len by cropping the context
   const auto s1 = generate(model, prompt, 20, {1.0, 10, 42});
   const auto s2 = generate(model, prompt, 20, {1.0, 10, 42});

@@ -55,7 +55,9 @@ TEST_F(Timeout, AllReduceNamesTheRankThatNeverArrived) {
         << message;
     EXPECT_TRUE(contains(message, "ranks that never arrived: 2")) << message;
     EXPECT_GE(waited, 1.0);
-    EXPECT_LT(waited, 3.5);  // timeout + survey grace (0.25 s) + slack for a loaded machine, before rank 2 wakes
+    EXPECT_LT(
+        waited,
+        3.5);  // timeout + survey grace (0.25 s) + slack for a loaded machine, before rank 2 wakes
     EXPECT_TRUE(dp->poisoned());
     std::string again;
     try {

@@ -37,7 +37,7 @@ struct TrainRun {
 // `steps` AdamW steps of `accum` micro-batches of (batch, t) tokens; this rank trains on rows
 // [r·batch/N, (r+1)·batch/N) of each micro-batch of `dp` (N ranks) at ZeRO `stage`.
 TrainRun train(const Gpt2Config& cfg, Communicator& dp, int stage, uint64_t seed, int64_t batch,
-          int64_t t, int steps, int accum) {
+               int64_t t, int steps, int accum) {
   const int n = dp.size();
   Gpt2 model(cfg, Device::cpu(), n);
   model.init_weights(seed);

@@ -64,7 +64,8 @@ std::vector<double> finite_diff(const std::function<double(const std::vector<dou
 }
 
 std::vector<double> without_key_bias(std::vector<double> b) {
-  TS_CHECK(b.size() % 3 == 0, "without_key_bias: c_attn.bias must have 3C elements, got ", b.size());
+  TS_CHECK(b.size() % 3 == 0, "without_key_bias: c_attn.bias must have 3C elements, got ",
+           b.size());
   const auto c = static_cast<std::ptrdiff_t>(b.size() / 3);
   b.erase(b.begin() + c, b.begin() + 2 * c);
   return b;

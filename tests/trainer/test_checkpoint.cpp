@@ -56,8 +56,8 @@ TEST(Checkpoint, RoundTripsWeightsMomentsAndState) {
   const std::string dir = save_checkpoint(tmp.path.string(), a.model, &a.opt, st, "", 2);
   EXPECT_EQ(fs::path(dir).filename(), "step_000002");
   EXPECT_EQ(latest_checkpoint(tmp.path.string()), dir);
-  for (const char* f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json",
-                        "config.json"})
+  for (const char* f :
+       {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json"})
     EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
 
   Trained b(2);

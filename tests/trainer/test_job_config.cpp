@@ -29,8 +29,9 @@ TEST(JobConfig, ShippedConfigsParse) {
 }
 
 TEST(JobConfig, DefaultsAndOverrides) {
-  const JobConfig job = parse_job_config("name: x\ntrain:\n  lr: 0.01\n", "job.yaml",
-                                         {"train.steps=7", "train.warmup_steps=2", "model.n_layer=2", "eval.every=0"});
+  const JobConfig job = parse_job_config(
+      "name: x\ntrain:\n  lr: 0.01\n", "job.yaml",
+      {"train.steps=7", "train.warmup_steps=2", "model.n_layer=2", "eval.every=0"});
   EXPECT_EQ(job.name, "x");
   EXPECT_DOUBLE_EQ(job.train.lr, 0.01);
   EXPECT_EQ(job.train.steps, 7);

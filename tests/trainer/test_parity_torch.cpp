@@ -11,8 +11,8 @@
 
 #include "core/safetensors.h"
 #include "model/gpt2.h"
-#include "tests/support/numeric.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/support/numeric.h"
 
 namespace tessera {
 namespace {
@@ -56,14 +56,23 @@ TEST(ParityTorch, LogitsLossGradientsAndAdamWSteps) {
   const fs::path dir = fs::temp_directory_path() / ("tessera_parity_" + std::to_string(seed));
   fs::create_directories(dir);
   std::map<std::string, Tensor> weights;
-  for (const ParameterEntry& e : model.params().entries()) weights[e.name] = model.params().param(e);
+  for (const ParameterEntry& e : model.params().entries())
+    weights[e.name] = model.params().param(e);
   save_safetensors((dir / "model.safetensors").string(), weights, {{"format", "pt"}});
-  save_safetensors((dir / "batch.safetensors").string(), {{"inputs", inputs}, {"targets", targets}});
-  const nlohmann::json config = {
-      {"n_layer", cfg.n_layer}, {"n_head", cfg.n_head},       {"n_embd", cfg.d_model},
-      {"vocab_size", cfg.vocab_size}, {"n_positions", cfg.max_seq_len}, {"lr", lr},
-      {"beta1", opt_cfg.beta1}, {"beta2", opt_cfg.beta2},     {"eps", opt_cfg.eps},
-      {"weight_decay", opt_cfg.weight_decay}, {"grad_clip", opt_cfg.grad_clip}, {"steps", steps}};
+  save_safetensors((dir / "batch.safetensors").string(),
+                   {{"inputs", inputs}, {"targets", targets}});
+  const nlohmann::json config = {{"n_layer", cfg.n_layer},
+                                 {"n_head", cfg.n_head},
+                                 {"n_embd", cfg.d_model},
+                                 {"vocab_size", cfg.vocab_size},
+                                 {"n_positions", cfg.max_seq_len},
+                                 {"lr", lr},
+                                 {"beta1", opt_cfg.beta1},
+                                 {"beta2", opt_cfg.beta2},
+                                 {"eps", opt_cfg.eps},
+                                 {"weight_decay", opt_cfg.weight_decay},
+                                 {"grad_clip", opt_cfg.grad_clip},
+                                 {"steps", steps}};
   std::ofstream(dir / "config.json") << config.dump(2);
 
   const std::string cmd = std::string(kPython) + " " + TESSERA_SOURCE_DIR +

@@ -112,7 +112,8 @@ TEST_F(TrainParallel, EveryZeroStageMatchesOneProcessAndResumesInAnotherLayout) 
   // The step-4 checkpoint of the ZeRO-3 run, resumed in one process and under ZeRO-1: steps 5-8
   // are those of the uninterrupted run.
   const std::string z3_step4 = (root_ / "z3/checkpoints/step_000004").string();
-  const TrainSummary one = run_training(job(own + "_resumed", {"checkpoint.resume=" + z3_step4}), log_);
+  const TrainSummary one =
+      run_training(job(own + "_resumed", {"checkpoint.resume=" + z3_step4}), log_);
   EXPECT_EQ(one.first_step, 4);
   expect_same_losses(one.train_losses, ref.train_losses, 4);
   const TrainSummary z1 =
@@ -129,8 +130,7 @@ TEST_F(TrainParallel, BatchThatDoesNotSplitIsOneClearError) {
     train_mpi(job("bad", {"train.batch_size=" + std::to_string(world + 1)}));
     FAIL() << "trained with a batch that does not split over dp";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("multiple of the data-parallel degree"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("multiple of the data-parallel degree"), std::string::npos)
         << e.what();
   }
 }
