@@ -18,7 +18,8 @@ void ParameterSet::begin_unit(const std::string& name) {
   units_.push_back({name, 0, 0, entries_.size(), entries_.size()});
 }
 
-void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_decay) {
+void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_decay,
+                       TpSplit split) {
   TS_CHECK(!allocated_, "parameter '", name, "' added after allocate()");
   TS_CHECK(!units_.empty(), "parameter '", name, "' added before begin_unit()");
   TS_CHECK(index_.find(name) == index_.end(), "parameter '", name, "' registered twice");
@@ -26,7 +27,8 @@ void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_
   // Offsets are relative to the unit until allocate() knows where the unit starts.
   const int64_t offset = round_up(u.numel, kAlign);
   index_[name] = entries_.size();
-  entries_.push_back({name, shape, weight_decay, static_cast<int>(units_.size() - 1), offset});
+  entries_.push_back(
+      {name, shape, weight_decay, static_cast<int>(units_.size() - 1), offset, split});
   u.numel = offset + shape_numel(shape);
   u.end_entry = entries_.size();
   count_ += shape_numel(shape);

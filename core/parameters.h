@@ -18,12 +18,25 @@
 
 namespace tessera {
 
+// How a tensor-parallel rank's parameter is cut from the full one (Megatron's partition_dim):
+// dimension `dim` of the full tensor holds `blocks` equal blocks (3 for c_attn's q, k, v), each cut
+// into `parts` equal pieces; rank `index` keeps piece `index` of every block, in block order.
+// dim = -1: replicated (every tensor-parallel rank holds the whole tensor).
+struct TpSplit {
+  int dim = -1;
+  int parts = 1;
+  int index = 0;
+  int blocks = 1;
+  bool replicated() const { return dim < 0 || parts == 1; }
+};
+
 struct ParameterEntry {
-  std::string name;  // Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight"
-  Shape shape;
+  std::string name;   // Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight"
+  Shape shape;        // this rank's part
   bool weight_decay;  // AdamW decays matrices and embeddings, not biases or norms
   int unit;           // index into ParameterSet::units()
   int64_t offset;     // elements from the start of the flat index space (64-byte aligned)
+  TpSplit split;      // how `shape` is cut from the full tensor
 };
 
 struct ParameterUnit {
@@ -53,9 +66,9 @@ class ParameterSet {
   // Starts a new unit; later add()s belong to it. Throws Error after allocate() or on a
   // duplicate name.
   void begin_unit(const std::string& name);
-  // Registers a parameter in the current unit; throws Error after allocate(), before any
-  // begin_unit() or on a duplicate name.
-  void add(const std::string& name, const Shape& shape, bool weight_decay);
+  // Registers a parameter (this rank's part of it, cut by `split`) in the current unit; throws
+  // Error after allocate(), before any begin_unit() or on a duplicate name.
+  void add(const std::string& name, const Shape& shape, bool weight_decay, TpSplit split = {});
   // Allocates each unit's flat parameter and gradient buffers on `device` (zeros), padding each
   // unit to a multiple of 16 · shards elements. Throws Error unless shards >= 1.
   void allocate(Device device, int shards = 1);

@@ -21,16 +21,20 @@ int64_t chunk_rows(int64_t vocab) {
 }
 
 struct Dims {
-  int64_t n, c, v;
+  int64_t n, c, v;      // rows, channels, rows of wte (this rank's vocabulary)
+  int64_t start, full;  // wte's first vocabulary id, and the whole vocabulary
 };
 
 Dims check(const char* op, const Tensor& losses, const Tensor& x, const Tensor& wte,
-           const Tensor& targets) {
+           const Tensor& targets, const VocabShard& shard) {
   require_cpu_f32(op, "losses", losses);
   require_cpu_f32(op, "x", x);
   require_cpu_f32(op, "wte", wte);
   TS_CHECK_EQ(wte.dim(), 2, op, ": wte must be (V, C), got ", shape_str(wte.shape()));
   const int64_t v = wte.size(0), c = wte.size(1);
+  const int64_t full = shard.size > 0 ? shard.size : v;
+  TS_CHECK(shard.start >= 0 && shard.start + v <= full, op, ": wte rows [", shard.start, ", ",
+           shard.start + v, ") outside the vocabulary [0, ", full, ")");
   TS_CHECK(x.dim() >= 1 && x.size(-1) == c, op, ": x ", shape_str(x.shape()),
            " must end in C = ", c);
   const int64_t n = x.numel() / c;
@@ -40,47 +44,69 @@ Dims check(const char* op, const Tensor& losses, const Tensor& x, const Tensor& 
   TS_CHECK_EQ(losses.numel(), n, op, ": losses must hold one value per row");
   const int32_t* t = targets.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
-    TS_CHECK(t[i] >= 0 && t[i] < v, op, ": target ", t[i], " at row ", i,
-             " is outside the vocabulary [0, ", v, ")");
-  return {n, c, v};
+    TS_CHECK(t[i] >= 0 && t[i] < full, op, ": target ", t[i], " at row ", i,
+             " is outside the vocabulary [0, ", full, ")");
+  return {n, c, v, shard.start, full};
 }
 
-// Over rows [r0, r0 + rows): logits -> losses; with dloss != 0, turns logits into dlogits in place.
+// Rows [0, rows) of one chunk: logits -> losses (with the other ranks' statistics when the
+// vocabulary is split); with backward, turns logits into dlogits in place.
 void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int64_t rows,
-                       int64_t v, float dloss, bool backward) {
+                       const Dims& d, const VocabShard& shard, float dloss, bool backward,
+                       std::vector<float>& stats) {
+  const int64_t v = d.v;
+  stats.resize(3 * rows);
+  float* mx = stats.data();  // row maxima
+  float* sums = mx + rows;   // row sums of exp(l - max), then target logits
+  float* target_logit = sums + rows;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits + r * v;
+    float m = l[0];
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 1; j < v; ++j) m = std::max(m, l[j]);
+    mx[r] = m;
+  }
+  if (shard.all_reduce_max) shard.all_reduce_max(mx, rows);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     float* l = logits + r * v;
-    float mx = l[0];
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 1; j < v; ++j) mx = std::max(mx, l[j]);
-    const float target_logit = l[targets[r]];
+    const int64_t local = targets[r] - d.start;
+    target_logit[r] = local >= 0 && local < v ? l[local] : 0.0f;
+    const float m = mx[r];
     float sum = 0.0f;  // simd lanes sum in a fixed order: deterministic, and vectorized
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < v; ++j) {
-      l[j] = exp_f32(l[j] - mx);
+      l[j] = exp_f32(l[j] - m);
       sum += l[j];
     }
-    losses[r] = std::log(sum) + mx - target_logit;
-    if (backward) {
-      // Probabilities below FLT_MIN / scale would become subnormal gradients: they change the
-      // GEMMs below by less than f32 round-off and slow them ~10x, so they become zero.
-      const float scale = dloss / sum;
-      const float tiny = std::numeric_limits<float>::min();
+    sums[r] = sum;
+  }
+  if (shard.all_reduce_sum) shard.all_reduce_sum(sums, 2 * rows);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    losses[r] = std::log(sums[r]) + mx[r] - target_logit[r];
+    if (!backward) continue;
+    float* l = logits + r * v;
+    // Probabilities below FLT_MIN / scale would become subnormal gradients: they change the
+    // GEMMs below by less than f32 round-off and slow them ~10x, so they become zero.
+    const float scale = dloss / sums[r];
+    const float tiny = std::numeric_limits<float>::min();
 #pragma omp simd
-      for (int64_t j = 0; j < v; ++j) {
-        const float g = l[j] * scale;
-        l[j] = std::fabs(g) < tiny ? 0.0f : g;
-      }
-      l[targets[r]] -= dloss;
+    for (int64_t j = 0; j < v; ++j) {
+      const float g = l[j] * scale;
+      l[j] = std::fabs(g) < tiny ? 0.0f : g;
     }
+    const int64_t local = targets[r] - d.start;
+    if (local >= 0 && local < v) l[local] -= dloss;
   }
 }
 
 void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
-         const Tensor& targets, float dloss, const Dims& d) {
+         const Tensor& targets, float dloss, const Dims& d, const VocabShard& shard) {
   const int64_t chunk = chunk_rows(d.v);
   std::vector<float> logits(std::min(chunk, d.n) * d.v);
+  std::vector<float> stats;
   const float* xp = x.data<float>();
   const float* w = wte.data<float>();
   for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
@@ -88,7 +114,7 @@ void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, d.v, d.c, 1.0f, xp + r0 * d.c, d.c,
                 w, d.c, 0.0f, logits.data(), d.v);
     softmax_xent_rows(logits.data(), losses.data<float>() + r0, targets.data<int32_t>() + r0, rows,
-                      d.v, dloss, dx != nullptr);
+                      d, shard, dloss, dx != nullptr, stats);
     if (dx) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d.c, d.v, 1.0f, logits.data(),
                   d.v, w, d.c, 0.0f, dx->data<float>() + r0 * d.c, d.c);
@@ -100,19 +126,21 @@ void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor
 
 }  // namespace
 
-void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets) {
-  const Dims d = check("classifier_forward", losses, x, wte, targets);
-  run(losses, nullptr, nullptr, x, wte, targets, 0.0f, d);
+void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets,
+                        const VocabShard& shard) {
+  const Dims d = check("classifier_forward", losses, x, wte, targets, shard);
+  run(losses, nullptr, nullptr, x, wte, targets, 0.0f, d, shard);
 }
 
 void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const Tensor& x,
-                                 const Tensor& wte, const Tensor& targets, float dloss) {
-  const Dims d = check("classifier_forward_backward", losses, x, wte, targets);
+                                 const Tensor& wte, const Tensor& targets, float dloss,
+                                 const VocabShard& shard) {
+  const Dims d = check("classifier_forward_backward", losses, x, wte, targets, shard);
   require_cpu_f32("classifier_forward_backward", "dx", dx);
   require_cpu_f32("classifier_forward_backward", "dwte", dwte);
   dx.expect("classifier dx", x.shape(), DType::f32);
   dwte.expect("classifier dwte", wte.shape(), DType::f32);
-  run(losses, &dx, &dwte, x, wte, targets, dloss, d);
+  run(losses, &dx, &dwte, x, wte, targets, dloss, d, shard);
 }
 
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte) {

@@ -3,20 +3,37 @@
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 
+#include <functional>
+
 #include "core/tensor.h"
 
 namespace tessera {
 
+// The vocabulary split over tensor-parallel ranks (Megatron's vocab-parallel cross-entropy): wte
+// holds rows [start, start + V_local) of a vocabulary of `size` (0: wte's rows). For each chunk
+// of rows the kernel hands its row maxima to all_reduce_max and its row sums of exp followed by
+// its target logits (2 · rows values, 0 for targets outside the shard) to all_reduce_sum, so every
+// rank computes the full softmax without the full logits; dx is then this rank's partial sum,
+// which the caller all-reduces. The callbacks may be empty on one rank.
+struct VocabShard {
+  int64_t start = 0;
+  int64_t size = 0;
+  std::function<void(float* values, int64_t n)> all_reduce_max;
+  std::function<void(float* values, int64_t n)> all_reduce_sum;
+};
+
 // losses (N) = −log softmax(x · wteᵀ)[target]; x (N, C), wte (V, C), targets (N) i32.
 // Leading dimensions of x and targets are flattened into N. Throws Error on a target outside [0,
 // V).
-void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets);
+void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets,
+                        const VocabShard& shard = {});
 
 // Forward and backward in one pass: losses (N) as above, then with
 // dlogits = (softmax − onehot(target)) · dloss:  dx (N, C) = dlogits · wte;  dwte (V, C) +=
 // dlogitsᵀ · x. dloss is ∂L/∂losses[i], the same for every row (1/N for a mean over N tokens).
 void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const Tensor& x,
-                                 const Tensor& wte, const Tensor& targets, float dloss);
+                                 const Tensor& wte, const Tensor& targets, float dloss,
+                                 const VocabShard& shard = {});
 
 // logits (N, V) = x (N, C) · wteᵀ, for sampling and inspection.
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte);

@@ -20,48 +20,62 @@ void check_tokens(const Tensor& tokens, int64_t vocab, int64_t max_t) {
 
 // wte (V, C) and wpe (maxT, C) must share C: rows of both are read (or written) C wide.
 void check_tables(const char* op, const Tensor& wte, const Tensor& wpe) {
-  TS_CHECK(wte.dim() == 2 && wpe.dim() == 2 && wte.size(1) == wpe.size(1), op, ": wte ",
-           shape_str(wte.shape()), " and wpe ", shape_str(wpe.shape()),
+  TS_CHECK(wte.dim() == 2 && (!wpe.defined() || (wpe.dim() == 2 && wte.size(1) == wpe.size(1))), op,
+           ": wte ", shape_str(wte.shape()), " and wpe ",
+           wpe.defined() ? shape_str(wpe.shape()) : "(none)",
            " must be (V, C) and (maxT, C) with the same C");
+}
+
+// The vocabulary the tokens index (vocab_size, or wte's rows) and that wte holds a slice of it.
+int64_t full_vocab(const char* op, const Tensor& wte, int64_t vocab_start, int64_t vocab_size) {
+  const int64_t v = vocab_size > 0 ? vocab_size : wte.size(0);
+  TS_CHECK(vocab_start >= 0 && vocab_start + wte.size(0) <= v, op, ": wte rows [", vocab_start,
+           ", ", vocab_start + wte.size(0), ") outside the vocabulary [0, ", v, ")");
+  return v;
 }
 
 }  // namespace
 
-void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe,
+                       int64_t vocab_start, int64_t vocab_size) {
   require_cpu_f32("embedding_forward", "out", out);
   require_cpu_f32("embedding_forward", "wte", wte);
-  require_cpu_f32("embedding_forward", "wpe", wpe);
+  if (wpe.defined()) require_cpu_f32("embedding_forward", "wpe", wpe);
   check_tables("embedding_forward", wte, wpe);
-  const int64_t v = wte.size(0), c = wte.size(1);
-  check_tokens(tokens, v, wpe.size(0));
+  const int64_t rows = wte.size(0), c = wte.size(1);
+  const int64_t v = full_vocab("embedding_forward", wte, vocab_start, vocab_size);
+  check_tokens(tokens, v, wpe.defined() ? wpe.size(0) : tokens.size(1));
   const int64_t b = tokens.size(0), t = tokens.size(1);
   out.expect("embedding_forward out", {b, t, c}, DType::f32);
   const int32_t* tok = tokens.data<int32_t>();
   const float* e = wte.data<float>();
-  const float* p = wpe.data<float>();
+  const float* p = wpe.defined() ? wpe.data<float>() : nullptr;
   float* y = out.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < b * t; ++i) {
-    const float* ei = e + static_cast<int64_t>(tok[i]) * c;
-    const float* pi = p + (i % t) * c;
+    const int64_t row = tok[i] - vocab_start;
+    const float* ei = row >= 0 && row < rows ? e + row * c : nullptr;
+    const float* pi = p ? p + (i % t) * c : nullptr;
     float* yi = y + i * c;
-    for (int64_t j = 0; j < c; ++j) yi[j] = ei[j] + pi[j];
+    for (int64_t j = 0; j < c; ++j) yi[j] = (ei ? ei[j] : 0.0f) + (pi ? pi[j] : 0.0f);
   }
 }
 
-void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens) {
+void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens,
+                        int64_t vocab_start, int64_t vocab_size) {
   require_cpu_f32("embedding_backward", "dwte", dwte);
-  require_cpu_f32("embedding_backward", "dwpe", dwpe);
+  if (dwpe.defined()) require_cpu_f32("embedding_backward", "dwpe", dwpe);
   require_cpu_f32("embedding_backward", "dout", dout);
   check_tables("embedding_backward", dwte, dwpe);
-  const int64_t v = dwte.size(0), c = dwte.size(1);
-  check_tokens(tokens, v, dwpe.size(0));
+  const int64_t rows = dwte.size(0), c = dwte.size(1);
+  const int64_t v = full_vocab("embedding_backward", dwte, vocab_start, vocab_size);
+  check_tokens(tokens, v, dwpe.defined() ? dwpe.size(0) : tokens.size(1));
   const int64_t b = tokens.size(0), t = tokens.size(1);
   dout.expect("embedding_backward dout", {b, t, c}, DType::f32);
   const int32_t* tok = tokens.data<int32_t>();
   const float* dy = dout.data<float>();
   float* de = dwte.data<float>();
-  float* dp = dwpe.data<float>();
+  float* dp = dwpe.defined() ? dwpe.data<float>() : nullptr;
   // Each thread owns a slice of channels and walks all positions in order: no races, and the
   // summation order is fixed, so the result is deterministic.
   constexpr int64_t kSlice = 16;
@@ -70,11 +84,14 @@ void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Te
     const int64_t j1 = std::min(c, j0 + kSlice);
     for (int64_t i = 0; i < b * t; ++i) {
       const float* dyi = dy + i * c;
-      float* dei = de + static_cast<int64_t>(tok[i]) * c;
-      float* dpi = dp + (i % t) * c;
-      for (int64_t j = j0; j < j1; ++j) {
-        dei[j] += dyi[j];
-        dpi[j] += dyi[j];
+      const int64_t row = tok[i] - vocab_start;
+      if (row >= 0 && row < rows) {
+        float* dei = de + row * c;
+        for (int64_t j = j0; j < j1; ++j) dei[j] += dyi[j];
+      }
+      if (dp) {
+        float* dpi = dp + (i % t) * c;
+        for (int64_t j = j0; j < j1; ++j) dpi[j] += dyi[j];
       }
     }
   }

@@ -7,10 +7,16 @@
 namespace tessera {
 
 // out (B, T, C) = wte[tokens[b, t]] + wpe[t]; tokens (B, T) i32, wte (V, C), wpe (maxT, C).
-// Throws Error on a token outside [0, V) or T > maxT.
-void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe);
+// Vocabulary-parallel form: wte holds rows [vocab_start, vocab_start + V) of a vocabulary of
+// vocab_size (0: V) and tokens outside them give zero rows; wpe may be undefined (no positions),
+// so that the sum over ranks is the full embedding. Throws Error on a token outside
+// [0, vocab_size) or T > maxT.
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe,
+                       int64_t vocab_start = 0, int64_t vocab_size = 0);
 
-// dwte (V, C) += Σ dout rows of each token; dwpe (maxT, C) += Σ_b dout[b, t].
-void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens);
+// dwte (V, C) += Σ dout rows of each token (in the shard); dwpe (maxT, C) += Σ_b dout[b, t]
+// (skipped when dwpe is undefined).
+void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens,
+                        int64_t vocab_start = 0, int64_t vocab_size = 0);
 
 }  // namespace tessera

@@ -6,6 +6,7 @@
 #include "kernels/classifier.h"
 #include "kernels/embedding.h"
 #include "kernels/layernorm.h"
+#include "parallel/tensor_parallel.h"
 
 namespace tessera {
 namespace {
@@ -72,20 +73,44 @@ double Gpt2Config::train_flops_per_token(int64_t t) const {
          6.0 * static_cast<double>(n_layer) * static_cast<double>(t) * c;
 }
 
-Gpt2::Gpt2(const Gpt2Config& config, Device device, int param_shards) : config_(config) {
+Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
+    : config_(config), tp_(layout.tp) {
   config_.validate();
-  const int64_t c = config_.d_model;
+  const int tp = tp_size(), r = tp_rank();
+  TS_CHECK(config_.n_head % tp == 0, "model.n_head (", config_.n_head,
+           ") must be a multiple of parallel.tp (", tp,
+           "): each tensor-parallel rank takes whole heads");
+  TS_CHECK(config_.vocab_size % tp == 0, "model.vocab_size (", config_.vocab_size,
+           ") must be a multiple of parallel.tp (", tp,
+           "): each tensor-parallel rank takes an equal slice of the vocabulary");
+  heads_local_ = config_.n_head / tp;
+  const int64_t c = config_.d_model, v_local = config_.vocab_size / tp;
+  vocab_shard_.start = r * v_local;
+  vocab_shard_.size = config_.vocab_size;
+  if (tp_ && tp > 1) {
+    // The vocabulary-parallel softmax: row maxima and (sum, target logit) pairs over tp.
+    auto reduce = [comm = tp_](parallel::ReduceOp op) {
+      return [comm, op](float* values, int64_t n) {
+        Tensor t = Tensor::empty({n}, DType::f32);
+        std::copy(values, values + n, t.data<float>());
+        comm->all_reduce(t, op);
+        std::copy(t.data<float>(), t.data<float>() + n, values);
+      };
+    };
+    vocab_shard_.all_reduce_max = reduce(parallel::ReduceOp::max);
+    vocab_shard_.all_reduce_sum = reduce(parallel::ReduceOp::sum);
+  }
   params_.begin_unit("embedding");
-  params_.add("transformer.wte.weight", {config_.vocab_size, c}, true);
+  params_.add("transformer.wte.weight", {v_local, c}, true, TpSplit{0, tp, r, 1});
   params_.add("transformer.wpe.weight", {config_.max_seq_len, c}, true);
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     params_.begin_unit("h." + std::to_string(l));
-    BlockWeights::register_params(params_, block_prefix(l), c);
+    BlockWeights::register_params(params_, block_prefix(l), c, r, tp);
   }
   params_.begin_unit("ln_f");
   params_.add("transformer.ln_f.weight", {c}, false);
   params_.add("transformer.ln_f.bias", {c}, false);
-  params_.allocate(device, param_shards);
+  params_.allocate(device, layout.param_shards);
 
   wte_ = params_.param("transformer.wte.weight");
   wpe_ = params_.param("transformer.wpe.weight");
@@ -121,16 +146,20 @@ void Gpt2::init_weights(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
   for (const ParameterEntry& e : params_.entries()) {
     Tensor p = params_.param(e);
-    float* d = p.data<float>();
     const bool is_norm = e.name.find(".ln_") != std::string::npos;
     if (ends_with(e.name, ".bias")) {
       p.zero_();
     } else if (is_norm) {
+      float* d = p.data<float>();
       for (int64_t i = 0; i < p.numel(); ++i) d[i] = 1.0f;
     } else {
+      // The full tensor's draws, in order, on every layout; a tp rank keeps its part.
       const bool residual_proj = ends_with(e.name, "c_proj.weight");
       const float std = residual_proj ? residual_std : 0.02f;
-      for (int64_t i = 0; i < p.numel(); ++i) d[i] = normal.next(std);
+      Tensor full = Tensor::empty(parallel::tp_full_shape(e.shape, e.split), DType::f32);
+      float* d = full.data<float>();
+      for (int64_t i = 0; i < full.numel(); ++i) d[i] = normal.next(std);
+      p.copy_from(parallel::tp_cut(full, e.split));
     }
   }
 }
@@ -150,12 +179,12 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   for (int64_t l = 0; l <= config_.n_layer; ++l) a.resid.push_back(f32({b, t, c}));
   const int64_t nblock = recompute ? 1 : config_.n_layer;
   for (int64_t l = 0; l < nblock; ++l)
-    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev));
+    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, tp_size()));
   a.lnf = f32({b, t, c});
   a.lnf_mean = f32({b * t});
   a.lnf_rstd = f32({b * t});
   a.losses = f32({b * t});
-  a.scratch = BlockScratch::allocate(b, t, c, dev);
+  a.scratch = BlockScratch::allocate(b, t, c, dev, tp_size());
   a.dresid = f32({b, t, c});
   a.dlnf = f32({b, t, c});
   return a;
@@ -169,12 +198,15 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
   const int nl = static_cast<int>(config_.n_layer);
   a.tokens.copy_from(tokens);
   acquire(0, Pass::forward);
-  embedding_forward(a.resid[0], a.tokens, wte_, wpe_);
+  // Vocabulary-parallel: each rank adds the rows it holds (positions on rank 0), then g.
+  embedding_forward(a.resid[0], a.tokens, wte_, tp_rank() == 0 ? wpe_ : Tensor(),
+                    vocab_shard_.start, vocab_shard_.size);
+  if (tp_) parallel::tp_all_reduce(*tp_, a.resid[0]);
   release(0);
   for (int l = 0; l < nl; ++l) {
     BlockActivations& acts = a.block[a.recompute ? 0 : l];
     acquire(l + 1, Pass::forward);
-    block_forward(a.resid[l + 1], acts, a.scratch, a.resid[l], blocks_[l], config_.n_head);
+    block_forward(a.resid[l + 1], acts, a.scratch, a.resid[l], blocks_[l], heads_local_, tp_);
     release(l + 1);
   }
   acquire(nl + 1, Pass::forward);
@@ -184,7 +216,7 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
 
 double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
   acquire(0, UnitHooks::Pass::forward);
-  classifier_forward(a.losses, a.lnf, wte_, targets);
+  classifier_forward(a.losses, a.lnf, wte_, targets, vocab_shard_);
   release(0);
   return mean_of(a.losses);
 }
@@ -195,7 +227,8 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
   // The tied embedding is the LM head: its unit stays acquired from the head's backward, the
   // first, to the embedding's, the last.
   acquire(0, Pass::backward);
-  classifier_forward_backward(a.losses, a.dlnf, dwte_, a.lnf, wte_, targets, dloss);
+  classifier_forward_backward(a.losses, a.dlnf, dwte_, a.lnf, wte_, targets, dloss, vocab_shard_);
+  if (tp_) parallel::tp_all_reduce(*tp_, a.dlnf);  // f: every rank's vocabulary rows contribute
   acquire(nl + 1, Pass::backward);
   layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, a.dlnf, a.resid[nl], lnf_w_, a.lnf_mean,
                      a.lnf_rstd);
@@ -205,20 +238,22 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     BlockActivations& acts = a.block[a.recompute ? 0 : l];
     acquire(l + 1, Pass::backward);
     if (a.recompute) {  // rebuild this block's activations from its saved input
-      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[l], blocks_[l], config_.n_head);
+      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[l], blocks_[l], heads_local_, tp_);
     }
     block_backward(a.dresid, block_grads_[l], a.scratch, a.dresid, a.resid[l], acts, blocks_[l],
-                   config_.n_head);
+                   heads_local_, tp_);
     release(l + 1);
     grads_ready(l + 1);
   }
-  embedding_backward(dwte_, dwpe_, a.dresid, a.tokens);
+  embedding_backward(dwte_, dwpe_, a.dresid, a.tokens, vocab_shard_.start, vocab_shard_.size);
   release(0);
   grads_ready(0);
   return mean_of(a.losses);
 }
 
 void Gpt2::logits(Tensor& out, const Gpt2Activations& a, bool last_only) const {
+  TS_CHECK(tp_size() == 1, "logits of a tensor-parallel model (parallel.tp = ", tp_size(),
+           "): gather the weights into one model first");
   acquire(0, UnitHooks::Pass::forward);
   if (!last_only) {
     logits_forward(out, a.lnf, wte_);

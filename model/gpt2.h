@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/parameters.h"
+#include "kernels/classifier.h"
 #include "model/gpt2_block.h"
 
 namespace tessera {
@@ -45,20 +46,32 @@ struct Gpt2Activations {
   Tensor dlnf;    // (B, T, C)
 };
 
+// Where one model instance sits in a parallel layout.
+struct Gpt2Layout {
+  int param_shards = 1;                  // ZeRO's data-parallel degree: every unit splits evenly
+  parallel::Communicator* tp = nullptr;  // tensor-parallel group (null: none); not owned
+};
+
 class Gpt2 {
  public:
-  // Registers and allocates the parameters (zeros); call init_weights() or load them. Units:
-  // 0 = "embedding" (wte, wpe; wte is also the tied LM head), 1..L = "h.<l>", L + 1 = "ln_f".
-  // param_shards: ZeRO's data-parallel degree, so that every unit splits evenly.
-  Gpt2(const Gpt2Config& config, Device device = Device::cpu(), int param_shards = 1);
+  // Registers and allocates this rank's parameters (zeros); call init_weights() or load them.
+  // Units: 0 = "embedding" (wte, wpe; wte is also the tied LM head), 1..L = "h.<l>",
+  // L + 1 = "ln_f". With a tp group of N ranks, rank r holds vocabulary rows
+  // [r·V/N, (r+1)·V/N) of wte (embedding and LM head are vocabulary-parallel) and its share of
+  // every block (gpt2_block.h); forward, loss and backward are then collective over tp. Throws
+  // Error when n_head or vocab_size does not divide by N.
+  Gpt2(const Gpt2Config& config, Device device = Device::cpu(), Gpt2Layout layout = {});
 
   const Gpt2Config& config() const { return config_; }
+  int tp_rank() const { return tp_ ? tp_->rank() : 0; }
+  int tp_size() const { return tp_ ? tp_->size() : 1; }
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
 
   // GPT-2 initialization from `seed`: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)),
   // biases 0, layernorm weights 1. Deterministic on every platform (own Box-Muller over
-  // mt19937_64).
+  // mt19937_64); a tensor-parallel rank draws the full tensors and keeps its part, so every
+  // layout starts from the same weights.
   void init_weights(uint64_t seed);
 
   // Hooks told around each unit's use (ZeRO); null (the default) uses the parameters as they are.
@@ -77,6 +90,7 @@ class Gpt2 {
   // Returns the mean loss of this micro-batch.
   double backward(Gpt2Activations& acts, const Tensor& targets, float dloss);
   // logits (B·T, V) or, with last_only, (B, V) for each sequence's last position, after forward.
+  // Throws Error on a tensor-parallel model (gather it into one first).
   void logits(Tensor& out, const Gpt2Activations& acts, bool last_only) const;
 
  private:
@@ -91,6 +105,9 @@ class Gpt2 {
   Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_;
   std::vector<BlockWeights> blocks_, block_grads_;
   UnitHooks* hooks_ = nullptr;
+  parallel::Communicator* tp_ = nullptr;
+  int64_t heads_local_ = 0;  // attention heads of this tp rank
+  VocabShard vocab_shard_;   // this tp rank's wte rows, and the all-reduces of the loss
 };
 
 }  // namespace tessera

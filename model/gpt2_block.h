@@ -3,11 +3,17 @@
 // Explicit forward/backward: forward stores what backward needs in a BlockActivations the caller
 // owns (one per micro-batch and layer, or one shared buffer when activations are recomputed).
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
+// Tensor parallelism (parallel/tensor_parallel.h): with a tp group of N ranks, rank r holds heads
+// [r·NH/N, (r+1)·NH/N) of c_attn (its q, k and v columns) and the matching rows of attn.c_proj,
+// and columns [r·4C/N, (r+1)·4C/N) of mlp.c_fc with the matching rows of mlp.c_proj; layernorms
+// and the c_proj biases are replicated. Forward all-reduces after each c_proj (g), backward
+// before each layernorm's backward (f).
 #pragma once
 
 #include <string>
 
 #include "core/parameters.h"
+#include "parallel/communicator.h"
 
 namespace tessera {
 
@@ -20,8 +26,10 @@ struct BlockWeights {
   Tensor fc_w, fc_b;          // (C, 4C), (4C)
   Tensor fcproj_w, fcproj_b;  // (4C, C), (C)
 
-  // Registers the block's parameters as "<prefix>.ln_1.weight", ... in GPT-2's naming.
-  static void register_params(ParameterSet& params, const std::string& prefix, int64_t c);
+  // Registers tp rank `tp_rank` of `tp_size`'s part of the block's parameters as
+  // "<prefix>.ln_1.weight", ... in GPT-2's naming.
+  static void register_params(ParameterSet& params, const std::string& prefix, int64_t c,
+                              int tp_rank = 0, int tp_size = 1);
   // Parameter views (grads = false) or gradient views (grads = true) of a registered block.
   static BlockWeights bind(const ParameterSet& params, const std::string& prefix, bool grads);
 };
@@ -29,13 +37,14 @@ struct BlockWeights {
 // What forward saves for backward, for one micro-batch of (B, T) tokens.
 struct BlockActivations {
   Tensor ln1, ln1_mean, ln1_rstd;  // (B, T, C), (B·T), (B·T)
-  Tensor qkv;                      // (B, T, 3C)
-  Tensor att, att_lse;             // (B, T, C), (B, NH, T)
+  Tensor qkv;                      // (B, T, 3C/tp)
+  Tensor att, att_lse;             // (B, T, C/tp), (B, NH/tp, T)
   Tensor res1;                     // (B, T, C)  x + attention branch
   Tensor ln2, ln2_mean, ln2_rstd;  // (B, T, C), (B·T), (B·T)
-  Tensor fc, fc_gelu;              // (B, T, 4C)
+  Tensor fc, fc_gelu;              // (B, T, 4C/tp)
 
-  static BlockActivations allocate(int64_t b, int64_t t, int64_t c, int64_t nh, Device device);
+  static BlockActivations allocate(int64_t b, int64_t t, int64_t c, int64_t nh, Device device,
+                                   int tp_size = 1);
 };
 
 // Scratch shared by all blocks of one backward pass (no state survives between calls).
@@ -43,19 +52,21 @@ struct BlockScratch {
   Tensor btc;    // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
   Tensor dres1;  // (B, T, C)
   Tensor dln;    // (B, T, C)
-  Tensor dqkv;   // (B, T, 3C)
-  Tensor dfc;    // (B, T, 4C)
+  Tensor dqkv;   // (B, T, 3C/tp)
+  Tensor dfc;    // (B, T, 4C/tp)
 
-  static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device);
+  static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device, int tp_size = 1);
 };
 
-// y (B, T, C) = block(x (B, T, C)); fills acts.
+// y (B, T, C) = block(x (B, T, C)); fills acts. num_heads counts this rank's heads; tp is the
+// tensor-parallel group (null: none), collective over it.
 void block_forward(Tensor& y, BlockActivations& acts, BlockScratch& scratch, const Tensor& x,
-                   const BlockWeights& w, int64_t num_heads);
+                   const BlockWeights& w, int64_t num_heads, parallel::Communicator* tp = nullptr);
 
 // dx (B, T, C) = ∂L/∂x given dy (B, T, C); parameter gradients accumulate into g. dx may alias dy.
+// Collective over tp.
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& scratch, const Tensor& dy,
                     const Tensor& x, const BlockActivations& acts, const BlockWeights& w,
-                    int64_t num_heads);
+                    int64_t num_heads, parallel::Communicator* tp = nullptr);
 
 }  // namespace tessera

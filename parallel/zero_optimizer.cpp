@@ -8,9 +8,10 @@
 namespace tessera::parallel {
 
 DistributedAdamW::DistributedAdamW(ParameterSet& params, Communicator& dp, int stage,
-                                   const AdamWConfig& config)
+                                   const AdamWConfig& config, Communicator* tp)
     : params_(params),
       dp_(dp),
+      tp_(tp),
       stage_(stage),
       config_(config),
       shards_(stage == 0 ? 1 : dp.size()),
@@ -26,6 +27,16 @@ DistributedAdamW::DistributedAdamW(ParameterSet& params, Communicator& dp, int s
   exp_avg_ = Tensor::zeros({shard_numel_}, DType::f32, dev);
   exp_avg_sq_ = Tensor::zeros({shard_numel_}, DType::f32, dev);
   if (stage_ >= 2) grad_shard_ = Tensor::zeros({shard_numel_}, DType::f32, dev);
+  for (size_t u = 0; u < units.size(); ++u) {
+    const int ui = static_cast<int>(u);
+    const int64_t lo = chunk_offset(ui), hi = lo + chunk_numel(ui);
+    for (size_t i = units[u].first_entry; i < units[u].end_entry; ++i) {
+      const ParameterEntry& e = params_.entries()[i];
+      const int64_t e_lo = e.offset - units[u].offset, e_hi = e_lo + shape_numel(e.shape);
+      const int64_t a = std::max(lo, e_lo), b = std::min(hi, e_hi);
+      if (a < b) segments_.push_back({ui, &e, a, b});
+    }
+  }
   unit_state_.assign(units.size(), UnitState::gathered);
   in_use_.assign(units.size(), 0);
   gathers_.resize(units.size());
@@ -178,16 +189,23 @@ double DistributedAdamW::step(double lr) {
   const auto& units = params_.units();
   const int nunits = static_cast<int>(units.size());
 
-  // Global norm: stage 0 holds the whole reduced gradient on every rank; stages 1-3 sum the
-  // squares of their chunks over the group.
+  // Global norm over the whole model: stage 0 holds the whole reduced gradient of its tp part on
+  // every dp rank, stages 1-3 sum their chunks over dp; tp parts add up over tp, with the
+  // parameters replicated over tp counted on tp rank 0 only.
+  const bool tp_split = tp_ && tp_->size() > 1;
   double sq = 0.0;
-  for (int u = 0; u < nunits; ++u) sq += grad_norm_squared(grad_chunk(u));
-  if (stage_ >= 1 && dp_.size() > 1) {
-    Tensor s = Tensor::empty({1}, DType::f32);
-    s.data<float>()[0] = static_cast<float>(sq);
-    dp_.all_reduce(s, ReduceOp::sum);
-    sq = s.data<float>()[0];
+  for (const Segment& g : segments_) {
+    if (tp_split && g.entry->split.replicated() && tp_->rank() != 0) continue;
+    sq += grad_norm_squared(grad_chunk(g.unit).carve(g.lo - chunk_offset(g.unit), {g.hi - g.lo}));
   }
+  auto sum_over = [&](Communicator& group) {
+    Tensor t = Tensor::empty({1}, DType::f32);
+    t.data<float>()[0] = static_cast<float>(sq);
+    group.all_reduce(t, ReduceOp::sum);
+    sq = t.data<float>()[0];
+  };
+  if (stage_ >= 1 && dp_.size() > 1) sum_over(dp_);
+  if (tp_split) sum_over(*tp_);
   const double norm = std::sqrt(sq);
   TS_CHECK(std::isfinite(norm), "gradient norm is ", norm, " at step ", t_ + 1,
            ": lower train.lr, or raise train.warmup_steps");
@@ -200,23 +218,14 @@ double DistributedAdamW::step(double lr) {
               t_,
               clip_coefficient(norm, static_cast<float>(config_.grad_clip))};
 
-  // Each entry's part of this rank's chunk, with its own weight decay.
-  const auto& entries = params_.entries();
-  for (int u = 0; u < nunits; ++u) {
-    Tensor p = param_chunk(u), g = grad_chunk(u);
-    Tensor m = exp_avg_.carve(shard_offset(u), {chunk_numel(u)});
-    Tensor v = exp_avg_sq_.carve(shard_offset(u), {chunk_numel(u)});
-    const int64_t lo = chunk_offset(u), hi = lo + chunk_numel(u);
-    for (size_t i = units[u].first_entry; i < units[u].end_entry; ++i) {
-      const ParameterEntry& e = entries[i];
-      const int64_t e_lo = e.offset - units[u].offset, e_hi = e_lo + shape_numel(e.shape);
-      const int64_t a = std::max(lo, e_lo), b = std::min(hi, e_hi);
-      if (a >= b) continue;
-      s.weight_decay = e.weight_decay ? static_cast<float>(config_.weight_decay) : 0.0f;
-      Tensor ps = p.carve(a - lo, {b - a}), ms = m.carve(a - lo, {b - a});
-      Tensor vs = v.carve(a - lo, {b - a});
-      adamw_update(ps, ms, vs, g.carve(a - lo, {b - a}), s);
-    }
+  // Each entry's part of this rank's chunks, with its own weight decay.
+  for (const Segment& g : segments_) {
+    const int64_t at = g.lo - chunk_offset(g.unit), n = g.hi - g.lo;
+    const int64_t m_at = shard_offset(g.unit) + at;
+    s.weight_decay = g.entry->weight_decay ? static_cast<float>(config_.weight_decay) : 0.0f;
+    Tensor p = param_chunk(g.unit).carve(at, {n});
+    Tensor m = exp_avg_.carve(m_at, {n}), v = exp_avg_sq_.carve(m_at, {n});
+    adamw_update(p, m, v, grad_chunk(g.unit).carve(at, {n}), s);
   }
 
   if (stage_ == 1 || stage_ == 2) {

@@ -48,7 +48,10 @@ class DistributedAdamW final : public UnitHooks {
   // initial (or loaded) weights on every rank; stage 3 keeps chunk r of each unit and releases the
   // units. params and dp must outlive the optimizer. Throws Error for a stage outside 0-3 or
   // units that do not split into dp.size() chunks.
-  DistributedAdamW(ParameterSet& params, Communicator& dp, int stage, const AdamWConfig& config);
+  // tp: the tensor-parallel group the parameters are cut over (null: none), for the global norm
+  // (parameters replicated over tp are counted once).
+  DistributedAdamW(ParameterSet& params, Communicator& dp, int stage, const AdamWConfig& config,
+                   Communicator* tp = nullptr);
 
   // UnitHooks (called by the model; collective over dp at stage 3 and in grads_ready).
   void acquire(int unit, Pass pass) override;
@@ -62,9 +65,9 @@ class DistributedAdamW final : public UnitHooks {
   void end_micro_batch();
 
   // One AdamW step at `lr` on this rank's chunks with the reduced gradients (global-norm clipping
-  // across the group), then stages 1-2 all-gather the parameters and stage 3 drops every gathered
-  // unit. Zeroes the gradients. Returns the global gradient norm before clipping. Throws Error
-  // on a non-finite norm, leaving parameters untouched.
+  // over the whole model: collective over dp and tp), then stages 1-2 all-gather the parameters and
+  // stage 3 drops every gathered unit. Zeroes the gradients. Returns the global gradient norm
+  // before clipping. Throws Error on a non-finite norm, leaving parameters untouched.
   double step(double lr);
 
   int stage() const { return stage_; }
@@ -90,6 +93,12 @@ class DistributedAdamW final : public UnitHooks {
     int unit;
     CommHandle handle;
   };
+  // The part [lo, hi) (offsets in unit u) of one entry that lies in this rank's chunk of u.
+  struct Segment {
+    int unit;
+    const ParameterEntry* entry;
+    int64_t lo, hi;
+  };
 
   // This rank's chunk of unit u: offset in the unit, and in the chunk-sized shard buffers.
   int64_t chunk_numel(int u) const;
@@ -105,6 +114,8 @@ class DistributedAdamW final : public UnitHooks {
 
   ParameterSet& params_;
   Communicator& dp_;
+  Communicator* tp_;
+  std::vector<Segment> segments_;  // this rank's chunks, entry by entry
   int stage_;
   AdamWConfig config_;
   int shards_;      // N for stages 1-3, 1 for stage 0

@@ -88,7 +88,7 @@ void read_sample(const ConfigNode& n, SampleConfig& s) {
 
 void read_parallel(const ConfigNode& n, ParallelConfig& p) {
   p.tp = n.get<int64_t>("tp", p.tp);
-  n.require(p.tp == 1, "tp", "must be 1 for now: tensor parallelism is not built yet (issue 3)");
+  n.require(p.tp >= 1, "tp", "must be >= 1");
   p.pp = n.get<int64_t>("pp", p.pp);
   n.require(p.pp == 1, "pp", "must be 1 for now: pipeline parallelism is not built yet (issue 3)");
   p.dp = n.get<int64_t>("dp", p.dp);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 
 #include "model/generate.h"
 #include "parallel/zero_accounting.h"
@@ -13,6 +14,7 @@
 #include "trainer/dataset.h"
 #include "trainer/job_data.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/model_state.h"
 
 namespace tessera {
 namespace {
@@ -101,7 +103,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   DataLoader val_loader(read_token_shard(data.val_path), local_batch, tc.seq_len, job.seed,
                         /*shuffle=*/false, dp.rank(), dp.size());
 
-  Gpt2 model(job.model, job.device, dp.size());
+  Gpt2 model(job.model, job.device, {dp.size(), &ctx.tp()});
   model.init_weights(job.seed);
   const LrSchedule schedule{tc.lr, tc.min_lr, tc.warmup_steps, tc.steps};
   const std::string ckpt_root = job.checkpoint.dir + "/checkpoints";
@@ -115,14 +117,20 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   }
   OptimizerState loaded;
   if (!resume_from.empty()) {
-    const TrainerState st = load_checkpoint(resume_from, model, &loaded);
+    // Checkpoints hold the whole model: load it, then keep this rank's tensor-parallel part.
+    Gpt2 whole(job.model);
+    OptimizerState whole_opt;
+    const TrainerState st = load_checkpoint(resume_from, whole, &whole_opt);
+    cut_weights(whole, model);
+    loaded = cut_moments(whole_opt, whole, model);
     train_loader.restore(st.loader);
     summary.first_step = st.step;
     log.info("resumed from " + resume_from + " at step " + std::to_string(st.step));
   }
   // Takes its shards of the (initial or loaded) weights; at ZeRO-3 the full units go.
   parallel::DistributedAdamW optimizer(model.params(), dp, static_cast<int>(job.parallel.zero),
-                                       {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
+                                       {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip},
+                                       &ctx.tp());
   if (!resume_from.empty()) {
     optimizer.load_moments(loaded.exp_avg, loaded.exp_avg_sq);
     optimizer.set_steps_taken(loaded.steps);
@@ -187,17 +195,16 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
       log.info(line);
     }
     if ((job.checkpoint.every > 0 && (step + 1) % job.checkpoint.every == 0) || last) {
-      // Every rank gathers the full state; rank 0 writes it.
-      OptimizerState full;
-      optimizer.gather_moments(full.exp_avg, full.exp_avg_sq);
-      full.steps = optimizer.steps_taken();
-      optimizer.gather_all_params();
+      // The whole model's state is gathered to every rank; rank 0 writes it.
+      std::unique_ptr<Gpt2> whole = writer ? std::make_unique<Gpt2>(job.model) : nullptr;
+      OptimizerState whole_opt;
+      gather_model_state(model, optimizer, ctx.tp(), /*with_moments=*/true, whole.get(),
+                         writer ? &whole_opt : nullptr);
       if (writer) {
-        summary.checkpoint = save_checkpoint(ckpt_root, model, &full, state, data.tokenizer_path,
-                                             job.checkpoint.keep);
+        summary.checkpoint = save_checkpoint(ckpt_root, *whole, &whole_opt, state,
+                                             data.tokenizer_path, job.checkpoint.keep);
         log.info("checkpoint: " + summary.checkpoint);
       }
-      optimizer.release_all_params();
     }
   }
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
@@ -210,25 +217,24 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
         parallel::gather_accounts(ctx.world(), {summary.state_bytes, summary.step_traffic});
     log.info("model state and data-parallel traffic per rank (last step):\n" +
              parallel::accounting_table(accounts, static_cast<int>(job.parallel.zero), dp.size(),
-                                        static_cast<double>(model.config().num_params())));
+                                        static_cast<double>(model.params().count())));
   }
 
   if (job.sample.tokens > 0) {
-    optimizer.gather_all_params();
+    // Sampling runs on rank 0 alone, on the whole model.
+    std::unique_ptr<Gpt2> whole = writer ? std::make_unique<Gpt2>(job.model) : nullptr;
+    gather_model_state(model, optimizer, ctx.tp(), /*with_moments=*/false, whole.get(), nullptr);
+    if (writer) {
+      std::vector<int32_t> prompt = tokenizer.encode(job.sample.prompt);
+      prompt.insert(prompt.begin(), tokenizer.eot_id());
+      const SamplingConfig sampling{job.sample.temperature, job.sample.top_k, job.seed};
+      std::vector<int32_t> out =
+          generate(*whole, prompt, job.sample.tokens, sampling, tokenizer.eot_id());
+      out.erase(out.begin());  // the leading <|endoftext|>
+      if (!out.empty() && out.back() == tokenizer.eot_id()) out.pop_back();
+      summary.sample = tokenizer.decode(out);
+    }
   }
-  if (job.sample.tokens > 0 && writer) {
-    model.set_hooks(nullptr);  // the whole model is here; sampling runs on this rank alone
-    std::vector<int32_t> prompt = tokenizer.encode(job.sample.prompt);
-    prompt.insert(prompt.begin(), tokenizer.eot_id());
-    const SamplingConfig sampling{job.sample.temperature, job.sample.top_k, job.seed};
-    std::vector<int32_t> out =
-        generate(model, prompt, job.sample.tokens, sampling, tokenizer.eot_id());
-    out.erase(out.begin());  // the leading <|endoftext|>
-    if (!out.empty() && out.back() == tokenizer.eot_id()) out.pop_back();
-    summary.sample = tokenizer.decode(out);
-    model.set_hooks(&optimizer);
-  }
-  if (job.sample.tokens > 0) optimizer.release_all_params();
   return summary;
 }
 

@@ -1,6 +1,6 @@
-// `tessera train` under mpirun (every rank of the world data-parallel): for ZeRO stages 0-3 the
-// losses and final weights are those of one process, and a checkpoint saved under one layout
-// resumes under another with the same next losses.
+// `tessera train` under mpirun: for tensor parallelism 1 or 2 with data parallelism filling the
+// world and ZeRO stages 0-3, the losses and final weights are those of one process, and a
+// checkpoint saved under one layout resumes under another with the same next losses.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -55,7 +55,10 @@ class TrainParallel : public ::testing::Test {
   }
 
   TrainSummary train_mpi(const JobConfig& j) {
-    parallel::ParallelContext ctx = parallel::make_mpi_context({1, 1, 0}, 60.0);
+    const parallel::GridShape shape{static_cast<int>(j.parallel.tp),
+                                    static_cast<int>(j.parallel.pp),
+                                    static_cast<int>(j.parallel.dp)};
+    parallel::ParallelContext ctx = parallel::make_mpi_context(shape, 60.0);
     return run_training(j, log_, ctx);
   }
 
@@ -87,7 +90,11 @@ void expect_same_losses(const std::vector<double>& got, const std::vector<double
         << "step " << offset + i + 1;
 }
 
-TEST_F(TrainParallel, EveryZeroStageMatchesOneProcessAndResumesInAnotherLayout) {
+// Every layout of the world with tp ∈ {1, 2} (dp fills the rest) and every ZeRO stage gives the
+// losses, validation losses and final weights of one process; the step-4 checkpoint of the
+// (tp 2, ZeRO-3) run resumes in one process and under (tp 1, dp = world, ZeRO-1) with the same
+// losses for steps 5-8.
+TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayouts) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   // One process, the reference (every rank computes it; only the ranks' own files differ).
@@ -95,29 +102,33 @@ TEST_F(TrainParallel, EveryZeroStageMatchesOneProcessAndResumesInAnotherLayout) 
   const TrainSummary ref = run_training(job(own), log_);
   ASSERT_EQ(ref.train_losses.size(), 8u);
 
-  for (int zero = 0; zero <= 3; ++zero) {
-    SCOPED_TRACE("dp=" + std::to_string(world) + " zero=" + std::to_string(zero));
-    const std::string run = "z" + std::to_string(zero);
-    const TrainSummary s = train_mpi(job(run, {"parallel.zero=" + std::to_string(zero)}));
-    expect_same_losses(s.train_losses, ref.train_losses);
-    ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
-    for (size_t i = 0; i < s.val_losses.size(); ++i)
-      EXPECT_NEAR(s.val_losses[i].second, ref.val_losses[i].second,
-                  1e-5 * ref.val_losses[i].second);
-    if (world_rank() == 0)
-      expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
-                          (root_ / own / "checkpoints/step_000008").string());
+  for (int tp : {1, 2}) {
+    if (world % tp != 0) continue;
+    for (int zero = 0; zero <= 3; ++zero) {
+      SCOPED_TRACE("tp=" + std::to_string(tp) + " dp=" + std::to_string(world / tp) +
+                   " zero=" + std::to_string(zero));
+      const std::string run = "tp" + std::to_string(tp) + "z" + std::to_string(zero);
+      const TrainSummary s = train_mpi(
+          job(run, {"parallel.tp=" + std::to_string(tp), "parallel.zero=" + std::to_string(zero)}));
+      expect_same_losses(s.train_losses, ref.train_losses);
+      ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
+      for (size_t i = 0; i < s.val_losses.size(); ++i)
+        EXPECT_NEAR(s.val_losses[i].second, ref.val_losses[i].second,
+                    1e-5 * ref.val_losses[i].second);
+      if (world_rank() == 0)
+        expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
+                            (root_ / own / "checkpoints/step_000008").string());
+    }
   }
 
-  // The step-4 checkpoint of the ZeRO-3 run, resumed in one process and under ZeRO-1: steps 5-8
-  // are those of the uninterrupted run.
-  const std::string z3_step4 = (root_ / "z3/checkpoints/step_000004").string();
+  const std::string saved = world % 2 == 0 ? "tp2z3" : "tp1z3";
+  const std::string step4 = (root_ / saved / "checkpoints/step_000004").string();
   const TrainSummary one =
-      run_training(job(own + "_resumed", {"checkpoint.resume=" + z3_step4}), log_);
+      run_training(job(own + "_resumed", {"checkpoint.resume=" + step4}), log_);
   EXPECT_EQ(one.first_step, 4);
   expect_same_losses(one.train_losses, ref.train_losses, 4);
   const TrainSummary z1 =
-      train_mpi(job("z1_resumed", {"checkpoint.resume=" + z3_step4, "parallel.zero=1"}));
+      train_mpi(job("z1_resumed", {"checkpoint.resume=" + step4, "parallel.zero=1"}));
   EXPECT_EQ(z1.first_step, 4);
   expect_same_losses(z1.train_losses, ref.train_losses, 4);
 }
