@@ -6,6 +6,7 @@
 #include "kernels/classifier.h"
 #include "kernels/embedding.h"
 #include "kernels/layernorm.h"
+#include "parallel/pipeline.h"
 #include "parallel/tensor_parallel.h"
 
 namespace tessera {
@@ -74,7 +75,11 @@ double Gpt2Config::train_flops_per_token(int64_t t) const {
 }
 
 Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
-    : config_(config), tp_(layout.tp) {
+    : config_(config),
+      tp_(layout.tp),
+      pp_rank_(layout.pp_rank),
+      pp_size_(layout.pp_size),
+      layers_per_stage_(layout.layers_per_stage) {
   config_.validate();
   const int tp = tp_size(), r = tp_rank();
   TS_CHECK(config_.n_head % tp == 0, "model.n_head (", config_.n_head,
@@ -83,6 +88,10 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
   TS_CHECK(config_.vocab_size % tp == 0, "model.vocab_size (", config_.vocab_size,
            ") must be a multiple of parallel.tp (", tp,
            "): each tensor-parallel rank takes an equal slice of the vocabulary");
+  const parallel::StageLayers layers =
+      parallel::stage_layers(config_.n_layer, pp_rank_, pp_size_, layout.layers_per_stage);
+  first_layer_ = layers.first;
+  end_layer_ = layers.end;
   heads_local_ = config_.n_head / tp;
   const int64_t c = config_.d_model, v_local = config_.vocab_size / tp;
   vocab_shard_.start = r * v_local;
@@ -100,30 +109,77 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
     vocab_shard_.all_reduce_max = reduce(parallel::ReduceOp::max);
     vocab_shard_.all_reduce_sum = reduce(parallel::ReduceOp::sum);
   }
-  params_.begin_unit("embedding");
-  params_.add("transformer.wte.weight", {v_local, c}, true, TpSplit{0, tp, r, 1});
-  params_.add("transformer.wpe.weight", {config_.max_seq_len, c}, true);
-  for (int64_t l = 0; l < config_.n_layer; ++l) {
+  const TpSplit vocab_rows{0, tp, r, 1};
+  auto next_unit = [&] { return static_cast<int>(params_.units().size()); };
+  if (is_first_stage()) {
+    unit_wte_ = next_unit();
+    params_.begin_unit("wte");
+    params_.add("transformer.wte.weight", {v_local, c}, true, vocab_rows);
+    unit_wpe_ = next_unit();
+    params_.begin_unit("wpe");
+    params_.add("transformer.wpe.weight", {config_.max_seq_len, c}, true);
+  }
+  unit_first_block_ = next_unit();
+  for (int64_t l = first_layer_; l < end_layer_; ++l) {
     params_.begin_unit("h." + std::to_string(l));
     BlockWeights::register_params(params_, block_prefix(l), c, r, tp);
   }
-  params_.begin_unit("ln_f");
-  params_.add("transformer.ln_f.weight", {c}, false);
-  params_.add("transformer.ln_f.bias", {c}, false);
+  if (is_last_stage()) {
+    unit_lnf_ = next_unit();
+    params_.begin_unit("ln_f");
+    params_.add("transformer.ln_f.weight", {c}, false);
+    params_.add("transformer.ln_f.bias", {c}, false);
+    if (!is_first_stage()) {
+      unit_head_ = next_unit();
+      params_.begin_unit("head");
+      params_.add("transformer.wte.weight", {v_local, c}, true, vocab_rows);
+    }
+  }
   params_.allocate(device, layout.param_shards);
 
-  wte_ = params_.param("transformer.wte.weight");
-  wpe_ = params_.param("transformer.wpe.weight");
-  lnf_w_ = params_.param("transformer.ln_f.weight");
-  lnf_b_ = params_.param("transformer.ln_f.bias");
-  dwte_ = params_.grad("transformer.wte.weight");
-  dwpe_ = params_.grad("transformer.wpe.weight");
-  dlnf_w_ = params_.grad("transformer.ln_f.weight");
-  dlnf_b_ = params_.grad("transformer.ln_f.bias");
-  for (int64_t l = 0; l < config_.n_layer; ++l) {
+  auto bind = [&](const char* name, Tensor& p, Tensor& g) {
+    p = params_.param(name);
+    g = params_.grad(name);
+  };
+  if (is_first_stage()) {
+    bind("transformer.wte.weight", wte_, dwte_);
+    bind("transformer.wpe.weight", wpe_, dwpe_);
+  }
+  if (is_last_stage()) {
+    bind("transformer.ln_f.weight", lnf_w_, dlnf_w_);
+    bind("transformer.ln_f.bias", lnf_b_, dlnf_b_);
+    if (unit_head_ >= 0) bind("transformer.wte.weight", head_, dhead_);
+  }
+  for (int64_t l = first_layer_; l < end_layer_; ++l) {
     blocks_.push_back(BlockWeights::bind(params_, block_prefix(l), false));
     block_grads_.push_back(BlockWeights::bind(params_, block_prefix(l), true));
   }
+}
+
+ParameterSet Gpt2::whole_parameters(const Gpt2Config& config) {
+  ParameterSet whole;
+  whole.begin_unit("all");
+  whole.add("transformer.wte.weight", {config.vocab_size, config.d_model}, true);
+  whole.add("transformer.wpe.weight", {config.max_seq_len, config.d_model}, true);
+  for (int64_t l = 0; l < config.n_layer; ++l)
+    BlockWeights::register_params(whole, "transformer.h." + std::to_string(l), config.d_model);
+  whole.add("transformer.ln_f.weight", {config.d_model}, false);
+  whole.add("transformer.ln_f.bias", {config.d_model}, false);
+  return whole;
+}
+
+int Gpt2::owner_stage(const std::string& name) const {
+  const std::string prefix = "transformer.h.";
+  if (name.rfind(prefix, 0) == 0) {
+    const int64_t layer = std::stoll(name.substr(prefix.size()));
+    for (int s = 0; s < pp_size_; ++s) {
+      const parallel::StageLayers l =
+          parallel::stage_layers(config_.n_layer, s, pp_size_, layers_per_stage_);
+      if (layer >= l.first && layer < l.end) return s;
+    }
+    TS_THROW("parameter '", name, "': layer ", layer, " outside the model");
+  }
+  return name.rfind("transformer.ln_f.", 0) == 0 ? pp_size_ - 1 : 0;
 }
 
 std::string Gpt2::block_prefix(int64_t layer) const {
@@ -142,24 +198,32 @@ void Gpt2::grads_ready(int unit) const {
 
 void Gpt2::init_weights(uint64_t seed) {
   TS_CHECK(params_.device().is_cpu(), "init_weights runs on cpu; copy to the device after");
+  // The whole model's tensors in order (registered, never allocated): every layout draws the
+  // same sequence and keeps the tensors, and the parts of them, that it holds.
+  const ParameterSet whole = whole_parameters(config_);
+
   NormalSampler normal(seed);
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
-  for (const ParameterEntry& e : params_.entries()) {
+  for (const ParameterEntry& w : whole.entries()) {
+    const bool is_norm = w.name.find(".ln_") != std::string::npos;
+    const bool drawn = !ends_with(w.name, ".bias") && !is_norm;
+    Tensor full;
+    if (drawn) {
+      const float std = ends_with(w.name, "c_proj.weight") ? residual_std : 0.02f;
+      full = Tensor::empty(w.shape, DType::f32);
+      float* d = full.data<float>();
+      for (int64_t i = 0; i < full.numel(); ++i) d[i] = normal.next(std);
+    }
+    if (!params_.contains(w.name)) continue;
+    const ParameterEntry& e = params_.entry(w.name);
     Tensor p = params_.param(e);
-    const bool is_norm = e.name.find(".ln_") != std::string::npos;
-    if (ends_with(e.name, ".bias")) {
-      p.zero_();
+    if (drawn) {
+      p.copy_from(parallel::tp_cut(full, e.split));
     } else if (is_norm) {
       float* d = p.data<float>();
       for (int64_t i = 0; i < p.numel(); ++i) d[i] = 1.0f;
     } else {
-      // The full tensor's draws, in order, on every layout; a tp rank keeps its part.
-      const bool residual_proj = ends_with(e.name, "c_proj.weight");
-      const float std = residual_proj ? residual_std : 0.02f;
-      Tensor full = Tensor::empty(parallel::tp_full_shape(e.shape, e.split), DType::f32);
-      float* d = full.data<float>();
-      for (int64_t i = 0; i < full.numel(); ++i) d[i] = normal.next(std);
-      p.copy_from(parallel::tp_cut(full, e.split));
+      p.zero_();
     }
   }
 }
@@ -169,92 +233,119 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   TS_CHECK(seq_len > 0 && seq_len <= config_.max_seq_len, "sequence length ", seq_len,
            " must be in [1, model.max_seq_len = ", config_.max_seq_len, "]");
   const Device dev = params_.device();
-  const int64_t b = batch, t = seq_len, c = config_.d_model;
+  const int64_t b = batch, t = seq_len, c = config_.d_model, layers = end_layer_ - first_layer_;
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, dev); };
   Gpt2Activations a;
   a.batch = b;
   a.seq_len = t;
   a.recompute = recompute;
   a.tokens = Tensor::empty({b, t}, DType::i32, dev);
-  for (int64_t l = 0; l <= config_.n_layer; ++l) a.resid.push_back(f32({b, t, c}));
-  const int64_t nblock = recompute ? 1 : config_.n_layer;
-  for (int64_t l = 0; l < nblock; ++l)
+  for (int64_t l = 0; l <= layers; ++l) a.resid.push_back(f32({b, t, c}));
+  for (int64_t l = 0; l < (recompute ? 1 : layers); ++l)
     a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, tp_size()));
-  a.lnf = f32({b, t, c});
-  a.lnf_mean = f32({b * t});
-  a.lnf_rstd = f32({b * t});
-  a.losses = f32({b * t});
+  if (is_last_stage()) {
+    a.lnf = f32({b, t, c});
+    a.lnf_mean = f32({b * t});
+    a.lnf_rstd = f32({b * t});
+    a.losses = f32({b * t});
+    a.dlnf = f32({b, t, c});
+  }
   a.scratch = BlockScratch::allocate(b, t, c, dev, tp_size());
   a.dresid = f32({b, t, c});
-  a.dlnf = f32({b, t, c});
   return a;
 }
 
 void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
-  TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len, "tokens ",
-           shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ", a.seq_len,
-           ")");
   using Pass = UnitHooks::Pass;
-  const int nl = static_cast<int>(config_.n_layer);
-  a.tokens.copy_from(tokens);
-  acquire(0, Pass::forward);
-  // Vocabulary-parallel: each rank adds the rows it holds (positions on rank 0), then g.
-  embedding_forward(a.resid[0], a.tokens, wte_, tp_rank() == 0 ? wpe_ : Tensor(),
-                    vocab_shard_.start, vocab_shard_.size);
-  if (tp_) parallel::tp_all_reduce(*tp_, a.resid[0]);
-  release(0);
-  for (int l = 0; l < nl; ++l) {
-    BlockActivations& acts = a.block[a.recompute ? 0 : l];
-    acquire(l + 1, Pass::forward);
-    block_forward(a.resid[l + 1], acts, a.scratch, a.resid[l], blocks_[l], heads_local_, tp_);
-    release(l + 1);
+  if (is_first_stage()) {
+    TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len,
+             "tokens ", shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ",
+             a.seq_len, ")");
+    a.tokens.copy_from(tokens);
+    acquire(unit_wte_, Pass::forward);
+    acquire(unit_wpe_, Pass::forward);
+    // Vocabulary-parallel: each rank adds the rows it holds (positions on rank 0), then g.
+    embedding_forward(a.resid[0], a.tokens, wte_, tp_rank() == 0 ? wpe_ : Tensor(),
+                      vocab_shard_.start, vocab_shard_.size);
+    if (tp_) parallel::tp_all_reduce(*tp_, a.resid[0]);
+    release(unit_wpe_);
+    release(unit_wte_);
   }
-  acquire(nl + 1, Pass::forward);
-  layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[nl], lnf_w_, lnf_b_);
-  release(nl + 1);
+  for (int64_t l = first_layer_; l < end_layer_; ++l) {
+    const int64_t i = l - first_layer_;
+    BlockActivations& acts = a.block[a.recompute ? 0 : i];
+    acquire(block_unit(l), Pass::forward);
+    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[i], heads_local_, tp_);
+    release(block_unit(l));
+  }
+  if (is_last_stage()) {
+    acquire(unit_lnf_, Pass::forward);
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid.back(), lnf_w_, lnf_b_);
+    release(unit_lnf_);
+  }
 }
 
 double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
-  acquire(0, UnitHooks::Pass::forward);
-  classifier_forward(a.losses, a.lnf, wte_, targets, vocab_shard_);
-  release(0);
+  TS_CHECK(is_last_stage(), "Gpt2::loss on pipeline stage ", pp_rank_, " of ", pp_size_,
+           ": only the last stage has the LM head");
+  const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
+  acquire(head, UnitHooks::Pass::forward);
+  classifier_forward(a.losses, a.lnf, head_w(), targets, vocab_shard_);
+  release(head);
   return mean_of(a.losses);
 }
 
 double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
   using Pass = UnitHooks::Pass;
-  const int nl = static_cast<int>(config_.n_layer);
-  // The tied embedding is the LM head: its unit stays acquired from the head's backward, the
-  // first, to the embedding's, the last.
-  acquire(0, Pass::backward);
-  classifier_forward_backward(a.losses, a.dlnf, dwte_, a.lnf, wte_, targets, dloss, vocab_shard_);
-  if (tp_) parallel::tp_all_reduce(*tp_, a.dlnf);  // f: every rank's vocabulary rows contribute
-  acquire(nl + 1, Pass::backward);
-  layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, a.dlnf, a.resid[nl], lnf_w_, a.lnf_mean,
-                     a.lnf_rstd);
-  release(nl + 1);
-  grads_ready(nl + 1);
-  for (int l = nl - 1; l >= 0; --l) {
-    BlockActivations& acts = a.block[a.recompute ? 0 : l];
-    acquire(l + 1, Pass::backward);
-    if (a.recompute) {  // rebuild this block's activations from its saved input
-      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[l], blocks_[l], heads_local_, tp_);
+  double loss = 0.0;
+  if (is_last_stage()) {
+    // With one stage the LM head is wte itself: its unit stays acquired from the head's
+    // backward, the first, to the embedding's, the last.
+    const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
+    acquire(head, Pass::backward);
+    classifier_forward_backward(a.losses, a.dlnf, head_grad(), a.lnf, head_w(), targets, dloss,
+                                vocab_shard_);
+    if (tp_) parallel::tp_all_reduce(*tp_, a.dlnf);  // f: every rank's vocabulary rows contribute
+    if (unit_head_ >= 0) {
+      release(unit_head_);
+      grads_ready(unit_head_);
     }
-    block_backward(a.dresid, block_grads_[l], a.scratch, a.dresid, a.resid[l], acts, blocks_[l],
-                   heads_local_, tp_);
-    release(l + 1);
-    grads_ready(l + 1);
+    acquire(unit_lnf_, Pass::backward);
+    layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, a.dlnf, a.resid.back(), lnf_w_, a.lnf_mean,
+                       a.lnf_rstd);
+    release(unit_lnf_);
+    grads_ready(unit_lnf_);
+    loss = mean_of(a.losses);
   }
-  embedding_backward(dwte_, dwpe_, a.dresid, a.tokens, vocab_shard_.start, vocab_shard_.size);
-  release(0);
-  grads_ready(0);
-  return mean_of(a.losses);
+  for (int64_t l = end_layer_ - 1; l >= first_layer_; --l) {
+    const int64_t i = l - first_layer_;
+    BlockActivations& acts = a.block[a.recompute ? 0 : i];
+    acquire(block_unit(l), Pass::backward);
+    if (a.recompute) {  // rebuild this block's activations from its saved input
+      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[i], heads_local_, tp_);
+    }
+    block_backward(a.dresid, block_grads_[i], a.scratch, a.dresid, a.resid[i], acts, blocks_[i],
+                   heads_local_, tp_);
+    release(block_unit(l));
+    grads_ready(block_unit(l));
+  }
+  if (is_first_stage()) {
+    if (!is_last_stage()) acquire(unit_wte_, Pass::backward);
+    acquire(unit_wpe_, Pass::backward);
+    embedding_backward(dwte_, dwpe_, a.dresid, a.tokens, vocab_shard_.start, vocab_shard_.size);
+    release(unit_wpe_);
+    grads_ready(unit_wpe_);
+    release(unit_wte_);
+    grads_ready(unit_wte_);
+  }
+  return loss;
 }
 
 void Gpt2::logits(Tensor& out, const Gpt2Activations& a, bool last_only) const {
-  TS_CHECK(tp_size() == 1, "logits of a tensor-parallel model (parallel.tp = ", tp_size(),
-           "): gather the weights into one model first");
-  acquire(0, UnitHooks::Pass::forward);
+  TS_CHECK(tp_size() == 1 && pp_size_ == 1,
+           "logits of a model split over ranks (parallel.tp = ", tp_size(),
+           ", parallel.pp = ", pp_size_, "): gather the weights into one model first");
+  acquire(unit_wte_, UnitHooks::Pass::forward);
   if (!last_only) {
     logits_forward(out, a.lnf, wte_);
   } else {
@@ -265,7 +356,7 @@ void Gpt2::logits(Tensor& out, const Gpt2Activations& a, bool last_only) const {
       last.narrow(b, 1).copy_from(rows.narrow(b * a.seq_len + a.seq_len - 1, 1));
     logits_forward(out, last, wte_);
   }
-  release(0);
+  release(unit_wte_);
 }
 
 }  // namespace tessera

@@ -32,46 +32,71 @@ struct Gpt2Config {
 
 // What one micro-batch's forward keeps for its backward. The caller owns it; a pipeline stage can
 // hold several. With recompute, only the block inputs are kept and each block's activations are
-// rebuilt in one shared buffer during backward.
+// rebuilt in one shared buffer during backward. On a pipeline stage, resid[0] is the stage's
+// input (the embedding on the first stage, the previous stage's output elsewhere), and dresid
+// carries the gradient across the stage boundary.
 struct Gpt2Activations {
   int64_t batch = 0, seq_len = 0;
   bool recompute = false;
-  Tensor tokens;                        // (B, T) i32, a copy of forward's input
-  std::vector<Tensor> resid;            // L + 1 of (B, T, C): embedding, then each block's output
-  std::vector<BlockActivations> block;  // L of them, or 1 shared when recompute
-  Tensor lnf, lnf_mean, lnf_rstd;       // (B, T, C), (B·T), (B·T)
+  Tensor tokens;                        // (B, T) i32, a copy of forward's input (first stage)
+  std::vector<Tensor> resid;            // layers + 1 of (B, T, C): input, then each block's output
+  std::vector<BlockActivations> block;  // one per layer of the stage, or 1 shared when recompute
+  Tensor lnf, lnf_mean, lnf_rstd;       // (B, T, C), (B·T), (B·T)  (last stage)
   Tensor losses;                        // (B·T)
   BlockScratch scratch;
   Tensor dresid;  // (B, T, C)
   Tensor dlnf;    // (B, T, C)
+
+  // The stage's output (to send to the next stage) and its input gradient (to the previous).
+  const Tensor& output() const { return resid.back(); }
 };
 
 // Where one model instance sits in a parallel layout.
 struct Gpt2Layout {
-  int param_shards = 1;                  // ZeRO's data-parallel degree: every unit splits evenly
-  parallel::Communicator* tp = nullptr;  // tensor-parallel group (null: none); not owned
+  int param_shards = 1;                   // ZeRO's data-parallel degree: every unit splits evenly
+  parallel::Communicator* tp = nullptr;   // tensor-parallel group (null: none); not owned
+  int pp_rank = 0, pp_size = 1;           // pipeline stage of this rank, and the stages
+  std::vector<int64_t> layers_per_stage;  // empty: an even split (parallel/pipeline.h)
 };
 
 class Gpt2 {
  public:
   // Registers and allocates this rank's parameters (zeros); call init_weights() or load them.
-  // Units: 0 = "embedding" (wte, wpe; wte is also the tied LM head), 1..L = "h.<l>",
-  // L + 1 = "ln_f". With a tp group of N ranks, rank r holds vocabulary rows
+  // Units, in this order, each present on the stages that hold it: "wte" (first stage; also the
+  // tied LM head when there is one stage), "wpe" (first), "h.<l>" for the stage's layers, "ln_f"
+  // (last) and, when there are several stages, "head" on the last: a copy of wte under the same
+  // name, kept equal to the first stage's by summing their gradients over the embedding group
+  // (as Megatron does). With a tp group of N ranks, rank r holds vocabulary rows
   // [r·V/N, (r+1)·V/N) of wte (embedding and LM head are vocabulary-parallel) and its share of
   // every block (gpt2_block.h); forward, loss and backward are then collective over tp. Throws
-  // Error when n_head or vocab_size does not divide by N.
+  // Error when n_head or vocab_size does not divide by N, or the layers do not split over stages.
   Gpt2(const Gpt2Config& config, Device device = Device::cpu(), Gpt2Layout layout = {});
 
   const Gpt2Config& config() const { return config_; }
   int tp_rank() const { return tp_ ? tp_->rank() : 0; }
   int tp_size() const { return tp_ ? tp_->size() : 1; }
+  bool is_first_stage() const { return pp_rank_ == 0; }
+  bool is_last_stage() const { return pp_rank_ == pp_size_ - 1; }
+  // Layers [first_layer(), end_layer()) live on this stage.
+  int64_t first_layer() const { return first_layer_; }
+  int64_t end_layer() const { return end_layer_; }
+  // The unit holding the last stage's head copy of wte (-1: none; one stage has no copy). Its
+  // gradient must be summed with the first stage's wte unit's over the embedding group.
+  int head_unit() const { return unit_head_; }
+  // The unit holding the first stage's wte (-1: not the first stage).
+  int wte_unit() const { return unit_wte_; }
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
+  // The whole model's parameters (one rank, one stage) in initialization order, registered but
+  // not allocated: names and full shapes.
+  static ParameterSet whole_parameters(const Gpt2Config& config);
+  // The pipeline stage that holds (the counted copy of) a whole-model parameter.
+  int owner_stage(const std::string& name) const;
 
   // GPT-2 initialization from `seed`: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)),
   // biases 0, layernorm weights 1. Deterministic on every platform (own Box-Muller over
-  // mt19937_64); a tensor-parallel rank draws the full tensors and keeps its part, so every
-  // layout starts from the same weights.
+  // mt19937_64); every rank draws the whole model's tensors in order and keeps its part, so every
+  // layout starts from the same weights (and the head copy from wte's).
   void init_weights(uint64_t seed);
 
   // Hooks told around each unit's use (ZeRO); null (the default) uses the parameters as they are.
@@ -81,31 +106,46 @@ class Gpt2 {
 
   Gpt2Activations make_activations(int64_t batch, int64_t seq_len, bool recompute) const;
 
-  // Runs the model on tokens (B, T) i32 up to the final layernorm; fills acts.
+  // This stage's forward: the first stage embeds tokens (B, T) i32; the others start from
+  // acts.resid[0], which the caller filled with the previous stage's output (tokens unused). The
+  // last stage ends with the final layernorm. Fills acts.
   void forward(Gpt2Activations& acts, const Tensor& tokens) const;
-  // Mean cross-entropy of the targets (B, T) after forward (evaluation; no gradients).
+  // Mean cross-entropy of the targets (B, T) after forward (last stage; evaluation).
   double loss(Gpt2Activations& acts, const Tensor& targets) const;
-  // Fused LM head + cross-entropy + backward through the whole model after forward. Parameter
-  // gradients accumulate, scaled by dloss (= ∂L/∂loss_i: 1/(B·T·accumulation_steps) for a mean).
-  // Returns the mean loss of this micro-batch.
+  // This stage's backward after its forward. The last stage starts from the fused LM head and
+  // cross-entropy of targets (B, T); the others from acts.dresid, which the caller filled with
+  // the next stage's input gradient. On return acts.dresid holds this stage's input gradient (to
+  // send to the previous stage). Parameter gradients accumulate, scaled by dloss
+  // (= ∂L/∂loss_i: 1/(B·T·accumulation_steps) for a mean). Returns the micro-batch's mean loss on
+  // the last stage, 0 elsewhere.
   double backward(Gpt2Activations& acts, const Tensor& targets, float dloss);
   // logits (B·T, V) or, with last_only, (B, V) for each sequence's last position, after forward.
-  // Throws Error on a tensor-parallel model (gather it into one first).
+  // Throws Error unless the model is whole (one tp rank, one stage).
   void logits(Tensor& out, const Gpt2Activations& acts, bool last_only) const;
 
  private:
   std::string block_prefix(int64_t layer) const;
+  int block_unit(int64_t layer) const {
+    return unit_first_block_ + static_cast<int>(layer - first_layer_);
+  }
   void acquire(int unit, UnitHooks::Pass pass) const;
   void release(int unit) const;
   void grads_ready(int unit) const;
+  // The LM head's weights (wte, or the last stage's copy) and gradient.
+  const Tensor& head_w() const { return unit_head_ >= 0 ? head_ : wte_; }
+  Tensor& head_grad() { return unit_head_ >= 0 ? dhead_ : dwte_; }
 
   Gpt2Config config_;
   ParameterSet params_;
-  Tensor wte_, wpe_, lnf_w_, lnf_b_;
-  Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_;
-  std::vector<BlockWeights> blocks_, block_grads_;
+  Tensor wte_, wpe_, lnf_w_, lnf_b_, head_;
+  Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_, dhead_;
+  std::vector<BlockWeights> blocks_, block_grads_;  // the stage's layers
   UnitHooks* hooks_ = nullptr;
   parallel::Communicator* tp_ = nullptr;
+  int pp_rank_ = 0, pp_size_ = 1;
+  std::vector<int64_t> layers_per_stage_;
+  int64_t first_layer_ = 0, end_layer_ = 0;
+  int unit_wte_ = -1, unit_wpe_ = -1, unit_first_block_ = -1, unit_lnf_ = -1, unit_head_ = -1;
   int64_t heads_local_ = 0;  // attention heads of this tp rank
   VocabShard vocab_shard_;   // this tp rank's wte rows, and the all-reduces of the loss
 };

@@ -8,10 +8,11 @@
 namespace tessera::parallel {
 
 DistributedAdamW::DistributedAdamW(ParameterSet& params, Communicator& dp, int stage,
-                                   const AdamWConfig& config, Communicator* tp)
+                                   const AdamWConfig& config, Communicator* tp, Communicator* pp)
     : params_(params),
       dp_(dp),
       tp_(tp),
+      pp_(pp),
       stage_(stage),
       config_(config),
       shards_(stage == 0 ? 1 : dp.size()),
@@ -184,18 +185,29 @@ void DistributedAdamW::end_micro_batch() {
 
 // --- The step ----------------------------------------------------------------------------------
 
+void DistributedAdamW::tie_unit(int unit, Communicator& group, bool counted_in_norm) {
+  TS_CHECK(unit >= 0 && unit < static_cast<int>(params_.units().size()), "tie_unit: unit ", unit,
+           " outside the ", params_.units().size(), " units");
+  tied_unit_ = unit;
+  tied_group_ = &group;
+  tied_counted_ = counted_in_norm;
+}
+
 double DistributedAdamW::step(double lr) {
   TS_CHECK(pending_.empty(), "DistributedAdamW::step before end_micro_batch()");
   const auto& units = params_.units();
   const int nunits = static_cast<int>(units.size());
 
-  // Global norm over the whole model: stage 0 holds the whole reduced gradient of its tp part on
-  // every dp rank, stages 1-3 sum their chunks over dp; tp parts add up over tp, with the
-  // parameters replicated over tp counted on tp rank 0 only.
+  // Tied copies first take their summed gradient. Global norm over the whole model: stage 0
+  // holds the whole reduced gradient of its part on every dp rank, stages 1-3 sum their chunks
+  // over dp; tp parts add up over tp (parameters replicated over tp counted on tp rank 0 only),
+  // stages over pp (the head copy of wte not counted).
+  if (tied_group_ && tied_group_->size() > 1) tied_group_->all_reduce(grad_chunk(tied_unit_));
   const bool tp_split = tp_ && tp_->size() > 1;
   double sq = 0.0;
   for (const Segment& g : segments_) {
     if (tp_split && g.entry->split.replicated() && tp_->rank() != 0) continue;
+    if (g.unit == tied_unit_ && !tied_counted_) continue;
     sq += grad_norm_squared(grad_chunk(g.unit).carve(g.lo - chunk_offset(g.unit), {g.hi - g.lo}));
   }
   auto sum_over = [&](Communicator& group) {
@@ -206,6 +218,7 @@ double DistributedAdamW::step(double lr) {
   };
   if (stage_ >= 1 && dp_.size() > 1) sum_over(dp_);
   if (tp_split) sum_over(*tp_);
+  if (pp_ && pp_->size() > 1) sum_over(*pp_);
   const double norm = std::sqrt(sq);
   TS_CHECK(std::isfinite(norm), "gradient norm is ", norm, " at step ", t_ + 1,
            ": lower train.lr, or raise train.warmup_steps");

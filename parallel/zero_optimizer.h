@@ -48,10 +48,16 @@ class DistributedAdamW final : public UnitHooks {
   // initial (or loaded) weights on every rank; stage 3 keeps chunk r of each unit and releases the
   // units. params and dp must outlive the optimizer. Throws Error for a stage outside 0-3 or
   // units that do not split into dp.size() chunks.
-  // tp: the tensor-parallel group the parameters are cut over (null: none), for the global norm
-  // (parameters replicated over tp are counted once).
+  // tp, pp: the tensor- and pipeline-parallel groups the model is cut over (null: none), for the
+  // global norm (parameters replicated over tp are counted once).
   DistributedAdamW(ParameterSet& params, Communicator& dp, int stage, const AdamWConfig& config,
-                   Communicator* tp = nullptr);
+                   Communicator* tp = nullptr, Communicator* pp = nullptr);
+
+  // Pipeline parallelism ties the first stage's wte unit to the last stage's head unit (one
+  // parameter, two copies): after the data-parallel reduction, step() sums `unit`'s gradient
+  // chunk over `group` (the embedding group: both copies then take the same update), and counts
+  // it in the norm only where counted_in_norm (the first stage).
+  void tie_unit(int unit, Communicator& group, bool counted_in_norm);
 
   // UnitHooks (called by the model; collective over dp at stage 3 and in grads_ready).
   void acquire(int unit, Pass pass) override;
@@ -65,9 +71,10 @@ class DistributedAdamW final : public UnitHooks {
   void end_micro_batch();
 
   // One AdamW step at `lr` on this rank's chunks with the reduced gradients (global-norm clipping
-  // over the whole model: collective over dp and tp), then stages 1-2 all-gather the parameters and
-  // stage 3 drops every gathered unit. Zeroes the gradients. Returns the global gradient norm
-  // before clipping. Throws Error on a non-finite norm, leaving parameters untouched.
+  // over the whole model: collective over dp, tp, pp and the tied group), then stages 1-2
+  // all-gather the parameters and stage 3 drops every gathered unit. Zeroes the gradients. Returns
+  // the global gradient norm before clipping. Throws Error on a non-finite norm, leaving parameters
+  // untouched.
   double step(double lr);
 
   int stage() const { return stage_; }
@@ -115,6 +122,10 @@ class DistributedAdamW final : public UnitHooks {
   ParameterSet& params_;
   Communicator& dp_;
   Communicator* tp_;
+  Communicator* pp_;
+  int tied_unit_ = -1;
+  Communicator* tied_group_ = nullptr;
+  bool tied_counted_ = true;
   std::vector<Segment> segments_;  // this rank's chunks, entry by entry
   int stage_;
   AdamWConfig config_;

@@ -90,11 +90,16 @@ void read_parallel(const ConfigNode& n, ParallelConfig& p) {
   p.tp = n.get<int64_t>("tp", p.tp);
   n.require(p.tp >= 1, "tp", "must be >= 1");
   p.pp = n.get<int64_t>("pp", p.pp);
-  n.require(p.pp == 1, "pp", "must be 1 for now: pipeline parallelism is not built yet (issue 3)");
+  n.require(p.pp >= 1, "pp", "must be >= 1");
   p.dp = n.get<int64_t>("dp", p.dp);
   n.require(p.dp >= 0, "dp", "must be >= 0 (0: world size / (tp * pp))");
   p.zero = n.get<int64_t>("zero", p.zero);
   n.require(p.zero >= 0 && p.zero <= 3, "zero", "must be 0, 1, 2 or 3 (the ZeRO stage)");
+  p.schedule = n.get<std::string>("schedule", p.schedule);
+  n.require(p.schedule == "1f1b" || p.schedule == "gpipe", "schedule", "must be '1f1b' or 'gpipe'");
+  p.layers_per_stage = n.get<std::vector<int64_t>>("layers_per_stage", p.layers_per_stage);
+  n.require(p.layers_per_stage.empty() || static_cast<int64_t>(p.layers_per_stage.size()) == p.pp,
+            "layers_per_stage", "must list one layer count per pipeline stage (parallel.pp)");
   p.timeout_s = n.get<double>("timeout_s", p.timeout_s);
   n.require(p.timeout_s > 0.0, "timeout_s", "must be positive (seconds)");
 }

@@ -58,8 +58,10 @@ struct SampleConfig {
 struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
-  int64_t dp = 0;          // 0: world size / (tp · pp)
-  int64_t zero = 0;        // ZeRO stage 0-3 over the data-parallel group
+  int64_t dp = 0;                         // 0: world size / (tp · pp)
+  int64_t zero = 0;                       // ZeRO stage 0-3 over the data-parallel group
+  std::string schedule = "1f1b";          // pipeline schedule: 1f1b or gpipe
+  std::vector<int64_t> layers_per_stage;  // empty: layers split evenly over the pp stages
   double timeout_s = 300;  // a collective that waits longer fails, naming the missing ranks
 };
 

@@ -18,14 +18,30 @@ Tensor join_over_tp(const Tensor& part, const ParameterEntry& e, parallel::Commu
 }  // namespace
 
 void gather_model_state(const Gpt2& local, parallel::DistributedAdamW& optimizer,
-                        parallel::Communicator& tp, bool with_moments, Gpt2* whole,
-                        OptimizerState* whole_opt) {
+                        parallel::Communicator& tp, parallel::Communicator& pp, bool with_moments,
+                        Gpt2* whole, OptimizerState* whole_opt) {
   const ParameterSet& lp = local.params();
+  const ParameterSet all = Gpt2::whole_parameters(local.config());
+  // Every whole-model tensor in order: its stage joins the tp parts, then broadcasts it over pp.
+  auto each_tensor = [&](auto&& local_part, auto&& store) {
+    for (const ParameterEntry& w : all.entries()) {
+      const int owner = local.owner_stage(w.name);
+      Tensor full;
+      if (owner == pp.rank()) {
+        const ParameterEntry& e = lp.entry(w.name);
+        full = join_over_tp(local_part(e), e, tp);
+      } else {
+        full = Tensor::empty(w.shape, DType::f32);
+      }
+      if (pp.size() > 1) pp.broadcast(full, owner);
+      store(w.name, full);
+    }
+  };
   optimizer.gather_all_params();
-  for (const ParameterEntry& e : lp.entries()) {
-    const Tensor full = join_over_tp(lp.param(e), e, tp);
-    if (whole) whole->params().param(e.name).copy_from(full);
-  }
+  each_tensor([&](const ParameterEntry& e) { return lp.param(e); },
+              [&](const std::string& name, const Tensor& full) {
+                if (whole) whole->params().param(name).copy_from(full);
+              });
   optimizer.release_all_params();
   if (!with_moments) return;
 
@@ -38,14 +54,15 @@ void gather_model_state(const Gpt2& local, parallel::DistributedAdamW& optimizer
     whole_opt->exp_avg_sq = Tensor::zeros({wp.total()}, DType::f32);
     whole_opt->steps = optimizer.steps_taken();
   }
-  for (const ParameterEntry& e : lp.entries()) {
-    const Tensor m = join_over_tp(mine.exp_avg.carve(e.offset, e.shape), e, tp);
-    const Tensor v = join_over_tp(mine.exp_avg_sq.carve(e.offset, e.shape), e, tp);
-    if (whole_opt) {
-      const ParameterEntry& w = whole->params().entry(e.name);
-      whole_opt->exp_avg.carve(w.offset, w.shape).copy_from(m);
-      whole_opt->exp_avg_sq.carve(w.offset, w.shape).copy_from(v);
-    }
+  for (const auto& [moments, out] :
+       {std::pair{&mine.exp_avg, whole_opt ? &whole_opt->exp_avg : nullptr},
+        {&mine.exp_avg_sq, whole_opt ? &whole_opt->exp_avg_sq : nullptr}}) {
+    each_tensor([&](const ParameterEntry& e) { return moments->carve(e.offset, e.shape); },
+                [&](const std::string& name, const Tensor& full) {
+                  if (!out) return;
+                  const ParameterEntry& w = whole->params().entry(name);
+                  out->carve(w.offset, w.shape).copy_from(full);
+                });
   }
 }
 

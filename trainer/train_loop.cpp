@@ -15,6 +15,7 @@
 #include "trainer/job_data.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/model_state.h"
+#include "trainer/pipeline_runner.h"
 
 namespace tessera {
 namespace {
@@ -33,15 +34,10 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-// One (B, T) batch of inputs and targets as i32 tensors.
-struct Batch {
-  Tensor inputs, targets;
-  Batch(int64_t b, int64_t t)
-      : inputs(Tensor::empty({b, t}, DType::i32)), targets(Tensor::empty({b, t}, DType::i32)) {}
-  void next(DataLoader& loader) {
-    loader.next_batch(inputs.data<int32_t>(), targets.data<int32_t>());
-  }
-};
+// Draws the next batch of `loader` into mb.
+void next_batch(DataLoader& loader, MicroBatch& mb) {
+  loader.next_batch(mb.inputs.data<int32_t>(), mb.targets.data<int32_t>());
+}
 
 // The mean of x over the group's ranks (x itself on one rank).
 double mean_over(parallel::Communicator& group, double x) {
@@ -52,18 +48,28 @@ double mean_over(parallel::Communicator& group, double x) {
   return t.data<float>()[0];
 }
 
-// Mean validation loss over `batches` batches from the start of the split, averaged over the
-// data-parallel group (collective over it).
-double evaluate(const Gpt2& model, Gpt2Activations& acts, DataLoader& val, Batch& batch,
-                int64_t batches, parallel::Communicator& dp) {
+// A loss known on the last pipeline stage (0 elsewhere), averaged over dp, on every rank.
+double loss_everywhere(parallel::ParallelContext& ctx, double last_stage_loss) {
+  double x = last_stage_loss;
+  if (ctx.pp().size() > 1) {
+    Tensor t = Tensor::empty({1}, DType::f32);
+    t.data<float>()[0] = static_cast<float>(x);
+    ctx.pp().all_reduce(t, parallel::ReduceOp::sum);
+    x = t.data<float>()[0];
+  }
+  return mean_over(ctx.dp(), x);
+}
+
+// Mean validation loss over `batches` batches from the start of the split, on every rank.
+double evaluate(PipelineRunner& runner, DataLoader& val, MicroBatch& mb, int64_t batches,
+                parallel::ParallelContext& ctx) {
   val.reset();
   double sum = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
-    batch.next(val);
-    model.forward(acts, batch.inputs);
-    sum += model.loss(acts, batch.targets);
+    next_batch(val, mb);
+    sum += runner.evaluate(mb);
   }
-  return mean_over(dp, sum / static_cast<double>(batches));
+  return loss_everywhere(ctx, sum / static_cast<double>(batches));
 }
 
 }  // namespace
@@ -103,7 +109,9 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   DataLoader val_loader(read_token_shard(data.val_path), local_batch, tc.seq_len, job.seed,
                         /*shuffle=*/false, dp.rank(), dp.size());
 
-  Gpt2 model(job.model, job.device, {dp.size(), &ctx.tp()});
+  const int stage = ctx.coord().pp, stages = ctx.grid().pp();
+  Gpt2 model(job.model, job.device,
+             {dp.size(), &ctx.tp(), stage, stages, job.parallel.layers_per_stage});
   model.init_weights(job.seed);
   const LrSchedule schedule{tc.lr, tc.min_lr, tc.warmup_steps, tc.steps};
   const std::string ckpt_root = job.checkpoint.dir + "/checkpoints";
@@ -130,7 +138,11 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   // Takes its shards of the (initial or loaded) weights; at ZeRO-3 the full units go.
   parallel::DistributedAdamW optimizer(model.params(), dp, static_cast<int>(job.parallel.zero),
                                        {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip},
-                                       &ctx.tp());
+                                       &ctx.tp(), &ctx.pp());
+  if (stages > 1 && model.is_first_stage())
+    optimizer.tie_unit(model.wte_unit(), ctx.embedding(), true);
+  if (stages > 1 && model.is_last_stage())
+    optimizer.tie_unit(model.head_unit(), ctx.embedding(), false);
   if (!resume_from.empty()) {
     optimizer.load_moments(loaded.exp_avg, loaded.exp_avg_sq);
     optimizer.set_steps_taken(loaded.steps);
@@ -145,9 +157,14 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
            " batches per epoch");
 
   log.info("layout " + ctx.grid().str() + ", ZeRO stage " + std::to_string(job.parallel.zero) +
-           ", " + std::to_string(local_batch) + " sequences per rank and micro-batch");
-  Gpt2Activations acts = model.make_activations(local_batch, tc.seq_len, tc.recompute);
-  Batch batch(local_batch, tc.seq_len);
+           ", " + std::to_string(local_batch) + " sequences per rank and micro-batch" +
+           (stages > 1 ? ", pipeline schedule " + job.parallel.schedule : ""));
+  PipelineRunner runner(model, optimizer, ctx.pp(),
+                        parallel::parse_pipeline_schedule(job.parallel.schedule),
+                        static_cast<int>(tc.grad_accum), local_batch, tc.seq_len, tc.recompute);
+  std::vector<MicroBatch> batches;
+  for (int64_t m = 0; m < tc.grad_accum; ++m) batches.emplace_back(local_batch, tc.seq_len);
+  MicroBatch val_batch(local_batch, tc.seq_len);
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
   TrainerState state{summary.first_step, train_loader.state(), 0.0};
   double step_seconds_ema = 0.0;
@@ -157,15 +174,9 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     const auto t0 = Clock::now();
     const double lr = schedule.at(step);
     dp.reset_stats();
-    double loss = 0.0;
-    for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
-      batch.next(train_loader);
-      optimizer.begin_micro_batch(micro + 1 == tc.grad_accum);
-      model.forward(acts, batch.inputs);
-      loss += model.backward(acts, batch.targets, dloss);
-      optimizer.end_micro_batch();
-    }
-    loss = mean_over(dp, loss / static_cast<double>(tc.grad_accum));
+    for (MicroBatch& mb : batches) next_batch(train_loader, mb);
+    const double loss = loss_everywhere(
+        ctx, runner.train_step(batches, dloss) / static_cast<double>(tc.grad_accum));
     TS_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
              ": lower train.lr or raise train.warmup_steps");
     const double norm = optimizer.step(lr);
@@ -187,7 +198,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     }
     const bool last = step + 1 == tc.steps;
     if (job.eval.every > 0 && ((step + 1) % job.eval.every == 0 || last)) {
-      const double val = evaluate(model, acts, val_loader, batch, val_batches, dp);
+      const double val = evaluate(runner, val_loader, val_batch, val_batches, ctx);
       summary.val_losses.emplace_back(step + 1, val);
       char line[96];
       std::snprintf(line, sizeof(line), "step %5lld | val loss %.4f",
@@ -198,7 +209,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
       // The whole model's state is gathered to every rank; rank 0 writes it.
       std::unique_ptr<Gpt2> whole = writer ? std::make_unique<Gpt2>(job.model) : nullptr;
       OptimizerState whole_opt;
-      gather_model_state(model, optimizer, ctx.tp(), /*with_moments=*/true, whole.get(),
+      gather_model_state(model, optimizer, ctx.tp(), ctx.pp(), /*with_moments=*/true, whole.get(),
                          writer ? &whole_opt : nullptr);
       if (writer) {
         summary.checkpoint = save_checkpoint(ckpt_root, *whole, &whole_opt, state,
@@ -223,7 +234,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   if (job.sample.tokens > 0) {
     // Sampling runs on rank 0 alone, on the whole model.
     std::unique_ptr<Gpt2> whole = writer ? std::make_unique<Gpt2>(job.model) : nullptr;
-    gather_model_state(model, optimizer, ctx.tp(), /*with_moments=*/false, whole.get(), nullptr);
+    gather_model_state(model, optimizer, ctx.tp(), ctx.pp(), /*with_moments=*/false, whole.get(),
+                       nullptr);
     if (writer) {
       std::vector<int32_t> prompt = tokenizer.encode(job.sample.prompt);
       prompt.insert(prompt.begin(), tokenizer.eot_id());
