@@ -146,7 +146,7 @@ TEST(TensorParallel, TrainingMatchesOneProcessWithZero) {
         const std::vector<double>& g = got.weights[i++];
         if (e.name.ends_with("c_attn.bias")) continue;
         const Tensor want = tp_cut(whole.params().param(e.name), e.split);
-        EXPECT_LT(testing::rel_error(g, testing::to_f64(want)), 5e-5) << e.name;
+        EXPECT_LT(testing::rel_error(g, testing::to_f64(want)), 1e-4) << e.name;
       }
     }
   }

@@ -78,7 +78,7 @@ TrainRun train(const Gpt2Config& cfg, Communicator& dp, int stage, uint64_t seed
 class Zero : public ::testing::TestWithParam<int> {};
 
 // Losses of 4 steps (2 micro-batches each) equal those of one process with the whole batch within
-// 1e-5 relative, and every final weight tensor within 5e-5 (fp32 summation order, through Adam).
+// 1e-5 relative, and every final weight tensor within 1e-4 (fp32 summation order, through Adam).
 TEST_P(Zero, MatchesOneProcess) {
   const int stage = GetParam();
   const uint64_t seed = shared_seed();
@@ -94,7 +94,7 @@ TEST_P(Zero, MatchesOneProcess) {
   for (size_t i = 0; i < ref.losses.size(); ++i)
     EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-5 * std::abs(ref.losses[i])) << "step " << i;
   for (size_t i = 0; i < ref.weights.size(); ++i)
-    EXPECT_LT(testing::rel_error(got.weights[i], ref.weights[i]), 5e-5) << "entry " << i;
+    EXPECT_LT(testing::rel_error(got.weights[i], ref.weights[i]), 1e-4) << "entry " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, Zero, ::testing::Values(0, 1, 2, 3));

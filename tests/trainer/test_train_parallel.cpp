@@ -1,5 +1,5 @@
-// `tessera train` under mpirun: for tensor parallelism 1 or 2 with data parallelism filling the
-// world and ZeRO stages 0-3, the losses and final weights are those of one process, and a
+// `tessera train` under mpirun: for every layout of tensor, pipeline and data parallelism the world
+// allows and ZeRO stages 0-3, the losses and final weights are those of one process, and a
 // checkpoint saved under one layout resumes under another with the same next losses.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -73,7 +73,7 @@ class TrainParallel : public ::testing::Test {
         x = testing::without_key_bias(x);
         y = testing::without_key_bias(y);
       }
-      EXPECT_LT(testing::rel_error(x, y), 5e-5) << name;
+      EXPECT_LT(testing::rel_error(x, y), 1e-4) << name;
     }
   }
 
@@ -90,10 +90,11 @@ void expect_same_losses(const std::vector<double>& got, const std::vector<double
         << "step " << offset + i + 1;
 }
 
-// Every layout of the world with tp ∈ {1, 2} (dp fills the rest) and every ZeRO stage gives the
-// losses, validation losses and final weights of one process; the step-4 checkpoint of the
-// (tp 2, ZeRO-3) run resumes in one process and under (tp 1, dp = world, ZeRO-1) with the same
-// losses for steps 5-8.
+// Every layout of the world with tp, pp ∈ {1, 2} (dp fills the rest and must split the batch of
+// 4) and every ZeRO stage gives the losses, validation losses and final weights of one process
+// (1F1B; one layout also with GPipe). The step-4 checkpoint of the layout with the most
+// parallelism at ZeRO-3 — (tp 2, pp 2, dp 2) at world 8 — resumes in one process and under
+// (tp 2, pp 1, dp = world / 2, ZeRO-1) with the same losses for steps 5-8.
 TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayouts) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -102,35 +103,47 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
   const TrainSummary ref = run_training(job(own), log_);
   ASSERT_EQ(ref.train_losses.size(), 8u);
 
-  for (int tp : {1, 2}) {
-    if (world % tp != 0) continue;
-    for (int zero = 0; zero <= 3; ++zero) {
-      SCOPED_TRACE("tp=" + std::to_string(tp) + " dp=" + std::to_string(world / tp) +
-                   " zero=" + std::to_string(zero));
-      const std::string run = "tp" + std::to_string(tp) + "z" + std::to_string(zero);
-      const TrainSummary s = train_mpi(
-          job(run, {"parallel.tp=" + std::to_string(tp), "parallel.zero=" + std::to_string(zero)}));
-      expect_same_losses(s.train_losses, ref.train_losses);
-      ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
-      for (size_t i = 0; i < s.val_losses.size(); ++i)
-        EXPECT_NEAR(s.val_losses[i].second, ref.val_losses[i].second,
-                    1e-5 * ref.val_losses[i].second);
-      if (world_rank() == 0)
-        expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
-                            (root_ / own / "checkpoints/step_000008").string());
+  std::string saved;
+  for (int pp : {1, 2})
+    for (int tp : {1, 2}) {
+      if (world % (tp * pp) != 0 || 4 % (world / (tp * pp)) != 0) continue;
+      for (int zero = 0; zero <= 3; ++zero) {
+        const std::string layout = "tp" + std::to_string(tp) + "pp" + std::to_string(pp) + "dp" +
+                                   std::to_string(world / (tp * pp)) + "z" + std::to_string(zero);
+        for (const char* schedule : {"1f1b", "gpipe"}) {
+          if (std::string(schedule) == "gpipe" && (pp == 1 || zero != 1)) continue;
+          SCOPED_TRACE(layout + " " + schedule);
+          const std::string run = layout + schedule;
+          const TrainSummary s = train_mpi(
+              job(run, {"parallel.tp=" + std::to_string(tp), "parallel.pp=" + std::to_string(pp),
+                        "parallel.zero=" + std::to_string(zero),
+                        std::string("parallel.schedule=") + schedule}));
+          expect_same_losses(s.train_losses, ref.train_losses);
+          ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
+          for (size_t i = 0; i < s.val_losses.size(); ++i)
+            EXPECT_NEAR(s.val_losses[i].second, ref.val_losses[i].second,
+                        1e-5 * ref.val_losses[i].second);
+          if (world_rank() == 0)
+            expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
+                                (root_ / own / "checkpoints/step_000008").string());
+          if (zero == 3 && std::string(schedule) == "1f1b") saved = run;  // the last one wins
+        }
+      }
     }
-  }
 
-  const std::string saved = world % 2 == 0 ? "tp2z3" : "tp1z3";
+  ASSERT_FALSE(saved.empty());
+  SCOPED_TRACE("resuming the step-4 checkpoint of " + saved);
   const std::string step4 = (root_ / saved / "checkpoints/step_000004").string();
   const TrainSummary one =
       run_training(job(own + "_resumed", {"checkpoint.resume=" + step4}), log_);
   EXPECT_EQ(one.first_step, 4);
   expect_same_losses(one.train_losses, ref.train_losses, 4);
-  const TrainSummary z1 =
-      train_mpi(job("z1_resumed", {"checkpoint.resume=" + step4, "parallel.zero=1"}));
-  EXPECT_EQ(z1.first_step, 4);
-  expect_same_losses(z1.train_losses, ref.train_losses, 4);
+  const int tp = world % 2 == 0 && 4 % (world / 2) == 0 ? 2 : 1;
+  const TrainSummary other =
+      train_mpi(job("resumed_elsewhere", {"checkpoint.resume=" + step4,
+                                          "parallel.tp=" + std::to_string(tp), "parallel.zero=1"}));
+  EXPECT_EQ(other.first_step, 4);
+  expect_same_losses(other.train_losses, ref.train_losses, 4);
 }
 
 TEST_F(TrainParallel, BatchThatDoesNotSplitIsOneClearError) {
