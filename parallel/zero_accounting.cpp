@@ -25,26 +25,26 @@ double zero_wire_bytes_per_step(int stage, int n, double psi, double bytes_per_e
   return (stage == 3 ? 3.0 : 2.0) * ring * psi * bytes_per_element;
 }
 
-std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp, double psi) {
-  const double state_formula = zero_state_bytes(stage, dp, psi);
-  const double wire_formula = zero_wire_bytes_per_step(stage, dp, psi);
+std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp) {
   std::string out = ::tessera::detail::cat(
-      "ZeRO stage ", stage, ", dp = ", dp, ", Ψ = ", static_cast<int64_t>(psi),
-      " parameters; model state formula ", format_bytes(state_formula), ", traffic formula ",
-      format_bytes(wire_formula), " per step\n",
-      "rank |     params |      grads |  optimizer |      total | vs formula | all_reduce | "
-      "reduce_scatter | all_gather |  wire/step | vs formula\n");
+      "ZeRO stage ", stage, ", dp = ", dp,
+      "; formulas per rank for its Ψ (fp32 AdamW: 4 + 4 + 8 bytes per parameter)\n",
+      "rank |         Ψ |     params |      grads |  optimizer |      total | vs formula | "
+      "all_reduce | reduce_scatter | all_gather |  wire/step | vs formula |    tp wire |    pp wire\n");
   for (size_t r = 0; r < ranks.size(); ++r) {
     const ModelStateBytes& s = ranks[r].state;
     const CommStats& t = ranks[r].step_traffic;
+    const double state_formula = zero_state_bytes(stage, dp, ranks[r].psi);
+    const double wire_formula = zero_wire_bytes_per_step(stage, dp, ranks[r].psi);
     const double wire = t.total_wire_bytes();
     char vs[32] = "-";
     if (wire_formula > 0)
       std::snprintf(vs, sizeof(vs), "%+.2f%%", 100.0 * (wire / wire_formula - 1.0));
-    char line[256];
+    char line[320];
     std::snprintf(line, sizeof(line),
-                  "%4zu | %10s | %10s | %10s | %10s | %+9.2f%% | %10s | %14s | %10s | %10s | %s\n",
-                  r, format_bytes(static_cast<double>(s.params)).c_str(),
+                  "%4zu | %9.0f | %10s | %10s | %10s | %10s | %+9.2f%% | %10s | %14s | %10s | %10s | "
+                  "%10s | %10s | %10s\n",
+                  r, ranks[r].psi, format_bytes(static_cast<double>(s.params)).c_str(),
                   format_bytes(static_cast<double>(s.grads)).c_str(),
                   format_bytes(static_cast<double>(s.optimizer)).c_str(),
                   format_bytes(static_cast<double>(s.total())).c_str(),
@@ -52,23 +52,27 @@ std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, i
                   format_bytes(t[CommKind::all_reduce].wire_bytes).c_str(),
                   format_bytes(t[CommKind::reduce_scatter].wire_bytes).c_str(),
                   format_bytes(t[CommKind::all_gather].wire_bytes).c_str(),
-                  format_bytes(wire).c_str(), vs);
+                  format_bytes(wire).c_str(), vs, format_bytes(ranks[r].tp_wire).c_str(),
+                  format_bytes(ranks[r].pp_wire).c_str());
     out += line;
   }
   return out;
 }
 
 std::vector<RankAccount> gather_accounts(Communicator& world, const RankAccount& mine) {
-  // Seven doubles per rank, sent as pairs of f32 (high part and remainder) so that byte counts
+  // Ten doubles per rank, sent as pairs of f32 (high part and remainder) so that byte counts
   // survive exactly enough (< 1e-13 relative) without a f64 collective.
-  constexpr int kFields = 7;
+  constexpr int kFields = 10;
   const double fields[kFields] = {static_cast<double>(mine.state.params),
                                   static_cast<double>(mine.state.grads),
                                   static_cast<double>(mine.state.optimizer),
                                   mine.step_traffic[CommKind::all_reduce].wire_bytes,
                                   mine.step_traffic[CommKind::reduce_scatter].wire_bytes,
                                   mine.step_traffic[CommKind::all_gather].wire_bytes,
-                                  mine.step_traffic.total_wire_bytes()};
+                                  mine.step_traffic.total_wire_bytes(),
+                                  mine.psi,
+                                  mine.tp_wire,
+                                  mine.pp_wire};
   Tensor in = Tensor::empty({2 * kFields}, DType::f32);
   for (int i = 0; i < kFields; ++i) {
     const float hi = static_cast<float>(fields[i]);
@@ -91,6 +95,9 @@ std::vector<RankAccount> gather_accounts(Communicator& world, const RankAccount&
     a.step_traffic[CommKind::all_gather].wire_bytes = field(5);
     // Whatever else this rank sent (broadcast, p2p) is in the total.
     a.step_traffic[CommKind::broadcast].wire_bytes = field(6) - field(3) - field(4) - field(5);
+    a.psi = field(7);
+    a.tp_wire = field(8);
+    a.pp_wire = field(9);
   }
   return out;
 }

@@ -28,15 +28,19 @@ struct BytesPerParam {
 double zero_state_bytes(int stage, int n, double psi, BytesPerParam b = {});
 double zero_wire_bytes_per_step(int stage, int n, double psi, double bytes_per_element = 4);
 
-// What one rank measured: model state held after a step and its data-parallel traffic in a step.
+// What one rank measured: model state held after a step and its data-parallel traffic in a step,
+// for its psi parameters (its tensor-parallel part of its pipeline stage).
 struct RankAccount {
   ModelStateBytes state;
-  CommStats step_traffic;
+  CommStats step_traffic;  // data-parallel group
+  double psi = 0;
+  double tp_wire = 0, pp_wire = 0;  // bytes sent in the tp and pp groups in the step (no formula)
 };
 
-// A table, one row per rank: params, grads, optimizer, total vs the formula, and per-kind bytes
-// on the wire in a step vs the formula; Ψ = psi parameters.
-std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp, double psi);
+// A table, one row per rank: Ψ, params, grads, optimizer, total vs the formula, per-kind bytes on
+// the wire in the dp group in a step vs the formula (each formula for that rank's Ψ), and the
+// bytes sent in the tp and pp groups.
+std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp);
 
 // Every rank's RankAccount, on every rank (collective over `world`).
 std::vector<RankAccount> gather_accounts(Communicator& world, const RankAccount& mine);

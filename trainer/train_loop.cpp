@@ -167,13 +167,14 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   MicroBatch val_batch(local_batch, tc.seq_len);
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
   TrainerState state{summary.first_step, train_loader.state(), 0.0};
+  double tp_wire = 0, pp_wire = 0;  // bytes this rank sent in its tp and pp groups, last step
   double step_seconds_ema = 0.0;
   const auto run_start = Clock::now();
 
   for (int64_t step = summary.first_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
     const double lr = schedule.at(step);
-    dp.reset_stats();
+    for (parallel::Communicator* c : {&ctx.dp(), &ctx.tp(), &ctx.pp()}) c->reset_stats();
     for (MicroBatch& mb : batches) next_batch(train_loader, mb);
     const double loss = loss_everywhere(
         ctx, runner.train_step(batches, dloss) / static_cast<double>(tc.grad_accum));
@@ -181,6 +182,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
              ": lower train.lr or raise train.warmup_steps");
     const double norm = optimizer.step(lr);
     summary.step_traffic = dp.stats();
+    tp_wire = ctx.tp().stats().total_wire_bytes();
+    pp_wire = ctx.pp().stats().total_wire_bytes();
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     step_seconds_ema = step == summary.first_step ? secs : 0.9 * step_seconds_ema + 0.1 * secs;
     summary.train_losses.push_back(loss);
@@ -224,11 +227,11 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
 
   summary.state_bytes = optimizer.state_bytes();
   if (ctx.world().size() > 1) {
-    const auto accounts =
-        parallel::gather_accounts(ctx.world(), {summary.state_bytes, summary.step_traffic});
+    const auto accounts = parallel::gather_accounts(
+        ctx.world(), {summary.state_bytes, summary.step_traffic,
+                      static_cast<double>(model.params().count()), tp_wire, pp_wire});
     log.info("model state and data-parallel traffic per rank (last step):\n" +
-             parallel::accounting_table(accounts, static_cast<int>(job.parallel.zero), dp.size(),
-                                        static_cast<double>(model.params().count())));
+             parallel::accounting_table(accounts, static_cast<int>(job.parallel.zero), dp.size()));
   }
 
   if (job.sample.tokens > 0) {
