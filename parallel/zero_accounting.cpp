@@ -18,42 +18,47 @@ double zero_state_bytes(int stage, int n, double psi, BytesPerParam b) {
   }
 }
 
-double zero_wire_bytes_per_step(int stage, int n, double psi, double bytes_per_element) {
-  TS_CHECK(stage >= 0 && stage <= 3 && n >= 1, "zero_wire_bytes_per_step: stage ", stage, ", n ",
-           n);
+double zero_wire_bytes_per_step(int stage, int n, double psi, int micro_batches,
+                                double bytes_per_element) {
+  TS_CHECK(stage >= 0 && stage <= 3 && n >= 1 && micro_batches >= 1,
+           "zero_wire_bytes_per_step: stage ", stage, ", n ", n, ", micro-batches ", micro_batches);
   const double ring = static_cast<double>(n - 1) / n;
-  return (stage == 3 ? 3.0 : 2.0) * ring * psi * bytes_per_element;
+  const double m = micro_batches;
+  const double elements = stage <= 1 ? 2.0 : (stage == 2 ? m + 1.0 : 3.0 * m);
+  return elements * ring * psi * bytes_per_element;
 }
 
-std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp) {
+std::string accounting_table(const std::vector<RankAccount>& ranks, int stage, int dp,
+                             int micro_batches) {
   std::string out = ::tessera::detail::cat(
-      "ZeRO stage ", stage, ", dp = ", dp,
+      "ZeRO stage ", stage, ", dp = ", dp, ", ", micro_batches, " micro-batches per step",
       "; formulas per rank for its Ψ (fp32 AdamW: 4 + 4 + 8 bytes per parameter)\n",
       "rank |         Ψ |     params |      grads |  optimizer |      total | vs formula | "
-      "all_reduce | reduce_scatter | all_gather |  wire/step | vs formula |    tp wire |    pp wire\n");
+      "all_reduce | reduce_scatter | all_gather |  wire/step | vs formula |    tp wire |    pp "
+      "wire\n");
   for (size_t r = 0; r < ranks.size(); ++r) {
     const ModelStateBytes& s = ranks[r].state;
     const CommStats& t = ranks[r].step_traffic;
     const double state_formula = zero_state_bytes(stage, dp, ranks[r].psi);
-    const double wire_formula = zero_wire_bytes_per_step(stage, dp, ranks[r].psi);
+    const double wire_formula = zero_wire_bytes_per_step(stage, dp, ranks[r].psi, micro_batches);
     const double wire = t.total_wire_bytes();
     char vs[32] = "-";
     if (wire_formula > 0)
       std::snprintf(vs, sizeof(vs), "%+.2f%%", 100.0 * (wire / wire_formula - 1.0));
     char line[320];
-    std::snprintf(line, sizeof(line),
-                  "%4zu | %9.0f | %10s | %10s | %10s | %10s | %+9.2f%% | %10s | %14s | %10s | %10s | "
-                  "%10s | %10s | %10s\n",
-                  r, ranks[r].psi, format_bytes(static_cast<double>(s.params)).c_str(),
-                  format_bytes(static_cast<double>(s.grads)).c_str(),
-                  format_bytes(static_cast<double>(s.optimizer)).c_str(),
-                  format_bytes(static_cast<double>(s.total())).c_str(),
-                  100.0 * (static_cast<double>(s.total()) / state_formula - 1.0),
-                  format_bytes(t[CommKind::all_reduce].wire_bytes).c_str(),
-                  format_bytes(t[CommKind::reduce_scatter].wire_bytes).c_str(),
-                  format_bytes(t[CommKind::all_gather].wire_bytes).c_str(),
-                  format_bytes(wire).c_str(), vs, format_bytes(ranks[r].tp_wire).c_str(),
-                  format_bytes(ranks[r].pp_wire).c_str());
+    std::snprintf(
+        line, sizeof(line),
+        "%4zu | %9.0f | %10s | %10s | %10s | %10s | %+9.2f%% | %10s | %14s | %10s | %10s | "
+        "%10s | %10s | %10s\n",
+        r, ranks[r].psi, format_bytes(static_cast<double>(s.params)).c_str(),
+        format_bytes(static_cast<double>(s.grads)).c_str(),
+        format_bytes(static_cast<double>(s.optimizer)).c_str(),
+        format_bytes(static_cast<double>(s.total())).c_str(),
+        100.0 * (static_cast<double>(s.total()) / state_formula - 1.0),
+        format_bytes(t[CommKind::all_reduce].wire_bytes).c_str(),
+        format_bytes(t[CommKind::reduce_scatter].wire_bytes).c_str(),
+        format_bytes(t[CommKind::all_gather].wire_bytes).c_str(), format_bytes(wire).c_str(), vs,
+        format_bytes(ranks[r].tp_wire).c_str(), format_bytes(ranks[r].pp_wire).c_str());
     out += line;
   }
   return out;

@@ -231,7 +231,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
         ctx.world(), {summary.state_bytes, summary.step_traffic,
                       static_cast<double>(model.params().count()), tp_wire, pp_wire});
     log.info("model state and data-parallel traffic per rank (last step):\n" +
-             parallel::accounting_table(accounts, static_cast<int>(job.parallel.zero), dp.size()));
+             parallel::accounting_table(accounts, static_cast<int>(job.parallel.zero), dp.size(),
+                                        static_cast<int>(tc.grad_accum)));
   }
 
   if (job.sample.tokens > 0) {

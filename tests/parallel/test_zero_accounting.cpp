@@ -27,6 +27,11 @@ TEST(ZeroFormulas, Fp32AdamWAndTraffic) {
   EXPECT_EQ(zero_wire_bytes_per_step(2, 4, psi), 2 * 0.75 * 4000);
   EXPECT_EQ(zero_wire_bytes_per_step(3, 4, psi), 3 * 0.75 * 4000);
   EXPECT_EQ(zero_wire_bytes_per_step(3, 1, psi), 0);
+  // With 4 micro-batches: stage 1 still reduces once, stage 2 reduce-scatters each micro-batch,
+  // stage 3 gathers twice and reduce-scatters each micro-batch.
+  EXPECT_EQ(zero_wire_bytes_per_step(1, 4, psi, 4), 2 * 0.75 * 4000);
+  EXPECT_EQ(zero_wire_bytes_per_step(2, 4, psi, 4), 5 * 0.75 * 4000);
+  EXPECT_EQ(zero_wire_bytes_per_step(3, 4, psi, 4), 12 * 0.75 * 4000);
   EXPECT_THROW(zero_state_bytes(4, 4, psi), Error);
 }
 
