@@ -302,6 +302,18 @@ SafetensorsFile load_safetensors(const std::string& path) {
   return out;
 }
 
+Tensor load_safetensors_tensor(const std::string& path, const std::string& name) {
+  Fd fd(open_for_read(path));
+  const Header h = read_header(path, fd.get());
+  auto it = h.tensors.find(name);
+  TS_CHECK(it != h.tensors.end(), path, ": has no tensor '", name, "'");
+  Tensor t = Tensor::empty(it->second.shape, it->second.dtype);
+  if (t.nbytes() > 0 &&
+      !read_all_at(fd.get(), t.raw(), t.nbytes(), h.data_start + it->second.begin))
+    TS_THROW(path, ": cannot read tensor '", name, "': ", read_failure(errno));
+  return t;
+}
+
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path) {
   Fd fd(open_for_read(path));
   return read_header(path, fd.get()).tensors;

@@ -38,6 +38,10 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
 // buffer, overlap or leave gaps, a buffer longer than its tensors, or non-string metadata.
 SafetensorsFile load_safetensors(const std::string& path);
 
+// Reads one tensor (the header is validated as by load_safetensors; only that tensor's bytes are
+// read). Throws Error naming the path when the tensor is missing or unreadable.
+Tensor load_safetensors_tensor(const std::string& path, const std::string& name);
+
 // Reads and validates only the header (same checks as load_safetensors, data is not read).
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path);
 

@@ -5,6 +5,7 @@
 #include "launch/commands.h"
 #include "model/generate.h"
 #include "trainer/checkpoint.h"
+#include "trainer/sharded_checkpoint.h"
 #include "trainer/tokenizer.h"
 #include "trainer/train_loop.h"
 
@@ -44,7 +45,7 @@ int cmd_generate(int argc, char** argv) {
   }
   const Tokenizer tok = Tokenizer::load((std::filesystem::path(dir) / "tokenizer.json").string());
   Gpt2 model(read_checkpoint_model_config(dir));
-  load_checkpoint(dir, model, nullptr);
+  load_any_checkpoint(dir, model, nullptr);  // consolidated or sharded, any layout
   std::vector<int32_t> ids = tok.encode(prompt);
   ids.insert(ids.begin(), tok.eot_id());
   std::vector<int32_t> out = generate(model, ids, tokens, {temperature, top_k, seed}, tok.eot_id());

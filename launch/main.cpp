@@ -17,6 +17,8 @@ constexpr const char* kUsage =
     "  prepare    build a job's tokenizer and token shards without training\n"
     "  generate   sample text from a checkpoint\n"
     "  bench      time training steps (tessera bench train --config configs/tiny.yaml)\n"
+    "  checkpoint convert a checkpoint to another layout or to one folder\n"
+    "             (tessera checkpoint convert --from DIR --to DIR [--tp 2 --pp 2 --dp 2])\n"
     "\n"
     "run 'tessera <command> --help' for a command's options\n";
 
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
     if (cmd == "prepare") return tessera::launch::cmd_prepare(argc - 1, argv + 1);
     if (cmd == "generate") return tessera::launch::cmd_generate(argc - 1, argv + 1);
     if (cmd == "bench") return tessera::launch::cmd_bench(argc - 1, argv + 1);
+    if (cmd == "checkpoint") return tessera::launch::cmd_checkpoint(argc - 1, argv + 1);
     std::cerr << "tessera: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const boost::program_options::error& e) {

@@ -387,4 +387,44 @@ std::string SelfCommunicator::on_timeout(const OpInfo&, double) {
   self_unreachable();
 }
 
+namespace {
+std::vector<int> iota_ranks(int size) {
+  std::vector<int> r(static_cast<size_t>(std::max(size, 1)));
+  for (size_t i = 0; i < r.size(); ++i) r[i] = static_cast<int>(i);
+  return r;
+}
+[[noreturn]] void offline_unusable(const std::string& name) {
+  TS_THROW("communicator '", name, "' is offline (a layout computed without its ranks): it ",
+           "cannot communicate");
+}
+}  // namespace
+
+OfflineCommunicator::OfflineCommunicator(std::string name, int rank, int size)
+    : Communicator(std::move(name), rank, size, iota_ranks(size), 300.0) {}
+
+std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_all_reduce(const Tensor&, ReduceOp) {
+  offline_unusable(name());
+}
+std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_reduce_scatter(const Tensor&,
+                                                                             const Tensor&,
+                                                                             ReduceOp) {
+  offline_unusable(name());
+}
+std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_all_gather(const Tensor&,
+                                                                         const Tensor&) {
+  offline_unusable(name());
+}
+std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_broadcast(const Tensor&, int) {
+  offline_unusable(name());
+}
+std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_p2p(const std::vector<P2POp>&) {
+  offline_unusable(name());
+}
+std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_barrier() {
+  offline_unusable(name());
+}
+std::string OfflineCommunicator::on_timeout(const OpInfo&, double) {
+  offline_unusable(name());
+}
+
 }  // namespace tessera::parallel

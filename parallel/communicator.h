@@ -231,6 +231,25 @@ class SelfCommunicator final : public Communicator {
   std::string on_timeout(const OpInfo&, double) override;
 };
 
+// Stands for rank `rank` of a group of `size` where no group exists (laying out another
+// layout's model offline, as checkpoint conversion does): rank() and size() answer, and every
+// operation that would communicate throws Error.
+class OfflineCommunicator final : public Communicator {
+ public:
+  OfflineCommunicator(std::string name, int rank, int size);
+
+ protected:
+  void check_device(const char*, const char*, const Tensor&) const override {}
+  std::shared_ptr<detail::PendingOp> start_all_reduce(const Tensor&, ReduceOp) override;
+  std::shared_ptr<detail::PendingOp> start_reduce_scatter(const Tensor&, const Tensor&,
+                                                          ReduceOp) override;
+  std::shared_ptr<detail::PendingOp> start_all_gather(const Tensor&, const Tensor&) override;
+  std::shared_ptr<detail::PendingOp> start_broadcast(const Tensor&, int) override;
+  std::shared_ptr<detail::PendingOp> start_p2p(const std::vector<P2POp>&) override;
+  std::shared_ptr<detail::PendingOp> start_barrier() override;
+  std::string on_timeout(const OpInfo&, double) override;
+};
+
 // Grace period of the missing-rank survey after a timeout: min(1 s, timeout / 4).
 double survey_grace_s(double timeout_s);
 

@@ -291,6 +291,22 @@ void DistributedAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
   }
 }
 
+Tensor DistributedAdamW::checkpoint_chunk(int unit, int kind) const {
+  TS_CHECK(kind >= 0 && kind <= 2, "checkpoint_chunk: kind ", kind, " is not 0, 1 or 2");
+  const ParameterUnit& u = params_.units().at(unit);
+  const int64_t n = u.numel / dp_.size(), lo = dp_.rank() * n;
+  Tensor view;
+  if (kind == 0) {
+    view = stage_ == 3 ? param_shard_.carve(shard_offset(unit), {n})
+                       : params_.unit_params(unit).carve(lo, {n});
+  } else {
+    // Stage 0 keeps the whole unit's moments; stages 1-3 exactly this chunk.
+    const int64_t at = shard_offset(unit) + (stage_ == 0 ? lo : 0);
+    view = (kind == 1 ? exp_avg_ : exp_avg_sq_).carve(at, {n});
+  }
+  return view.to(Device::cpu());
+}
+
 void DistributedAdamW::load_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq) {
   exp_avg.expect("exp_avg", {params_.total()}, DType::f32);
   exp_avg_sq.expect("exp_avg_sq", {params_.total()}, DType::f32);

@@ -88,6 +88,11 @@ class DistributedAdamW final : public UnitHooks {
   void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq);
   // Takes this rank's chunks of full moments laid out as gather_moments returns them.
   void load_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq);
+  // What a sharded checkpoint stores for this rank: chunk dp.rank() of unit `unit` split
+  // dp.size() ways, of the parameters (0), exp_avg (1) or exp_avg_sq (2), as a new cpu tensor.
+  // The same chunks on every stage (stage 3 reads its shard, the others their whole copies).
+  // Not collective.
+  Tensor checkpoint_chunk(int unit, int kind) const;
   // Stage 3: all-gathers every unit and keeps them until release_all_params(), so that the whole
   // model can be read (saving, sampling with the model's hooks unset). No-op below stage 3.
   // Collective over dp.

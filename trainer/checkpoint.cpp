@@ -20,6 +20,7 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kConfigFile = "config.json";
 constexpr const char* kTokenizerFile = "tokenizer.json";
+constexpr const char* kShardIndexFile = "index.json";  // sharded checkpoints (sharded_checkpoint.h)
 
 std::string step_name(int64_t step) {
   char buf[32];
@@ -101,16 +102,55 @@ void load_into(Tensor dst, const SafetensorsFile& file, const std::string& name,
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& root, const Gpt2& model,
-                            const OptimizerState* optimizer, const TrainerState& state,
-                            const std::string& tokenizer_path, int64_t keep) {
-  const fs::path final_dir = fs::path(root) / step_name(state.step);
-  const fs::path tmp_dir = final_dir.string() + ".tmp";
+std::string begin_checkpoint_folder(const std::string& root, int64_t step) {
+  const fs::path tmp_dir = (fs::path(root) / step_name(step)).string() + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp_dir, ec);
   fs::create_directories(tmp_dir, ec);
   TS_CHECK(!ec, "cannot create checkpoint folder '", tmp_dir.string(), "': ", ec.message());
+  return tmp_dir.string();
+}
 
+void write_checkpoint_metadata(const std::string& dir, const Gpt2Config& config,
+                               const TrainerState& state, int64_t adam_steps,
+                               const std::string& tokenizer_path) {
+  const json st = {{"step", state.step},
+                   {"train_loss", state.train_loss},
+                   {"loader", {{"epoch", state.loader.epoch}, {"position", state.loader.position}}},
+                   {"adam_steps", adam_steps}};
+  write_text_atomic(fs::path(dir) / kStateFile, st.dump(2) + "\n");
+  write_text_atomic(fs::path(dir) / kConfigFile, hf_config(config).dump(2) + "\n");
+  if (!tokenizer_path.empty()) {
+    std::error_code ec;
+    fs::copy_file(tokenizer_path, fs::path(dir) / kTokenizerFile,
+                  fs::copy_options::overwrite_existing, ec);
+    TS_CHECK(!ec, "cannot copy tokenizer '", tokenizer_path, "': ", ec.message());
+  }
+}
+
+std::string finish_checkpoint_folder(const std::string& root, int64_t step, int64_t keep) {
+  const fs::path final_dir = fs::path(root) / step_name(step);
+  const fs::path tmp_dir = final_dir.string() + ".tmp";
+  // Move the complete folder into place; a same-step folder from an earlier run is replaced.
+  std::error_code ec;
+  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  TS_CHECK(!ec, "cannot rename '", tmp_dir.string(), "' to '", final_dir.string(),
+           "': ", ec.message());
+  write_text_atomic(fs::path(root) / "latest", final_dir.filename().string() + "\n");
+  std::vector<fs::path> all = step_folders(root);
+  for (size_t i = 0; i + keep < all.size(); ++i)
+    if (all[i] != final_dir) fs::remove_all(all[i], ec);
+  return final_dir.string();
+}
+
+std::string checkpoint_step_name(int64_t step) {
+  return step_name(step);
+}
+
+void write_consolidated_checkpoint(const std::string& dir, const Gpt2& model,
+                                   const OptimizerState* optimizer) {
+  const fs::path tmp_dir(dir);
   const ParameterSet& params = model.params();
   std::map<std::string, Tensor> weights;
   for (const ParameterEntry& e : params.entries()) weights[e.name] = params.param(e);
@@ -124,29 +164,16 @@ std::string save_checkpoint(const std::string& root, const Gpt2& model,
     save_safetensors((tmp_dir / kOptimizerFile).string(), moments,
                      {{"optimizer", "adamw"}, {"step", std::to_string(optimizer->steps)}});
   }
-  const json st = {{"step", state.step},
-                   {"train_loss", state.train_loss},
-                   {"loader", {{"epoch", state.loader.epoch}, {"position", state.loader.position}}},
-                   {"adam_steps", optimizer ? optimizer->steps : 0}};
-  write_text_atomic(tmp_dir / kStateFile, st.dump(2) + "\n");
-  write_text_atomic(tmp_dir / kConfigFile, hf_config(model.config()).dump(2) + "\n");
-  if (!tokenizer_path.empty()) {
-    fs::copy_file(tokenizer_path, tmp_dir / kTokenizerFile, fs::copy_options::overwrite_existing,
-                  ec);
-    TS_CHECK(!ec, "cannot copy tokenizer '", tokenizer_path, "': ", ec.message());
-  }
+}
 
-  // Move the complete folder into place; a same-step folder from an earlier run is replaced.
-  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
-  fs::rename(tmp_dir, final_dir, ec);
-  TS_CHECK(!ec, "cannot rename '", tmp_dir.string(), "' to '", final_dir.string(),
-           "': ", ec.message());
-  write_text_atomic(fs::path(root) / "latest", final_dir.filename().string() + "\n");
-
-  std::vector<fs::path> all = step_folders(root);
-  for (size_t i = 0; i + keep < all.size(); ++i)
-    if (all[i] != final_dir) fs::remove_all(all[i], ec);
-  return final_dir.string();
+std::string save_checkpoint(const std::string& root, const Gpt2& model,
+                            const OptimizerState* optimizer, const TrainerState& state,
+                            const std::string& tokenizer_path, int64_t keep) {
+  const fs::path tmp_dir = begin_checkpoint_folder(root, state.step);
+  write_consolidated_checkpoint(tmp_dir.string(), model, optimizer);
+  write_checkpoint_metadata(tmp_dir.string(), model.config(), state,
+                            optimizer ? optimizer->steps : 0, tokenizer_path);
+  return finish_checkpoint_folder(root, state.step, keep);
 }
 
 std::string latest_checkpoint(const std::string& root) {
@@ -154,13 +181,31 @@ std::string latest_checkpoint(const std::string& root) {
   std::string name;
   if (in >> name) {
     const fs::path dir = fs::path(root) / name;
-    if (fs::exists(dir / kModelFile)) return dir.string();
+    if (fs::exists(dir / kModelFile) || fs::exists(dir / kShardIndexFile)) return dir.string();
   }
   // No pointer (or a stale one): the newest complete folder.
   std::vector<fs::path> all = step_folders(root);
   for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (fs::exists(*it / kModelFile) && fs::exists(*it / kStateFile)) return it->string();
+    if ((fs::exists(*it / kModelFile) || fs::exists(*it / kShardIndexFile)) &&
+        fs::exists(*it / kStateFile))
+      return it->string();
   return "";
+}
+
+TrainerState read_trainer_state(const std::string& dir, int64_t* adam_steps) {
+  const json st = read_json(fs::path(dir) / kStateFile);
+  TrainerState state;
+  try {
+    state.step = st.at("step").get<int64_t>();
+    state.train_loss = st.at("train_loss").get<double>();
+    state.loader.epoch = st.at("loader").at("epoch").get<uint64_t>();
+    state.loader.position = st.at("loader").at("position").get<uint64_t>();
+    if (adam_steps) *adam_steps = st.at("adam_steps").get<int64_t>();
+  } catch (const json::exception& e) {
+    TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(),
+             "' is incomplete: ", e.what());
+  }
+  return state;
 }
 
 Gpt2Config read_checkpoint_model_config(const std::string& dir) {
@@ -180,10 +225,8 @@ Gpt2Config read_checkpoint_model_config(const std::string& dir) {
   return m;
 }
 
-TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState* optimizer) {
-  TS_CHECK(fs::is_directory(dir), "checkpoint folder '", dir, "' does not exist");
+void check_checkpoint_model(const std::string& dir, const Gpt2Config& m) {
   const Gpt2Config saved = read_checkpoint_model_config(dir);
-  const Gpt2Config& m = model.config();
   TS_CHECK(saved.n_layer == m.n_layer && saved.n_head == m.n_head && saved.d_model == m.d_model &&
                saved.vocab_size == m.vocab_size && saved.max_seq_len == m.max_seq_len,
            "checkpoint '", dir, "' holds a model with n_layer=", saved.n_layer,
@@ -191,6 +234,11 @@ TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState
            " max_seq_len=", saved.max_seq_len, ", but the config asks for n_layer=", m.n_layer,
            " n_head=", m.n_head, " d_model=", m.d_model, " vocab_size=", m.vocab_size,
            " max_seq_len=", m.max_seq_len);
+}
+
+TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState* optimizer) {
+  TS_CHECK(fs::is_directory(dir), "checkpoint folder '", dir, "' does not exist");
+  check_checkpoint_model(dir, model.config());
 
   const std::string model_path = (fs::path(dir) / kModelFile).string();
   const SafetensorsFile weights = load_safetensors(model_path);
@@ -198,18 +246,7 @@ TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState
   for (const ParameterEntry& e : params.entries())
     load_into(params.param(e), weights, e.name, model_path);
 
-  const json st = read_json(fs::path(dir) / kStateFile);
-  TrainerState state;
-  try {
-    state.step = st.at("step").get<int64_t>();
-    state.train_loss = st.at("train_loss").get<double>();
-    state.loader.epoch = st.at("loader").at("epoch").get<uint64_t>();
-    state.loader.position = st.at("loader").at("position").get<uint64_t>();
-    if (optimizer) optimizer->steps = st.at("adam_steps").get<int64_t>();
-  } catch (const json::exception& e) {
-    TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(),
-             "' is incomplete: ", e.what());
-  }
+  TrainerState state = read_trainer_state(dir, optimizer ? &optimizer->steps : nullptr);
   if (optimizer) {
     const std::string opt_path = (fs::path(dir) / kOptimizerFile).string();
     const SafetensorsFile moments = load_safetensors(opt_path);

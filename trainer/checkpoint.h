@@ -32,7 +32,33 @@ std::string save_checkpoint(const std::string& root, const Gpt2& model,
                             const OptimizerState* optimizer, const TrainerState& state,
                             const std::string& tokenizer_path, int64_t keep);
 
-// The newest complete checkpoint folder under root, or "" when there is none.
+// "step_000600".
+std::string checkpoint_step_name(int64_t step);
+
+// Writes model.safetensors (Hugging Face names) and, when optimizer is non-null,
+// optimizer.safetensors ("exp_avg.<name>", "exp_avg_sq.<name>") of a whole model into dir.
+void write_consolidated_checkpoint(const std::string& dir, const Gpt2& model,
+                                   const OptimizerState* optimizer);
+
+// Throws Error naming the checkpoint when its model (config.json) is not `wanted`.
+void check_checkpoint_model(const std::string& dir, const Gpt2Config& wanted);
+
+// The folder mechanics every checkpoint kind shares. begin: creates <root>/step_NNNNNN.tmp afresh
+// and returns it; finish: renames it into place (replacing a same-step folder), points
+// <root>/latest at it, deletes all but the newest `keep` step folders, and returns it. A folder
+// is never seen half-written: readers ignore *.tmp.
+std::string begin_checkpoint_folder(const std::string& root, int64_t step);
+std::string finish_checkpoint_folder(const std::string& root, int64_t step, int64_t keep);
+// Writes trainer_state.json, the Hugging Face config.json and a copy of the tokenizer (unless
+// tokenizer_path is empty) into dir.
+void write_checkpoint_metadata(const std::string& dir, const Gpt2Config& config,
+                               const TrainerState& state, int64_t adam_steps,
+                               const std::string& tokenizer_path);
+// trainer_state.json of a checkpoint folder (and AdamW's step count when adam_steps is non-null).
+TrainerState read_trainer_state(const std::string& dir, int64_t* adam_steps = nullptr);
+
+// The newest complete checkpoint folder under root (consolidated or sharded), or "" when there
+// is none.
 std::string latest_checkpoint(const std::string& root);
 
 // The model shape recorded in a checkpoint's config.json.

@@ -74,6 +74,9 @@ void read_checkpoint(const ConfigNode& n, CheckpointConfig& c) {
   c.keep = n.get<int64_t>("keep", c.keep);
   n.require(c.keep > 0, "keep", "must be positive");
   c.resume = n.get<std::string>("resume", c.resume);
+  c.format = n.get<std::string>("format", c.format);
+  n.require(c.format == "auto" || c.format == "consolidated" || c.format == "sharded", "format",
+            "must be 'auto', 'consolidated' or 'sharded'");
 }
 
 void read_sample(const ConfigNode& n, SampleConfig& s) {

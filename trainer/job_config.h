@@ -45,6 +45,7 @@ struct CheckpointConfig {
   int64_t every = 200;            // 0 saves only at the end
   int64_t keep = 2;               // most recent checkpoints kept
   std::string resume = "auto";    // auto (latest if any), none, or a checkpoint folder
+  std::string format = "auto";    // consolidated, sharded, or auto (sharded on several ranks)
 };
 
 struct SampleConfig {

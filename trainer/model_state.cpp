@@ -66,25 +66,4 @@ void gather_model_state(const Gpt2& local, parallel::DistributedAdamW& optimizer
   }
 }
 
-void cut_weights(const Gpt2& whole, Gpt2& local) {
-  for (const ParameterEntry& e : local.params().entries()) {
-    Tensor p = local.params().param(e);
-    p.copy_from(parallel::tp_cut(whole.params().param(e.name), e.split));
-  }
-}
-
-OptimizerState cut_moments(const OptimizerState& whole_opt, const Gpt2& whole, const Gpt2& local) {
-  const ParameterSet& lp = local.params();
-  OptimizerState out{Tensor::zeros({lp.total()}, DType::f32),
-                     Tensor::zeros({lp.total()}, DType::f32), whole_opt.steps};
-  for (const ParameterEntry& e : lp.entries()) {
-    const ParameterEntry& w = whole.params().entry(e.name);
-    out.exp_avg.carve(e.offset, e.shape)
-        .copy_from(parallel::tp_cut(whole_opt.exp_avg.carve(w.offset, w.shape), e.split));
-    out.exp_avg_sq.carve(e.offset, e.shape)
-        .copy_from(parallel::tp_cut(whole_opt.exp_avg_sq.carve(w.offset, w.shape), e.split));
-  }
-  return out;
-}
-
 }  // namespace tessera

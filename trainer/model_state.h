@@ -1,6 +1,6 @@
-// Moving a model's state between a parallel layout (tensor-parallel parts, ZeRO shards) and one
-// whole, layout-free model: consolidated checkpoints are written from, and loaded into, the whole
-// model, so a checkpoint resumes under any tp, dp and ZeRO stage.
+// Gathering a model's state from a parallel layout (pipeline stages, tensor-parallel parts, ZeRO
+// shards) into one whole, layout-free model: what consolidated checkpoints are written from and
+// what sampling runs on. (Loading goes the other way, tensor by tensor: sharded_checkpoint.h.)
 #pragma once
 
 #include "model/gpt2.h"
@@ -17,13 +17,5 @@ namespace tessera {
 void gather_model_state(const Gpt2& local, parallel::DistributedAdamW& optimizer,
                         parallel::Communicator& tp, parallel::Communicator& pp, bool with_moments,
                         Gpt2* whole, OptimizerState* whole_opt);
-
-// This rank's part (its stage's tensors, cut for its tp rank) of `whole`'s weights, into `local`
-// (before its optimizer takes its ZeRO shards of them). Not collective.
-void cut_weights(const Gpt2& whole, Gpt2& local);
-
-// This rank's tensor-parallel part of whole-model moments (laid out like `whole`'s
-// ParameterSet), laid out like `local`'s: what DistributedAdamW::load_moments takes.
-OptimizerState cut_moments(const OptimizerState& whole_opt, const Gpt2& whole, const Gpt2& local);
 
 }  // namespace tessera

@@ -16,6 +16,7 @@
 #include "trainer/lr_schedule.h"
 #include "trainer/model_state.h"
 #include "trainer/pipeline_runner.h"
+#include "trainer/sharded_checkpoint.h"
 
 namespace tessera {
 namespace {
@@ -125,12 +126,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   }
   OptimizerState loaded;
   if (!resume_from.empty()) {
-    // Checkpoints hold the whole model: load it, then keep this rank's tensor-parallel part.
-    Gpt2 whole(job.model);
-    OptimizerState whole_opt;
-    const TrainerState st = load_checkpoint(resume_from, whole, &whole_opt);
-    cut_weights(whole, model);
-    loaded = cut_moments(whole_opt, whole, model);
+    // Either kind of checkpoint, saved under any layout: this rank reads its part.
+    const TrainerState st = load_any_checkpoint(resume_from, model, &loaded);
     train_loader.restore(st.loader);
     summary.first_step = st.step;
     log.info("resumed from " + resume_from + " at step " + std::to_string(st.step));
@@ -167,6 +164,10 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   MicroBatch val_batch(local_batch, tc.seq_len);
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
   TrainerState state{summary.first_step, train_loader.state(), 0.0};
+  const bool sharded = job.checkpoint.format == "sharded" ||
+                       (job.checkpoint.format == "auto" && ctx.world().size() > 1);
+  const ShardLayout layout{ctx.grid().tp(), stages, dp.size(), static_cast<int>(job.parallel.zero),
+                           job.parallel.layers_per_stage};
   double tp_wire = 0, pp_wire = 0;  // bytes this rank sent in its tp and pp groups, last step
   double step_seconds_ema = 0.0;
   const auto run_start = Clock::now();
@@ -209,16 +210,21 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
       log.info(line);
     }
     if ((job.checkpoint.every > 0 && (step + 1) % job.checkpoint.every == 0) || last) {
-      // The whole model's state is gathered to every rank; rank 0 writes it.
-      std::unique_ptr<Gpt2> whole = writer ? std::make_unique<Gpt2>(job.model) : nullptr;
-      OptimizerState whole_opt;
-      gather_model_state(model, optimizer, ctx.tp(), ctx.pp(), /*with_moments=*/true, whole.get(),
-                         writer ? &whole_opt : nullptr);
-      if (writer) {
-        summary.checkpoint = save_checkpoint(ckpt_root, *whole, &whole_opt, state,
-                                             data.tokenizer_path, job.checkpoint.keep);
-        log.info("checkpoint: " + summary.checkpoint);
+      if (sharded) {
+        summary.checkpoint =
+            save_sharded_checkpoint(ckpt_root, model, optimizer, ctx, layout, state,
+                                    data.tokenizer_path, job.checkpoint.keep);
+      } else {
+        // The whole model's state is gathered to every rank; rank 0 writes it.
+        std::unique_ptr<Gpt2> whole = writer ? std::make_unique<Gpt2>(job.model) : nullptr;
+        OptimizerState whole_opt;
+        gather_model_state(model, optimizer, ctx.tp(), ctx.pp(), /*with_moments=*/true, whole.get(),
+                           writer ? &whole_opt : nullptr);
+        if (writer)
+          summary.checkpoint = save_checkpoint(ckpt_root, *whole, &whole_opt, state,
+                                               data.tokenizer_path, job.checkpoint.keep);
       }
+      log.info("checkpoint: " + summary.checkpoint);
     }
   }
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
