@@ -46,7 +46,7 @@ int cmd_bench(int argc, char** argv) {
   const TrainConfig& tc = job.train;
   Gpt2 model(job.model, job.device);
   model.init_weights(job.seed);
-  parallel::SelfCommunicator dp("dp");  // one process: ZeRO stage 0 over a group of one
+  parallel::LocalCommunicator dp("dp");  // one process: ZeRO stage 0 over a group of one
   parallel::DistributedAdamW optimizer(model.params(), dp, /*stage=*/0,
                                        {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
   Gpt2Activations acts = model.make_activations(tc.batch_size, tc.seq_len, tc.recompute);

@@ -356,75 +356,47 @@ CommHandle Communicator::barrier_async() {
   return launch(std::move(info), start_barrier());
 }
 
-// A 1-rank group never reaches its backend (the base class short-circuits every operation).
 namespace {
-[[noreturn]] void self_unreachable() {
-  TS_THROW("SelfCommunicator: a 1-rank group reached its backend (base class bug)");
-}
-}  // namespace
 
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_all_reduce(const Tensor&, ReduceOp) {
-  self_unreachable();
-}
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_reduce_scatter(const Tensor&,
-                                                                          const Tensor&, ReduceOp) {
-  self_unreachable();
-}
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_all_gather(const Tensor&,
-                                                                      const Tensor&) {
-  self_unreachable();
-}
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_broadcast(const Tensor&, int) {
-  self_unreachable();
-}
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_p2p(const std::vector<P2POp>&) {
-  self_unreachable();
-}
-std::shared_ptr<detail::PendingOp> SelfCommunicator::start_barrier() {
-  self_unreachable();
-}
-std::string SelfCommunicator::on_timeout(const OpInfo&, double) {
-  self_unreachable();
-}
-
-namespace {
 std::vector<int> iota_ranks(int size) {
   std::vector<int> r(static_cast<size_t>(std::max(size, 1)));
   for (size_t i = 0; i < r.size(); ++i) r[i] = static_cast<int>(i);
   return r;
 }
-[[noreturn]] void offline_unusable(const std::string& name) {
-  TS_THROW("communicator '", name, "' is offline (a layout computed without its ranks): it ",
+
+[[noreturn]] void no_backend(const std::string& name) {
+  TS_THROW("communicator '", name, "' has no backend (a rank of a layout computed offline): it ",
            "cannot communicate");
 }
+
 }  // namespace
 
-OfflineCommunicator::OfflineCommunicator(std::string name, int rank, int size)
+LocalCommunicator::LocalCommunicator(std::string name, int rank, int size)
     : Communicator(std::move(name), rank, size, iota_ranks(size), 300.0) {}
 
-std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_all_reduce(const Tensor&, ReduceOp) {
-  offline_unusable(name());
+std::shared_ptr<detail::PendingOp> LocalCommunicator::start_all_reduce(const Tensor&, ReduceOp) {
+  no_backend(name());
 }
-std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_reduce_scatter(const Tensor&,
-                                                                             const Tensor&,
-                                                                             ReduceOp) {
-  offline_unusable(name());
+std::shared_ptr<detail::PendingOp> LocalCommunicator::start_reduce_scatter(const Tensor&,
+                                                                           const Tensor&,
+                                                                           ReduceOp) {
+  no_backend(name());
 }
-std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_all_gather(const Tensor&,
-                                                                         const Tensor&) {
-  offline_unusable(name());
+std::shared_ptr<detail::PendingOp> LocalCommunicator::start_all_gather(const Tensor&,
+                                                                       const Tensor&) {
+  no_backend(name());
 }
-std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_broadcast(const Tensor&, int) {
-  offline_unusable(name());
+std::shared_ptr<detail::PendingOp> LocalCommunicator::start_broadcast(const Tensor&, int) {
+  no_backend(name());
 }
-std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_p2p(const std::vector<P2POp>&) {
-  offline_unusable(name());
+std::shared_ptr<detail::PendingOp> LocalCommunicator::start_p2p(const std::vector<P2POp>&) {
+  no_backend(name());
 }
-std::shared_ptr<detail::PendingOp> OfflineCommunicator::start_barrier() {
-  offline_unusable(name());
+std::shared_ptr<detail::PendingOp> LocalCommunicator::start_barrier() {
+  no_backend(name());
 }
-std::string OfflineCommunicator::on_timeout(const OpInfo&, double) {
-  offline_unusable(name());
+std::string LocalCommunicator::on_timeout(const OpInfo&, double) {
+  no_backend(name());
 }
 
 }  // namespace tessera::parallel

@@ -212,31 +212,14 @@ class Communicator {
   std::vector<std::shared_ptr<detail::InFlight>> abandoned_;  // in flight at a timeout
 };
 
-// The group of one rank (a process not started by mpirun, or a degree of 1 in a test): every
-// operation short-circuits in the base class, so no backend is touched and no MPI is needed.
+// A group without a backend. With one rank (the default: a process not started by mpirun, a
+// degree of 1) every operation short-circuits in the base class, so nothing communicates and no
+// MPI is needed. With more, it stands for rank `rank` of a layout laid out offline (checkpoint
+// conversion): rank() and size() answer, and any operation that would communicate throws Error.
 // Takes tensors on any device.
-class SelfCommunicator final : public Communicator {
+class LocalCommunicator final : public Communicator {
  public:
-  explicit SelfCommunicator(std::string name) : Communicator(std::move(name), 0, 1, {0}, 300.0) {}
-
- protected:
-  void check_device(const char*, const char*, const Tensor&) const override {}
-  std::shared_ptr<detail::PendingOp> start_all_reduce(const Tensor&, ReduceOp) override;
-  std::shared_ptr<detail::PendingOp> start_reduce_scatter(const Tensor&, const Tensor&,
-                                                          ReduceOp) override;
-  std::shared_ptr<detail::PendingOp> start_all_gather(const Tensor&, const Tensor&) override;
-  std::shared_ptr<detail::PendingOp> start_broadcast(const Tensor&, int) override;
-  std::shared_ptr<detail::PendingOp> start_p2p(const std::vector<P2POp>&) override;
-  std::shared_ptr<detail::PendingOp> start_barrier() override;
-  std::string on_timeout(const OpInfo&, double) override;
-};
-
-// Stands for rank `rank` of a group of `size` where no group exists (laying out another
-// layout's model offline, as checkpoint conversion does): rank() and size() answer, and every
-// operation that would communicate throws Error.
-class OfflineCommunicator final : public Communicator {
- public:
-  OfflineCommunicator(std::string name, int rank, int size);
+  explicit LocalCommunicator(std::string name, int rank = 0, int size = 1);
 
  protected:
   void check_device(const char*, const char*, const Tensor&) const override {}

@@ -86,7 +86,7 @@ void ParallelContext::set_timeout(double seconds) {
 }
 
 ParallelContext make_local_context() {
-  auto self = [](const char* name) { return std::make_unique<SelfCommunicator>(name); };
+  auto self = [](const char* name) { return std::make_unique<LocalCommunicator>(name); };
   return ParallelContext(ProcessGrid({1, 1, 1}, 1), 0, self("world"), self("tp"), self("dp"),
                          self("pp"), self("embedding"));
 }

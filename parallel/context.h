@@ -42,7 +42,7 @@ class ParallelContext {
   std::unique_ptr<Communicator> world_, tp_, dp_, pp_, embedding_;
 };
 
-// The 1-rank context (tp = pp = dp = 1, SelfCommunicators): a process not started by mpirun
+// The 1-rank context (tp = pp = dp = 1, LocalCommunicators): a process not started by mpirun
 // trains with it, without initializing MPI.
 ParallelContext make_local_context();
 

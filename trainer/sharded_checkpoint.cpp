@@ -35,10 +35,10 @@ parallel::ProcessGrid grid_of(const ShardLayout& l) {
 }
 
 // The model part of (tp rank, stage) in layout l, laid out without its ranks (its tp group is an
-// OfflineCommunicator, which `comm` keeps alive).
+// LocalCommunicator, which `comm` keeps alive).
 std::unique_ptr<Gpt2> offline_part(const Gpt2Config& config, const ShardLayout& l, int tp_rank,
                                    int stage, std::unique_ptr<parallel::Communicator>& comm) {
-  comm = std::make_unique<parallel::OfflineCommunicator>("tp", tp_rank, l.tp);
+  comm = std::make_unique<parallel::LocalCommunicator>("tp", tp_rank, l.tp);
   return std::make_unique<Gpt2>(
       config, Device::cpu(),
       Gpt2Layout{l.dp, l.tp > 1 ? comm.get() : nullptr, stage, l.pp, l.layers_per_stage});

@@ -16,13 +16,6 @@ namespace {
 const Gpt2Config kTiny{/*n_layer=*/3, /*n_head=*/2, /*d_model=*/32, /*vocab_size=*/53,
                        /*max_seq_len=*/12};
 
-Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng) {
-  Tensor x = Tensor::empty({b, t}, DType::i32);
-  for (int64_t i = 0; i < x.numel(); ++i)
-    x.data<int32_t>()[i] = static_cast<int32_t>(rng() % vocab);
-  return x;
-}
-
 std::vector<float> flat(const Tensor& t) {
   return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
 }
@@ -66,8 +59,8 @@ TEST(Gpt2, RecomputeGivesIdenticalGradients) {
   std::mt19937_64 rng(testing::test_seed());
   Gpt2 model(kTiny);
   model.init_weights(3);
-  const Tensor x = random_tokens(2, 12, kTiny.vocab_size, rng);
-  const Tensor y = random_tokens(2, 12, kTiny.vocab_size, rng);
+  const Tensor x = testing::random_tokens(2, 12, kTiny.vocab_size, rng);
+  const Tensor y = testing::random_tokens(2, 12, kTiny.vocab_size, rng);
   std::vector<float> grads[2];
   double losses[2];
   for (int recompute = 0; recompute < 2; ++recompute) {
@@ -87,8 +80,8 @@ TEST(Gpt2, InitialLossNearLogVocab) {
   Gpt2 model(kTiny);
   model.init_weights(11);
   Gpt2Activations acts = model.make_activations(3, 10, false);
-  const Tensor x = random_tokens(3, 10, kTiny.vocab_size, rng);
-  const Tensor y = random_tokens(3, 10, kTiny.vocab_size, rng);
+  const Tensor x = testing::random_tokens(3, 10, kTiny.vocab_size, rng);
+  const Tensor y = testing::random_tokens(3, 10, kTiny.vocab_size, rng);
   model.forward(acts, x);
   const double eval = model.loss(acts, y);
   EXPECT_NEAR(eval, std::log(53.0), 0.1);
@@ -100,7 +93,7 @@ TEST(Gpt2, LogitsAreCausal) {
   std::mt19937_64 rng(testing::test_seed());
   Gpt2 model(kTiny);
   model.init_weights(5);
-  Tensor x = random_tokens(1, 12, kTiny.vocab_size, rng);
+  Tensor x = testing::random_tokens(1, 12, kTiny.vocab_size, rng);
   Gpt2Activations acts = model.make_activations(1, 12, false);
   Tensor a = Tensor::empty({12, kTiny.vocab_size}, DType::f32);
   Tensor b = Tensor::empty({12, kTiny.vocab_size}, DType::f32);

@@ -11,23 +11,11 @@
 #include "parallel/context.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/parallel/mpi_test_util.h"
 #include "tests/support/numeric.h"
 
 namespace tessera::parallel {
 namespace {
-
-uint64_t shared_seed() {
-  uint64_t seed = testing::test_seed();
-  MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-  return seed;
-}
-
-Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng) {
-  Tensor x = Tensor::empty({b, t}, DType::i32);
-  for (int64_t i = 0; i < x.numel(); ++i)
-    x.data<int32_t>()[i] = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return x;
-}
 
 const Gpt2Config kCfg{/*n_layer=*/2, /*n_head=*/4, /*d_model=*/32, /*vocab_size=*/68,
                       /*max_seq_len=*/8};
@@ -43,7 +31,7 @@ struct Trained {
 // `steps` steps of 2 micro-batches of `batch` sequences, dp rank r taking its rows, on the layout
 // of ctx (a null ctx: one process); stage = ZeRO stage over dp.
 Trained train(ParallelContext* ctx, int stage, uint64_t seed, int64_t batch, int steps) {
-  SelfCommunicator one_dp("dp"), one_tp("tp");
+  LocalCommunicator one_dp("dp"), one_tp("tp");
   Communicator& dp = ctx ? ctx->dp() : one_dp;
   Communicator* tp = ctx ? &ctx->tp() : nullptr;
   Gpt2 model(kCfg, Device::cpu(), {dp.size(), tp});
@@ -57,8 +45,8 @@ Trained train(ParallelContext* ctx, int stage, uint64_t seed, int64_t batch, int
   for (int s = 0; s < steps; ++s) {
     double loss = 0.0;
     for (int m = 0; m < 2; ++m) {
-      const Tensor x = random_tokens(batch, kT, kCfg.vocab_size, rng);
-      const Tensor y = random_tokens(batch, kT, kCfg.vocab_size, rng);
+      const Tensor x = testing::random_tokens(batch, kT, kCfg.vocab_size, rng);
+      const Tensor y = testing::random_tokens(batch, kT, kCfg.vocab_size, rng);
       opt.begin_micro_batch(m == 1);
       model.forward(acts, x.narrow(dp.rank() * local, local));
       loss += model.backward(acts, y.narrow(dp.rank() * local, local), 1.0f / (batch * kT * 2));
@@ -86,14 +74,14 @@ int world_size() {
 
 // Loss and every gradient of one forward/backward: the tp ranks' parts of one process's.
 TEST(TensorParallel, GradientsArePartsOfTheWholeModels) {
-  const uint64_t seed = shared_seed();
+  const uint64_t seed = testing::shared_seed();
   for (int tp : {2, 4}) {
     if (world_size() % tp != 0) continue;
     SCOPED_TRACE("seed " + std::to_string(seed) + ", tp " + std::to_string(tp));
     ParallelContext ctx = make_mpi_context({tp, 1, 0}, 60.0);
     std::mt19937_64 rng(seed);
-    const Tensor x = random_tokens(3, kT, kCfg.vocab_size, rng);
-    const Tensor y = random_tokens(3, kT, kCfg.vocab_size, rng);
+    const Tensor x = testing::random_tokens(3, kT, kCfg.vocab_size, rng);
+    const Tensor y = testing::random_tokens(3, kT, kCfg.vocab_size, rng);
     Gpt2 whole(kCfg);
     whole.init_weights(seed);
     Gpt2Activations wa = whole.make_activations(3, kT, false);
@@ -119,7 +107,7 @@ TEST(TensorParallel, GradientsArePartsOfTheWholeModels) {
 // Four steps under every (tp, dp) the world allows and every ZeRO stage: the losses and this
 // rank's part of the weights equal one process's.
 TEST(TensorParallel, TrainingMatchesOneProcessWithZero) {
-  const uint64_t seed = shared_seed();
+  const uint64_t seed = testing::shared_seed();
   const int64_t batch = 4;
   const Trained ref = train(nullptr, 0, seed, batch, 4);
   for (int tp : {2, 4}) {

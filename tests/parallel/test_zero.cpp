@@ -10,24 +10,11 @@
 #include "model/gpt2.h"
 #include "parallel/comm_mpi.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/parallel/mpi_test_util.h"
 #include "tests/support/numeric.h"
 
 namespace tessera::parallel {
 namespace {
-
-// One seed for every rank (rank 0's), so that all ranks draw the same batches.
-uint64_t shared_seed() {
-  uint64_t seed = testing::test_seed();
-  MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-  return seed;
-}
-
-Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng) {
-  Tensor x = Tensor::empty({b, t}, DType::i32);
-  for (int64_t i = 0; i < x.numel(); ++i)
-    x.data<int32_t>()[i] = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return x;
-}
 
 struct TrainRun {
   std::vector<double> losses;
@@ -54,8 +41,8 @@ TrainRun train(const Gpt2Config& cfg, Communicator& dp, int stage, uint64_t seed
   for (int s = 0; s < steps; ++s) {
     double loss = 0.0;
     for (int m = 0; m < accum; ++m) {
-      const Tensor x = random_tokens(batch, t, cfg.vocab_size, rng);
-      const Tensor y = random_tokens(batch, t, cfg.vocab_size, rng);
+      const Tensor x = testing::random_tokens(batch, t, cfg.vocab_size, rng);
+      const Tensor y = testing::random_tokens(batch, t, cfg.vocab_size, rng);
       opt.begin_micro_batch(m + 1 == accum);
       model.forward(acts, x.narrow(dp.rank() * local, local));
       loss += model.backward(acts, y.narrow(dp.rank() * local, local), dloss);
@@ -81,13 +68,13 @@ class Zero : public ::testing::TestWithParam<int> {};
 // 1e-5 relative, and every final weight tensor within 1e-4 (fp32 summation order, through Adam).
 TEST_P(Zero, MatchesOneProcess) {
   const int stage = GetParam();
-  const uint64_t seed = shared_seed();
+  const uint64_t seed = testing::shared_seed();
   SCOPED_TRACE("seed " + std::to_string(seed) + ", ZeRO stage " + std::to_string(stage));
   MpiCommunicator dp(MPI_COMM_WORLD, "dp", 60.0);
   const Gpt2Config cfg{/*n_layer=*/2, /*n_head=*/2, /*d_model=*/32, /*vocab_size=*/67,
                        /*max_seq_len=*/8};
   const int64_t batch = 2 * dp.size(), t = 8;
-  SelfCommunicator one("one");
+  LocalCommunicator one("one");
   const TrainRun ref = train(cfg, one, 0, seed, batch, t, 4, 2);
   const TrainRun got = train(cfg, dp, stage, seed, batch, t, 4, 2);
   ASSERT_EQ(got.losses.size(), ref.losses.size());
@@ -120,7 +107,7 @@ TEST(ZeroAccounting, MatchesFormulas) {
     model.set_hooks(&opt);
     Gpt2Activations acts = model.make_activations(1, 16, false);
     std::mt19937_64 rng(7);
-    const Tensor x = random_tokens(1, 16, cfg.vocab_size, rng);
+    const Tensor x = testing::random_tokens(1, 16, cfg.vocab_size, rng);
     dp.reset_stats();
     opt.begin_micro_batch(true);
     model.forward(acts, x);

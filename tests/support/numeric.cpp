@@ -71,4 +71,11 @@ std::vector<double> without_key_bias(std::vector<double> b) {
   return b;
 }
 
+Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng) {
+  Tensor x = Tensor::empty({b, t}, DType::i32);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.data<int32_t>()[i] = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return x;
+}
+
 }  // namespace tessera::testing

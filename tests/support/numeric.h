@@ -23,6 +23,9 @@ void fill_uniform(Tensor& t, std::mt19937_64& rng, float lo, float hi);
 // Fills a f32 tensor with NaN so that elements a kernel forgot to write show.
 void poison(Tensor& t);
 
+// A (b, t) i32 tensor of token ids drawn uniformly from [0, vocab).
+Tensor random_tokens(int64_t b, int64_t t, int64_t vocab, std::mt19937_64& rng);
+
 // A f32 CPU tensor's values as float64.
 std::vector<double> to_f64(const Tensor& t);
 

@@ -35,7 +35,7 @@ struct Trained {
   explicit Trained(uint64_t seed) {
     std::mt19937_64 rng(seed);
     model.init_weights(seed);
-    parallel::SelfCommunicator dp("dp");
+    parallel::LocalCommunicator dp("dp");
     parallel::DistributedAdamW adamw(model.params(), dp, 0, {});
     for (int step = 0; step < 2; ++step) {
       for (size_t u = 0; u < model.params().units().size(); ++u) {

@@ -102,7 +102,7 @@ TEST(ParityTorch, LogitsLossGradientsAndAdamWSteps) {
 
   // Ten AdamW steps (with clipping and decoupled decay) on the same batch.
   model.params().zero_grads();
-  parallel::SelfCommunicator dp("dp");
+  parallel::LocalCommunicator dp("dp");
   parallel::DistributedAdamW opt(model.params(), dp, /*stage=*/0, opt_cfg);
   std::vector<double> losses;
   for (int64_t s = 0; s < steps; ++s) {

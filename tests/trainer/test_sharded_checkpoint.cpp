@@ -92,7 +92,7 @@ TEST_F(ShardedCheckpoint, ARankOfAnyLayoutLoadsItsPart) {
   const ShardLayout l{2, 3, 1, 0, {}};
   const std::string dir = (root_ / "tp2pp3").string();
   convert_checkpoint(consolidated_, dir, &l);
-  parallel::OfflineCommunicator tp("tp", 1, 2);
+  parallel::LocalCommunicator tp("tp", 1, 2);
   Gpt2 part(kCfg, Device::cpu(),
             {1, &tp, /*pp_rank=*/2, /*pp_size=*/3, {}});  // holds h.2, ln_f, head
   OptimizerState moments;
