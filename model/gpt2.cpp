@@ -219,11 +219,11 @@ void Gpt2::init_weights(uint64_t seed) {
     Tensor p = params_.param(e);
     if (drawn) {
       p.copy_from(parallel::tp_cut(full, e.split));
-    } else if (is_norm) {
+    } else if (ends_with(w.name, ".bias")) {  // every bias, layernorms' included
+      p.zero_();
+    } else {  // layernorm weights
       float* d = p.data<float>();
       for (int64_t i = 0; i < p.numel(); ++i) d[i] = 1.0f;
-    } else {
-      p.zero_();
     }
   }
 }

@@ -49,6 +49,12 @@ TEST(Gpt2, InitFollowsGpt2) {
               0.02 / std::sqrt(8.0), 0.0005);
   EXPECT_EQ(model.params().param("transformer.h.0.ln_1.weight").data<float>()[5], 1.0f);
   EXPECT_EQ(model.params().param("transformer.h.0.mlp.c_fc.bias").data<float>()[5], 0.0f);
+  for (const char* bias : {"transformer.h.0.ln_1.bias", "transformer.h.1.ln_2.bias",
+                           "transformer.ln_f.bias", "transformer.h.1.attn.c_proj.bias"}) {
+    const Tensor b = model.params().param(bias);
+    for (int64_t i = 0; i < b.numel(); ++i) ASSERT_EQ(b.data<float>()[i], 0.0f) << bias << " " << i;
+  }
+  EXPECT_EQ(model.params().param("transformer.ln_f.weight").data<float>()[0], 1.0f);
   Gpt2 again({4, 4, 128, 1000, 64});
   again.init_weights(7);
   EXPECT_EQ(flat(model.params().gather_flat(false)), flat(again.params().gather_flat(false)));
