@@ -19,7 +19,7 @@ void ParameterSet::begin_unit(const std::string& name) {
 }
 
 void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_decay,
-                       TpSplit split) {
+                       TpSplit split, bool tp_partial) {
   TS_CHECK(!allocated_, "parameter '", name, "' added after allocate()");
   TS_CHECK(!units_.empty(), "parameter '", name, "' added before begin_unit()");
   TS_CHECK(index_.find(name) == index_.end(), "parameter '", name, "' registered twice");
@@ -28,7 +28,7 @@ void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_
   const int64_t offset = round_up(u.numel, kAlign);
   index_[name] = entries_.size();
   entries_.push_back(
-      {name, shape, weight_decay, static_cast<int>(units_.size() - 1), offset, split});
+      {name, shape, weight_decay, static_cast<int>(units_.size() - 1), offset, split, tp_partial});
   u.numel = offset + shape_numel(shape);
   u.end_entry = entries_.size();
   count_ += shape_numel(shape);

@@ -31,12 +31,13 @@ struct TpSplit {
 };
 
 struct ParameterEntry {
-  std::string name;   // Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight"
-  Shape shape;        // this rank's part
-  bool weight_decay;  // AdamW decays matrices and embeddings, not biases or norms
-  int unit;           // index into ParameterSet::units()
-  int64_t offset;     // elements from the start of the flat index space (64-byte aligned)
-  TpSplit split;      // how `shape` is cut from the full tensor
+  std::string name;         // Hugging Face GPT-2 name, e.g. "transformer.h.0.attn.c_attn.weight"
+  Shape shape;              // this rank's part
+  bool weight_decay;        // AdamW decays matrices and embeddings, not biases or norms
+  int unit;                 // index into ParameterSet::units()
+  int64_t offset;           // elements from the start of the flat index space (64-byte aligned)
+  TpSplit split;            // how `shape` is cut from the full tensor
+  bool tp_partial = false;  // sequence parallelism: each tp rank's gradient is a partial sum
 };
 
 struct ParameterUnit {
@@ -68,7 +69,8 @@ class ParameterSet {
   void begin_unit(const std::string& name);
   // Registers a parameter (this rank's part of it, cut by `split`) in the current unit; throws
   // Error after allocate(), before any begin_unit() or on a duplicate name.
-  void add(const std::string& name, const Shape& shape, bool weight_decay, TpSplit split = {});
+  void add(const std::string& name, const Shape& shape, bool weight_decay, TpSplit split = {},
+           bool tp_partial = false);
   // Allocates each unit's flat parameter and gradient buffers on `device` (zeros), padding each
   // unit to a multiple of 16 · shards elements. Throws Error unless shards >= 1.
   void allocate(Device device, int shards = 1);

@@ -29,4 +29,18 @@ void residual_backward(Tensor& dx, const Tensor& dy, const Tensor& d_branch) {
   add("residual_backward", dx, dy, d_branch);
 }
 
+void bias_add(Tensor& x, const Tensor& bias) {
+  kernels_detail::require_cpu_f32("bias_add", "x", x);
+  kernels_detail::require_cpu_f32("bias_add", "bias", bias);
+  const int64_t c = bias.numel();
+  TS_CHECK(c > 0 && x.numel() % c == 0, "bias_add: x of ", x.numel(),
+           " values is not rows of the bias's ", c);
+  float* px = x.data<float>();
+  const float* pb = bias.data<float>();
+  const int64_t rows = x.numel() / c;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < c; ++j) px[r * c + j] += pb[j];
+}
+
 }  // namespace tessera

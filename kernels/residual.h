@@ -12,4 +12,8 @@ void residual_forward(Tensor& out, const Tensor& a, const Tensor& b);
 // itself, so the caller passes dy on to f's backward without a copy.)
 void residual_backward(Tensor& dx, const Tensor& dy, const Tensor& d_branch);
 
+// x (N, C) += bias (C) on every row: a row-parallel layer's bias under sequence parallelism,
+// added after the reduce-scatter. (Its gradient, Σ over rows of dout, comes from matmul_backward.)
+void bias_add(Tensor& x, const Tensor& bias);
+
 }  // namespace tessera

@@ -80,6 +80,7 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
       pp_rank_(layout.pp_rank),
       pp_size_(layout.pp_size),
       layers_per_stage_(layout.layers_per_stage) {
+  par_ = {tp_, layout.sequence_parallel};
   config_.validate();
   const int tp = tp_size(), r = tp_rank();
   TS_CHECK(config_.n_head % tp == 0, "model.n_head (", config_.n_head,
@@ -122,13 +123,13 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
   unit_first_block_ = next_unit();
   for (int64_t l = first_layer_; l < end_layer_; ++l) {
     params_.begin_unit("h." + std::to_string(l));
-    BlockWeights::register_params(params_, block_prefix(l), c, r, tp);
+    BlockWeights::register_params(params_, block_prefix(l), c, r, tp, par_.sequence_split());
   }
   if (is_last_stage()) {
     unit_lnf_ = next_unit();
     params_.begin_unit("ln_f");
-    params_.add("transformer.ln_f.weight", {c}, false);
-    params_.add("transformer.ln_f.bias", {c}, false);
+    params_.add("transformer.ln_f.weight", {c}, false, {}, par_.sequence_split());
+    params_.add("transformer.ln_f.bias", {c}, false, {}, par_.sequence_split());
     if (!is_first_stage()) {
       unit_head_ = next_unit();
       params_.begin_unit("head");
@@ -234,24 +235,29 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
            " must be in [1, model.max_seq_len = ", config_.max_seq_len, "]");
   const Device dev = params_.device();
   const int64_t b = batch, t = seq_len, c = config_.d_model, layers = end_layer_ - first_layer_;
+  TS_CHECK(!par_.sequence_split() || (b * t) % tp_size() == 0, "sequence parallelism splits the ",
+           b * t,
+           " tokens of a micro-batch (sequences per rank x seq_len) over parallel.tp = ", tp_size(),
+           ": make them a multiple of it");
+  const Shape stream = par_.sequence_split() ? Shape{b * t / tp_size(), c} : Shape{b, t, c};
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, dev); };
   Gpt2Activations a;
   a.batch = b;
   a.seq_len = t;
   a.recompute = recompute;
   a.tokens = Tensor::empty({b, t}, DType::i32, dev);
-  for (int64_t l = 0; l <= layers; ++l) a.resid.push_back(f32({b, t, c}));
+  for (int64_t l = 0; l <= layers; ++l) a.resid.push_back(f32(stream));
   for (int64_t l = 0; l < (recompute ? 1 : layers); ++l)
-    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, tp_size()));
+    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, par_));
   if (is_last_stage()) {
     a.lnf = f32({b, t, c});
-    a.lnf_mean = f32({b * t});
-    a.lnf_rstd = f32({b * t});
+    a.lnf_mean = f32({shape_numel(stream) / c});
+    a.lnf_rstd = f32({shape_numel(stream) / c});
     a.losses = f32({b * t});
     a.dlnf = f32({b, t, c});
   }
-  a.scratch = BlockScratch::allocate(b, t, c, dev, tp_size());
-  a.dresid = f32({b, t, c});
+  a.scratch = BlockScratch::allocate(b, t, c, dev, par_);
+  a.dresid = f32(stream);
   return a;
 }
 
@@ -265,9 +271,15 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
     acquire(unit_wte_, Pass::forward);
     acquire(unit_wpe_, Pass::forward);
     // Vocabulary-parallel: each rank adds the rows it holds (positions on rank 0), then g.
-    embedding_forward(a.resid[0], a.tokens, wte_, tp_rank() == 0 ? wpe_ : Tensor(),
-                      vocab_shard_.start, vocab_shard_.size);
-    if (tp_) parallel::tp_all_reduce(*tp_, a.resid[0]);
+    if (par_.sequence_split()) {  // g is a reduce-scatter of rows: each rank keeps its rows
+      embedding_forward(a.scratch.btc, a.tokens, wte_, tp_rank() == 0 ? wpe_ : Tensor(),
+                        vocab_shard_.start, vocab_shard_.size);
+      parallel::sp_reduce_scatter(*tp_, a.resid[0], a.scratch.btc);
+    } else {
+      embedding_forward(a.resid[0], a.tokens, wte_, tp_rank() == 0 ? wpe_ : Tensor(),
+                        vocab_shard_.start, vocab_shard_.size);
+      if (tp_) parallel::tp_all_reduce(*tp_, a.resid[0]);
+    }
     release(unit_wpe_);
     release(unit_wte_);
   }
@@ -275,12 +287,17 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
     const int64_t i = l - first_layer_;
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
     acquire(block_unit(l), Pass::forward);
-    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[i], heads_local_, tp_);
+    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[i], heads_local_, par_);
     release(block_unit(l));
   }
   if (is_last_stage()) {
     acquire(unit_lnf_, Pass::forward);
-    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid.back(), lnf_w_, lnf_b_);
+    if (par_.sequence_split()) {  // the LM head sees every row: f is an all-gather
+      layernorm_forward(a.scratch.rows, a.lnf_mean, a.lnf_rstd, a.resid.back(), lnf_w_, lnf_b_);
+      parallel::sp_all_gather(*tp_, a.lnf, a.scratch.rows);
+    } else {
+      layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.resid.back(), lnf_w_, lnf_b_);
+    }
     release(unit_lnf_);
   }
 }
@@ -305,13 +322,21 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     acquire(head, Pass::backward);
     classifier_forward_backward(a.losses, a.dlnf, head_grad(), a.lnf, head_w(), targets, dloss,
                                 vocab_shard_);
-    if (tp_) parallel::tp_all_reduce(*tp_, a.dlnf);  // f: every rank's vocabulary rows contribute
+    // f's backward: every rank's vocabulary rows contribute (summed into each rank's rows with
+    // sequence parallelism).
+    Tensor dlnf = a.dlnf;
+    if (par_.sequence_split()) {
+      parallel::sp_reduce_scatter(*tp_, a.scratch.rows, a.dlnf);
+      dlnf = a.scratch.rows;
+    } else if (tp_) {
+      parallel::tp_all_reduce(*tp_, a.dlnf);
+    }
     if (unit_head_ >= 0) {
       release(unit_head_);
       grads_ready(unit_head_);
     }
     acquire(unit_lnf_, Pass::backward);
-    layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, a.dlnf, a.resid.back(), lnf_w_, a.lnf_mean,
+    layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, dlnf, a.resid.back(), lnf_w_, a.lnf_mean,
                        a.lnf_rstd);
     release(unit_lnf_);
     grads_ready(unit_lnf_);
@@ -322,17 +347,22 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
     acquire(block_unit(l), Pass::backward);
     if (a.recompute) {  // rebuild this block's activations from its saved input
-      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[i], heads_local_, tp_);
+      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[i], heads_local_, par_);
     }
     block_backward(a.dresid, block_grads_[i], a.scratch, a.dresid, a.resid[i], acts, blocks_[i],
-                   heads_local_, tp_);
+                   heads_local_, par_);
     release(block_unit(l));
     grads_ready(block_unit(l));
   }
   if (is_first_stage()) {
     if (!is_last_stage()) acquire(unit_wte_, Pass::backward);
     acquire(unit_wpe_, Pass::backward);
-    embedding_backward(dwte_, dwpe_, a.dresid, a.tokens, vocab_shard_.start, vocab_shard_.size);
+    Tensor demb = a.dresid;
+    if (par_.sequence_split()) {  // g's backward: every row's gradient on every rank
+      parallel::sp_all_gather(*tp_, a.scratch.btc, a.dresid);
+      demb = a.scratch.btc;
+    }
+    embedding_backward(dwte_, dwpe_, demb, a.tokens, vocab_shard_.start, vocab_shard_.size);
     release(unit_wpe_);
     grads_ready(unit_wpe_);
     release(unit_wte_);

@@ -34,7 +34,8 @@ struct Gpt2Config {
 // hold several. With recompute, only the block inputs are kept and each block's activations are
 // rebuilt in one shared buffer during backward. On a pipeline stage, resid[0] is the stage's
 // input (the embedding on the first stage, the previous stage's output elsewhere), and dresid
-// carries the gradient across the stage boundary.
+// carries the gradient across the stage boundary. With sequence parallelism resid and dresid hold
+// this tp rank's B·T/tp rows (C wide); lnf, losses and dlnf are whole.
 struct Gpt2Activations {
   int64_t batch = 0, seq_len = 0;
   bool recompute = false;
@@ -57,6 +58,8 @@ struct Gpt2Layout {
   parallel::Communicator* tp = nullptr;   // tensor-parallel group (null: none); not owned
   int pp_rank = 0, pp_size = 1;           // pipeline stage of this rank, and the stages
   std::vector<int64_t> layers_per_stage;  // empty: an even split (parallel/pipeline.h)
+  bool sequence_parallel =
+      false;  // split the B·T rows over tp outside the blocks' parallel regions
 };
 
 class Gpt2 {
@@ -142,6 +145,7 @@ class Gpt2 {
   std::vector<BlockWeights> blocks_, block_grads_;  // the stage's layers
   UnitHooks* hooks_ = nullptr;
   parallel::Communicator* tp_ = nullptr;
+  BlockParallel par_;  // tp_ and whether sequence parallelism is on
   int pp_rank_ = 0, pp_size_ = 1;
   std::vector<int64_t> layers_per_stage_;
   int64_t first_layer_ = 0, end_layer_ = 0;

@@ -10,18 +10,19 @@
 namespace tessera {
 
 void BlockWeights::register_params(ParameterSet& params, const std::string& prefix, int64_t c,
-                                   int tp_rank, int tp_size) {
+                                   int tp_rank, int tp_size, bool sequence_parallel) {
   const int64_t n = tp_size;
   const TpSplit cols{1, tp_size, tp_rank, 1}, qkv_cols{1, tp_size, tp_rank, 3};
   const TpSplit rows{0, tp_size, tp_rank, 1}, qkv_rows{0, tp_size, tp_rank, 3};
-  params.add(prefix + ".ln_1.weight", {c}, false);
-  params.add(prefix + ".ln_1.bias", {c}, false);
+  const bool partial = sequence_parallel && tp_size > 1;  // layernorms see this rank's rows only
+  params.add(prefix + ".ln_1.weight", {c}, false, {}, partial);
+  params.add(prefix + ".ln_1.bias", {c}, false, {}, partial);
   params.add(prefix + ".attn.c_attn.weight", {c, 3 * c / n}, true, qkv_cols);  // column-parallel
   params.add(prefix + ".attn.c_attn.bias", {3 * c / n}, false, qkv_rows);
   params.add(prefix + ".attn.c_proj.weight", {c / n, c}, true, rows);  // row-parallel
   params.add(prefix + ".attn.c_proj.bias", {c}, false);
-  params.add(prefix + ".ln_2.weight", {c}, false);
-  params.add(prefix + ".ln_2.bias", {c}, false);
+  params.add(prefix + ".ln_2.weight", {c}, false, {}, partial);
+  params.add(prefix + ".ln_2.bias", {c}, false, {}, partial);
   params.add(prefix + ".mlp.c_fc.weight", {c, 4 * c / n}, true, cols);  // column-parallel
   params.add(prefix + ".mlp.c_fc.bias", {4 * c / n}, false, rows);
   params.add(prefix + ".mlp.c_proj.weight", {4 * c / n, c}, true, rows);  // row-parallel
@@ -40,18 +41,30 @@ BlockWeights BlockWeights::bind(const ParameterSet& params, const std::string& p
 }
 
 BlockActivations BlockActivations::allocate(int64_t b, int64_t t, int64_t c, int64_t nh,
-                                            Device device, int tp_size) {
+                                            Device device, const BlockParallel& par) {
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, device); };
-  const int64_t cl = c / tp_size, nhl = nh / tp_size;  // this rank's channels and heads
-  return {f32({b, t, c}),  f32({b * t}),     f32({b * t}),        f32({b, t, 3 * cl}),
-          f32({b, t, cl}), f32({b, nhl, t}), f32({b, t, c}),      f32({b, t, c}),
-          f32({b * t}),    f32({b * t}),     f32({b, t, 4 * cl}), f32({b, t, 4 * cl})};
+  const int n = par.size();
+  const int64_t cl = c / n, nhl = nh / n;                         // this rank's channels, heads
+  const int64_t rows = par.sequence_split() ? b * t / n : b * t;  // and rows
+  const Shape stream = par.sequence_split() ? Shape{rows, c} : Shape{b, t, c};
+  return {f32({b, t, c}),  f32({rows}),      f32({rows}),         f32({b, t, 3 * cl}),
+          f32({b, t, cl}), f32({b, nhl, t}), f32(stream),         f32({b, t, c}),
+          f32({rows}),     f32({rows}),      f32({b, t, 4 * cl}), f32({b, t, 4 * cl})};
 }
 
-BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device device, int tp_size) {
+BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device device,
+                                    const BlockParallel& par) {
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, device); };
-  const int64_t cl = c / tp_size;
-  return {f32({b, t, c}), f32({b, t, c}), f32({b, t, c}), f32({b, t, 3 * cl}), f32({b, t, 4 * cl})};
+  const int n = par.size();
+  const int64_t cl = c / n;
+  BlockScratch s{f32({b, t, c}),      f32({b, t, c}), f32({b, t, c}), f32({b, t, 3 * cl}),
+                 f32({b, t, 4 * cl}), Tensor(),       Tensor()};
+  if (par.sequence_split()) {
+    s.dres1 = f32({b * t / n, c});
+    s.rows = f32({b * t / n, c});
+    s.rows2 = f32({b * t / n, c});
+  }
+  return s;
 }
 
 namespace {
@@ -61,10 +74,59 @@ Tensor bias_of_rank(const Tensor& bias, const parallel::Communicator* tp) {
   return tp == nullptr || tp->rank() == 0 ? bias : Tensor();
 }
 
+// Sequence parallelism: the same block with the rows split outside the parallel regions. f is
+// an all-gather of rows, g a reduce-scatter (then the row-parallel bias on every rank's rows).
+void block_forward_sp(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor& x,
+                      const BlockWeights& w, int64_t num_heads, parallel::Communicator& tp) {
+  layernorm_forward(s.rows, a.ln1_mean, a.ln1_rstd, x, w.ln1_w, w.ln1_b);
+  parallel::sp_all_gather(tp, a.ln1, s.rows);  // f
+  matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b);
+  attention_forward(a.att, a.att_lse, a.qkv, num_heads);
+  matmul_forward(s.btc, a.att, w.proj_w, Tensor());
+  parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
+  bias_add(s.rows, w.proj_b);
+  residual_forward(a.res1, x, s.rows);
+  layernorm_forward(s.rows, a.ln2_mean, a.ln2_rstd, a.res1, w.ln2_w, w.ln2_b);
+  parallel::sp_all_gather(tp, a.ln2, s.rows);  // f
+  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b);
+  gelu_forward(a.fc_gelu, a.fc);
+  matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, Tensor());
+  parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
+  bias_add(s.rows, w.fcproj_b);
+  residual_forward(y, a.res1, s.rows);
+}
+
+void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy,
+                       const Tensor& x, const BlockActivations& a, const BlockWeights& w,
+                       int64_t num_heads, parallel::Communicator& tp) {
+  // MLP branch: g's backward gathers dy's rows, so the biases' gradients come from all rows.
+  parallel::sp_all_gather(tp, s.btc, dy);
+  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w);
+  gelu_backward(s.dfc, s.dfc, a.fc);
+  matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w);
+  parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
+  layernorm_backward(s.rows2, g.ln2_w, g.ln2_b, s.rows, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);
+  residual_backward(s.dres1, dy, s.rows2);
+  // Attention branch.
+  parallel::sp_all_gather(tp, s.btc, s.dres1);
+  Tensor datt = s.dln.carve(0, a.att.shape());
+  matmul_backward(datt, g.proj_w, g.proj_b, s.btc, a.att, w.proj_w);
+  attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads);
+  matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w);
+  parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
+  layernorm_backward(s.rows2, g.ln1_w, g.ln1_b, s.rows, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);
+  residual_backward(dx, s.dres1, s.rows2);
+}
+
 }  // namespace
 
 void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor& x,
-                   const BlockWeights& w, int64_t num_heads, parallel::Communicator* tp) {
+                   const BlockWeights& w, int64_t num_heads, const BlockParallel& par) {
+  if (par.sequence_split()) {
+    block_forward_sp(y, a, s, x, w, num_heads, *par.tp);
+    return;
+  }
+  parallel::Communicator* tp = par.tp;
   layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, w.ln1_w, w.ln1_b);
   matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b);  // column-parallel (f: identity)
   attention_forward(a.att, a.att_lse, a.qkv, num_heads);
@@ -81,7 +143,12 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
 
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy, const Tensor& x,
                     const BlockActivations& a, const BlockWeights& w, int64_t num_heads,
-                    parallel::Communicator* tp) {
+                    const BlockParallel& par) {
+  if (par.sequence_split()) {
+    block_backward_sp(dx, g, s, dy, x, a, w, num_heads, *par.tp);
+    return;
+  }
+  parallel::Communicator* tp = par.tp;
   // MLP branch: y = res1 + fcproj(gelu(fc(ln2(res1)))); ∂L/∂(branch output) is dy itself (g's
   // backward is the identity, and the replicated bias gets the full gradient on every rank).
   matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w);

@@ -29,12 +29,22 @@ struct BlockWeights {
   // Registers tp rank `tp_rank` of `tp_size`'s part of the block's parameters as
   // "<prefix>.ln_1.weight", ... in GPT-2's naming.
   static void register_params(ParameterSet& params, const std::string& prefix, int64_t c,
-                              int tp_rank = 0, int tp_size = 1);
+                              int tp_rank = 0, int tp_size = 1, bool sequence_parallel = false);
   // Parameter views (grads = false) or gradient views (grads = true) of a registered block.
   static BlockWeights bind(const ParameterSet& params, const std::string& prefix, bool grads);
 };
 
-// What forward saves for backward, for one micro-batch of (B, T) tokens.
+// The block's tensor-parallel group (null: one rank) and whether sequence parallelism splits the
+// rows outside the parallel regions too (parallel/tensor_parallel.h).
+struct BlockParallel {
+  parallel::Communicator* tp = nullptr;
+  bool sequence = false;
+  int size() const { return tp ? tp->size() : 1; }
+  bool sequence_split() const { return sequence && size() > 1; }
+};
+
+// What forward saves for backward, for one micro-batch of (B, T) tokens. With sequence
+// parallelism the layernorm statistics and res1 hold this rank's B·T/tp rows only.
 struct BlockActivations {
   Tensor ln1, ln1_mean, ln1_rstd;  // (B, T, C), (B·T), (B·T)
   Tensor qkv;                      // (B, T, 3C/tp)
@@ -44,29 +54,31 @@ struct BlockActivations {
   Tensor fc, fc_gelu;              // (B, T, 4C/tp)
 
   static BlockActivations allocate(int64_t b, int64_t t, int64_t c, int64_t nh, Device device,
-                                   int tp_size = 1);
+                                   const BlockParallel& par = {});
 };
 
 // Scratch shared by all blocks of one backward pass (no state survives between calls).
 struct BlockScratch {
-  Tensor btc;    // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
-  Tensor dres1;  // (B, T, C)
-  Tensor dln;    // (B, T, C)
-  Tensor dqkv;   // (B, T, 3C/tp)
-  Tensor dfc;    // (B, T, 4C/tp)
+  Tensor btc;          // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
+  Tensor dres1;        // (B, T, C), or this rank's rows with sequence parallelism
+  Tensor dln;          // (B, T, C)
+  Tensor dqkv;         // (B, T, 3C/tp)
+  Tensor dfc;          // (B, T, 4C/tp)
+  Tensor rows, rows2;  // (B·T/tp, C): this rank's rows (sequence parallelism only)
 
-  static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device, int tp_size = 1);
+  static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device,
+                               const BlockParallel& par = {});
 };
 
-// y (B, T, C) = block(x (B, T, C)); fills acts. num_heads counts this rank's heads; tp is the
-// tensor-parallel group (null: none), collective over it.
+// y (B, T, C) = block(x (B, T, C)); fills acts. num_heads counts this rank's heads. Collective
+// over par.tp. With sequence parallelism x and y are this rank's (B·T/tp, C) rows.
 void block_forward(Tensor& y, BlockActivations& acts, BlockScratch& scratch, const Tensor& x,
-                   const BlockWeights& w, int64_t num_heads, parallel::Communicator* tp = nullptr);
+                   const BlockWeights& w, int64_t num_heads, const BlockParallel& par = {});
 
 // dx (B, T, C) = ∂L/∂x given dy (B, T, C); parameter gradients accumulate into g. dx may alias dy.
-// Collective over tp.
+// Collective over par.tp; rows as in block_forward.
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& scratch, const Tensor& dy,
                     const Tensor& x, const BlockActivations& acts, const BlockWeights& w,
-                    int64_t num_heads, parallel::Communicator* tp = nullptr);
+                    int64_t num_heads, const BlockParallel& par = {});
 
 }  // namespace tessera

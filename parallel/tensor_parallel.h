@@ -16,6 +16,21 @@
 
 namespace tessera::parallel {
 
+// Sequence parallelism (Korthikanti et al. 2022), optional: outside the column/row-parallel
+// regions each tp rank keeps rows [r·N/tp, (r+1)·N/tp) of the (N = B·T, C) residual stream, so
+// layernorms, residuals and the activations between blocks are split too. f becomes an
+// all-gather of rows (backward: reduce-scatter), g a reduce-scatter of rows (backward:
+// all-gather); layernorm gradients are then partial sums over tp (ParameterEntry::tp_partial).
+
+// full (N, C) = the rows of every tp rank in rank order; local (N/tp, C). In place is not allowed.
+inline void sp_all_gather(Communicator& tp, const Tensor& full, const Tensor& local) {
+  tp.all_gather(full.view({full.numel()}), local.view({local.numel()}));
+}
+// local (N/tp, C) = this rank's rows of Σ over tp of full (N, C).
+inline void sp_reduce_scatter(Communicator& tp, const Tensor& local, const Tensor& full) {
+  tp.reduce_scatter(local.view({local.numel()}), full.view({full.numel()}), ReduceOp::sum);
+}
+
 // f's backward and g's forward: t = Σ over the tp group, in place (nothing on one rank).
 inline void tp_all_reduce(Communicator& tp, const Tensor& t) {
   tp.all_reduce(t, ReduceOp::sum);

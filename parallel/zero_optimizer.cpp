@@ -204,6 +204,35 @@ double DistributedAdamW::step(double lr) {
   // stages over pp (the head copy of wte not counted).
   if (tied_group_ && tied_group_->size() > 1) tied_group_->all_reduce(grad_chunk(tied_unit_));
   const bool tp_split = tp_ && tp_->size() > 1;
+  // Sequence parallelism leaves layernorm gradients as partial sums over tp: add them up (one
+  // all-reduce of all such segments of this rank's chunks; the tp ranks' chunks line up).
+  if (tp_split) {
+    std::vector<const Segment*> partial;
+    int64_t n = 0;
+    for (const Segment& g : segments_)
+      if (g.entry->tp_partial) {
+        partial.push_back(&g);
+        n += g.hi - g.lo;
+      }
+    if (n > 0) {
+      Tensor packed = Tensor::empty({n}, DType::f32, params_.device());
+      int64_t at = 0;
+      auto view = [&](const Segment* g) {
+        return grad_chunk(g->unit).carve(g->lo - chunk_offset(g->unit), {g->hi - g->lo});
+      };
+      for (const Segment* g : partial) {
+        packed.carve(at, {g->hi - g->lo}).copy_from(view(g));
+        at += g->hi - g->lo;
+      }
+      tp_->all_reduce(packed, ReduceOp::sum);
+      at = 0;
+      for (const Segment* g : partial) {
+        Tensor v = view(g);
+        v.copy_from(packed.carve(at, {g->hi - g->lo}));
+        at += g->hi - g->lo;
+      }
+    }
+  }
   double sq = 0.0;
   for (const Segment& g : segments_) {
     if (tp_split && g.entry->split.replicated() && tp_->rank() != 0) continue;

@@ -103,6 +103,7 @@ void read_parallel(const ConfigNode& n, ParallelConfig& p) {
   p.layers_per_stage = n.get<std::vector<int64_t>>("layers_per_stage", p.layers_per_stage);
   n.require(p.layers_per_stage.empty() || static_cast<int64_t>(p.layers_per_stage.size()) == p.pp,
             "layers_per_stage", "must list one layer count per pipeline stage (parallel.pp)");
+  p.sequence_parallel = n.get<bool>("sequence_parallel", p.sequence_parallel);
   p.timeout_s = n.get<double>("timeout_s", p.timeout_s);
   n.require(p.timeout_s > 0.0, "timeout_s", "must be positive (seconds)");
 }

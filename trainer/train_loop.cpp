@@ -112,7 +112,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
 
   const int stage = ctx.coord().pp, stages = ctx.grid().pp();
   Gpt2 model(job.model, job.device,
-             {dp.size(), &ctx.tp(), stage, stages, job.parallel.layers_per_stage});
+             {dp.size(), &ctx.tp(), stage, stages, job.parallel.layers_per_stage,
+              job.parallel.sequence_parallel});
   model.init_weights(job.seed);
   const LrSchedule schedule{tc.lr, tc.min_lr, tc.warmup_steps, tc.steps};
   const std::string ckpt_root = job.checkpoint.dir + "/checkpoints";

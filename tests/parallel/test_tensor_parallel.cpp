@@ -1,6 +1,7 @@
-// Tensor parallelism (with data parallelism and ZeRO around it) under mpirun: the gradients of a
-// tensor-parallel GPT-2 are the parts of one process's gradients, and training gives the same
-// losses and weights, for every tp that divides the world and every ZeRO stage.
+// Tensor parallelism, with and without sequence parallelism (and data parallelism and ZeRO around
+// it) under mpirun: the gradients of a tensor-parallel GPT-2 are the parts of one process's
+// gradients, and training gives the same losses and weights, for every tp that divides the world
+// and every ZeRO stage.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -30,11 +31,14 @@ struct Trained {
 
 // `steps` steps of 2 micro-batches of `batch` sequences, dp rank r taking its rows, on the layout
 // of ctx (a null ctx: one process); stage = ZeRO stage over dp.
-Trained train(ParallelContext* ctx, int stage, uint64_t seed, int64_t batch, int steps) {
+Trained train(ParallelContext* ctx, int stage, uint64_t seed, int64_t batch, int steps,
+              bool sequence_parallel = false) {
   LocalCommunicator one_dp("dp"), one_tp("tp");
   Communicator& dp = ctx ? ctx->dp() : one_dp;
   Communicator* tp = ctx ? &ctx->tp() : nullptr;
-  Gpt2 model(kCfg, Device::cpu(), {dp.size(), tp});
+  Gpt2Layout layout{dp.size(), tp};
+  layout.sequence_parallel = sequence_parallel;
+  Gpt2 model(kCfg, Device::cpu(), layout);
   model.init_weights(seed);
   DistributedAdamW opt(model.params(), dp, stage, kAdam, tp ? tp : &one_tp);
   model.set_hooks(&opt);
@@ -88,18 +92,26 @@ TEST(TensorParallel, GradientsArePartsOfTheWholeModels) {
     whole.forward(wa, x);
     const double whole_loss = whole.backward(wa, y, 1.0f / (3 * kT));
 
-    Gpt2 part(kCfg, Device::cpu(), {1, &ctx.tp()});
-    part.init_weights(seed);
-    Gpt2Activations pa = part.make_activations(3, kT, /*recompute=*/true);
-    part.forward(pa, x);
-    const double part_loss = part.backward(pa, y, 1.0f / (3 * kT));
-    EXPECT_NEAR(part_loss, whole_loss, 1e-6 * whole_loss);
-    for (const ParameterEntry& e : part.params().entries()) {
-      const Tensor want = tp_cut(whole.params().grad(e.name), e.split);
-      EXPECT_LT(testing::rel_error(part.params().grad(e), testing::to_f64(want)), 1e-5) << e.name;
-      EXPECT_EQ(testing::to_f64(part.params().param(e)),
-                testing::to_f64(tp_cut(whole.params().param(e.name), e.split)))
-          << "initial " << e.name;
+    for (bool sp : {false, true}) {
+      SCOPED_TRACE(sp ? "sequence parallel" : "tensor parallel");
+      Gpt2Layout layout{1, &ctx.tp()};
+      layout.sequence_parallel = sp;
+      Gpt2 part(kCfg, Device::cpu(), layout);
+      part.init_weights(seed);
+      Gpt2Activations pa = part.make_activations(3, kT, /*recompute=*/true);
+      part.forward(pa, x);
+      const double part_loss = part.backward(pa, y, 1.0f / (3 * kT));
+      EXPECT_NEAR(part_loss, whole_loss, 1e-6 * whole_loss);
+      for (const ParameterEntry& e : part.params().entries()) {
+        const Tensor want = tp_cut(whole.params().grad(e.name), e.split);
+        Tensor got = part.params().grad(e);
+        EXPECT_EQ(e.tp_partial, sp && e.name.find(".ln_") != std::string::npos) << e.name;
+        if (e.tp_partial) ctx.tp().all_reduce(got);  // each rank's rows' share
+        EXPECT_LT(testing::rel_error(got, testing::to_f64(want)), 1e-5) << e.name;
+        EXPECT_EQ(testing::to_f64(part.params().param(e)),
+                  testing::to_f64(tp_cut(whole.params().param(e.name), e.split)))
+            << "initial " << e.name;
+      }
     }
   }
 }
@@ -113,10 +125,12 @@ TEST(TensorParallel, TrainingMatchesOneProcessWithZero) {
   for (int tp : {2, 4}) {
     if (world_size() % tp != 0 || batch % (world_size() / tp) != 0) continue;
     for (int stage = 0; stage <= 3; ++stage) {
+      const bool sp = stage % 2 == 1;  // sequence parallelism on for ZeRO 1 and 3
       SCOPED_TRACE("seed " + std::to_string(seed) + ", tp " + std::to_string(tp) + ", dp " +
-                   std::to_string(world_size() / tp) + ", ZeRO " + std::to_string(stage));
+                   std::to_string(world_size() / tp) + ", ZeRO " + std::to_string(stage) +
+                   (sp ? ", sequence parallel" : ""));
       ParallelContext ctx = make_mpi_context({tp, 1, 0}, 60.0);
-      const Trained got = train(&ctx, stage, seed, batch, 4);
+      const Trained got = train(&ctx, stage, seed, batch, 4, sp);
       for (size_t i = 0; i < ref.losses.size(); ++i)
         EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-5 * ref.losses[i]) << "step " << i;
       // Compare this rank's parts with the same parts of the reference's weights.

@@ -94,9 +94,9 @@ void expect_same_losses(const std::vector<double>& got, const std::vector<double
 
 // Every layout of the world with tp, pp ∈ {1, 2} (dp fills the rest and must split the batch of
 // 4) and every ZeRO stage gives the losses, validation losses and final weights of one process
-// (1F1B; one layout also with GPipe). The step-4 checkpoint of the layout with the most
-// parallelism at ZeRO-3 — (tp 2, pp 2, dp 2) at world 8 — resumes in one process and under
-// (tp 2, pp 1, dp = world / 2, ZeRO-1) with the same losses for steps 5-8.
+// (1F1B; also GPipe at ZeRO-1, and sequence parallelism at ZeRO-1 and 3). The step-4 checkpoint of
+// the layout with the most parallelism at ZeRO-3 — (tp 2, pp 2, dp 2) at world 8 — resumes in one
+// process and under (tp 2, pp 1, dp = world / 2, ZeRO-1) with the same losses for steps 5-8.
 TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayouts) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -112,14 +112,17 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
       for (int zero = 0; zero <= 3; ++zero) {
         const std::string layout = "tp" + std::to_string(tp) + "pp" + std::to_string(pp) + "dp" +
                                    std::to_string(world / (tp * pp)) + "z" + std::to_string(zero);
-        for (const char* schedule : {"1f1b", "gpipe"}) {
-          if (std::string(schedule) == "gpipe" && (pp == 1 || zero != 1)) continue;
-          SCOPED_TRACE(layout + " " + schedule);
-          const std::string run = layout + schedule;
+        for (const std::string variant : {"1f1b", "gpipe", "1f1b-sp"}) {
+          if (variant == "gpipe" && (pp == 1 || zero != 1)) continue;
+          if (variant == "1f1b-sp" && (tp == 1 || zero % 2 == 0)) continue;  // sequence parallel
+          SCOPED_TRACE(layout + " " + variant);
+          const std::string run = layout + variant;
           const TrainSummary s = train_mpi(
               job(run, {"parallel.tp=" + std::to_string(tp), "parallel.pp=" + std::to_string(pp),
                         "parallel.zero=" + std::to_string(zero),
-                        std::string("parallel.schedule=") + schedule}));
+                        "parallel.schedule=" + variant.substr(0, variant.find('-')),
+                        std::string("parallel.sequence_parallel=") +
+                            (variant == "1f1b-sp" ? "true" : "false")}));
           expect_same_losses(s.train_losses, ref.train_losses);
           ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
           for (size_t i = 0; i < s.val_losses.size(); ++i)
@@ -128,7 +131,7 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
           if (world_rank() == 0)
             expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
                                 (root_ / own / "checkpoints/step_000008").string());
-          if (zero == 3 && std::string(schedule) == "1f1b") saved = run;  // the last one wins
+          if (zero == 3 && variant == "1f1b") saved = run;  // the last one wins
         }
       }
     }
