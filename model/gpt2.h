@@ -25,8 +25,8 @@ struct Gpt2Config {
   // Parameter count (with the tied embedding counted once).
   int64_t num_params() const;
   // FLOPs of one training step (forward + backward) per token at sequence length t:
-  // 6·(matmul params) + 6·V·C for the tied head + 6·L·T·C for attention scores and values
-  // (counting the causal half), as in PaLM's appendix B.
+  // 6·(matmul params) + 6·V·C for the tied head + 6·L·T·C for attention scores and values,
+  // counting only the causal half (PaLM's appendix B counts the full square, 12·L·T·C).
   double train_flops_per_token(int64_t t) const;
 };
 

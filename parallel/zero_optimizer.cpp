@@ -195,6 +195,9 @@ void DistributedAdamW::tie_unit(int unit, Communicator& group, bool counted_in_n
 
 double DistributedAdamW::step(double lr) {
   TS_CHECK(pending_.empty(), "DistributedAdamW::step before end_micro_batch()");
+  // Stage 3: a prefetch still in flight reads the shard the update is about to write, and a
+  // gathered unit would keep the old weights: finish and drop them first.
+  if (stage_ == 3) drop_gathered_units();
   const auto& units = params_.units();
   const int nunits = static_cast<int>(units.size());
 
@@ -276,7 +279,6 @@ double DistributedAdamW::step(double lr) {
       gathers.push_back(dp_.all_gather_async(params_.unit_params(u), param_chunk(u)));
     for (CommHandle& h : gathers) h.wait();
   }
-  if (stage_ == 3) drop_gathered_units();
   if (stage_ >= 2) {
     grad_shard_.zero_();
   } else {

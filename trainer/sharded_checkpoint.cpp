@@ -143,6 +143,7 @@ std::string save_sharded_checkpoint(const std::string& root, const Gpt2& model,
                               tokenizer_path);
     folder = finish_checkpoint_folder(root, state.step, keep);
   }
+  ctx.world().barrier();  // the folder is in place when any rank returns
   return folder;
 }
 
@@ -202,6 +203,12 @@ Tensor CheckpointReader::whole(const std::string& kind, const std::string& name)
     const Piece& pc = pieces[p];
     // The unit's chunks from its dp ranks, then the tensor's place in the unit.
     const int64_t chunk = pc.unit_numel / layout_.dp;
+    const std::string key = ::tessera::detail::cat(kind, "/", pc.tp, ",", pc.pp, "/", pc.unit);
+    if (cached_key_ == key) {  // the tensors of one unit are asked for one after another
+      parts.carve(static_cast<int64_t>(p) * part_numel, {part_numel})
+          .copy_from(cached_unit_.carve(pc.offset, {part_numel}));
+      continue;
+    }
     Tensor unit = Tensor::empty({pc.unit_numel}, DType::f32);
     for (int j = 0; j < layout_.dp; ++j) {
       const std::string& file = files_.at(::tessera::detail::cat(pc.tp, ",", pc.pp, ",", j));
@@ -213,6 +220,8 @@ Tensor CheckpointReader::whole(const std::string& kind, const std::string& name)
     }
     parts.carve(static_cast<int64_t>(p) * part_numel, {part_numel})
         .copy_from(unit.carve(pc.offset, {part_numel}));
+    cached_key_ = key;
+    cached_unit_ = unit;
   }
   if (pieces.size() == 1) return parts.view(pieces.front().shape);
   return parallel::tp_join(parts, pieces.front().split,
@@ -248,8 +257,10 @@ TrainerState load_any_checkpoint(const std::string& dir, Gpt2& local,
 void convert_checkpoint(const std::string& from, const std::string& to, const ShardLayout* target) {
   const CheckpointReader src(from);
   const Gpt2Config& config = src.config();
-  TS_CHECK(!fs::exists(to), "'", to, "' exists: convert writes a new folder");
-  const fs::path tmp = to + ".tmp";
+  const fs::path out = fs::path(to).lexically_normal();
+  const std::string target_dir = out.has_filename() ? out.string() : out.parent_path().string();
+  TS_CHECK(!fs::exists(target_dir), "'", target_dir, "' exists: convert writes a new folder");
+  const fs::path tmp = target_dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
@@ -303,8 +314,8 @@ void convert_checkpoint(const std::string& from, const std::string& to, const Sh
   const fs::path tokenizer = fs::path(from) / "tokenizer.json";
   write_checkpoint_metadata(tmp.string(), config, state, adam_steps,
                             fs::exists(tokenizer) ? tokenizer.string() : "");
-  fs::rename(tmp, to, ec);
-  TS_CHECK(!ec, "cannot rename '", tmp.string(), "' to '", to, "': ", ec.message());
+  fs::rename(tmp, target_dir, ec);
+  TS_CHECK(!ec, "cannot rename '", tmp.string(), "' to '", target_dir, "': ", ec.message());
 }
 
 }  // namespace tessera

@@ -71,6 +71,9 @@ class CheckpointReader {
   };
   std::map<std::string, std::vector<Piece>> pieces_;  // by tensor name, one per tp rank
   std::map<std::string, std::string> files_;          // "tp,pp,dp" -> shard file
+  // The last unit assembled from its shards (kind/tp,pp/unit), reused by its next tensor.
+  mutable std::string cached_key_;
+  mutable Tensor cached_unit_;
 };
 
 // Loads a checkpoint of either kind into this rank's part `local` (its stage's tensors, cut for

@@ -184,6 +184,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
              ": lower train.lr or raise train.warmup_steps");
     const double norm = optimizer.step(lr);
     summary.step_traffic = dp.stats();
+    summary.state_bytes = optimizer.state_bytes();  // before evaluation gathers anything
     tp_wire = ctx.tp().stats().total_wire_bytes();
     pp_wire = ctx.pp().stats().total_wire_bytes();
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -232,7 +233,6 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   const int64_t steps_run = static_cast<int64_t>(summary.train_losses.size());
   if (steps_run > 0) summary.tokens_per_second = steps_run * tokens_per_step / total;
 
-  summary.state_bytes = optimizer.state_bytes();
   if (ctx.world().size() > 1) {
     const auto accounts = parallel::gather_accounts(
         ctx.world(), {summary.state_bytes, summary.step_traffic,
