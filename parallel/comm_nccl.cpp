@@ -103,13 +103,13 @@ NcclCommunicator::~NcclCommunicator() {
       ncclCommDestroy(nccl_->comm);
     }
   } catch (const Error&) {
-    abort();  // wait_ready already aborted on a timeout; abort() is idempotent
+    abort_comm();  // wait_ready already aborted on a timeout; abort_comm() is idempotent
   }
   if (ready_) cudaEventDestroy(ready_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void NcclCommunicator::abort() noexcept {
+void NcclCommunicator::abort_comm() noexcept {
   if (nccl_->aborted || !nccl_->comm) return;
   ncclCommAbort(nccl_->comm);
   nccl_->aborted = true;
@@ -124,13 +124,13 @@ void NcclCommunicator::wait_ready(const char* what) {
     TS_NCCL_CHECK(ncclCommGetAsyncError(nccl_->comm, &state));
     if (state != ncclInProgress) break;
     if (Clock::now() >= deadline) {
-      abort();
+      abort_comm();
       TS_THROW("NCCL timeout: ", what, " in ", describe(), " still in progress after ", timeout_s(),
                " s (ncclCommAbort called): a member never arrived?");
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
-  if (state != ncclSuccess) abort();
+  if (state != ncclSuccess) abort_comm();
   TS_NCCL_CHECK(state);
 }
 
@@ -153,7 +153,7 @@ std::shared_ptr<detail::PendingOp> NcclCommunicator::finish(std::vector<Tensor> 
 
 std::string NcclCommunicator::on_timeout(const OpInfo& info, double) {
   std::string diagnosis = mpi_->survey_after_timeout(info);
-  abort();
+  abort_comm();
   return diagnosis + " (ncclCommAbort called)";
 }
 

@@ -59,7 +59,8 @@ class NcclCommunicator final : public Communicator {
   void begin();
   // Records the completion event of the op just enqueued.
   std::shared_ptr<detail::PendingOp> finish(std::vector<Tensor> keep);
-  void abort() noexcept;
+  // ncclCommAbort, once (this communicator only; the process goes on and the caller throws).
+  void abort_comm() noexcept;
 
   std::unique_ptr<MpiCommunicator> mpi_;
   int device_;

@@ -356,6 +356,14 @@ CommHandle Communicator::barrier_async() {
   return launch(std::move(info), start_barrier());
 }
 
+double all_reduce_scalar(Communicator& group, double x, ReduceOp op) {
+  if (group.size() == 1) return x;
+  Tensor t = Tensor::empty({1}, DType::f32);
+  t.data<float>()[0] = static_cast<float>(x);
+  group.all_reduce(t, op);
+  return t.data<float>()[0];
+}
+
 namespace {
 
 std::vector<int> iota_ranks(int size) {

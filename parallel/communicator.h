@@ -212,6 +212,10 @@ class Communicator {
   std::vector<std::shared_ptr<detail::InFlight>> abandoned_;  // in flight at a timeout
 };
 
+// x reduced over the group's ranks (x itself on one rank), sent as one f32: for losses, norms
+// and other scalars every rank needs. Collective over the group.
+double all_reduce_scalar(Communicator& group, double x, ReduceOp op);
+
 // A group without a backend. With one rank (the default: a process not started by mpirun, a
 // degree of 1) every operation short-circuits in the base class, so nothing communicates and no
 // MPI is needed. With more, it stands for rank `rank` of a layout laid out offline (checkpoint

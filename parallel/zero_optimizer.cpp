@@ -242,15 +242,9 @@ double DistributedAdamW::step(double lr) {
     if (g.unit == tied_unit_ && !tied_counted_) continue;
     sq += grad_norm_squared(grad_chunk(g.unit).carve(g.lo - chunk_offset(g.unit), {g.hi - g.lo}));
   }
-  auto sum_over = [&](Communicator& group) {
-    Tensor t = Tensor::empty({1}, DType::f32);
-    t.data<float>()[0] = static_cast<float>(sq);
-    group.all_reduce(t, ReduceOp::sum);
-    sq = t.data<float>()[0];
-  };
-  if (stage_ >= 1 && dp_.size() > 1) sum_over(dp_);
-  if (tp_split) sum_over(*tp_);
-  if (pp_ && pp_->size() > 1) sum_over(*pp_);
+  if (stage_ >= 1) sq = all_reduce_scalar(dp_, sq, ReduceOp::sum);
+  if (tp_split) sq = all_reduce_scalar(*tp_, sq, ReduceOp::sum);
+  if (pp_) sq = all_reduce_scalar(*pp_, sq, ReduceOp::sum);
   const double norm = std::sqrt(sq);
   TS_CHECK(std::isfinite(norm), "gradient norm is ", norm, " at step ", t_ + 1,
            ": lower train.lr, or raise train.warmup_steps");

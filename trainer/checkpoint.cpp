@@ -28,21 +28,6 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
-// Writes text to path through a temporary file and a rename.
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TS_CHECK(out.good(), "cannot write '", tmp.string(), "'");
-    out << text;
-    out.flush();
-    TS_CHECK(out.good(), "write to '", tmp.string(), "' failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TS_CHECK(!ec, "cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message());
-}
-
 json read_json(const fs::path& path) {
   std::ifstream in(path);
   TS_CHECK(in.good(), "checkpoint file '", path.string(), "' is missing");
@@ -88,19 +73,22 @@ std::vector<fs::path> step_folders(const fs::path& root) {
   return out;
 }
 
-// Copies `src` into `dst` (a file or tensor), checking the shape first.
-void load_into(Tensor dst, const SafetensorsFile& file, const std::string& name,
-               const std::string& path) {
-  auto it = file.tensors.find(name);
-  TS_CHECK(it != file.tensors.end(), "checkpoint '", path, "' has no tensor '", name, "'");
-  const Tensor& src = it->second;
-  TS_CHECK(src.dtype() == DType::f32 && src.shape() == dst.shape(), "checkpoint '", path,
-           "': tensor '", name, "' is ", dtype_name(src.dtype()), " ", shape_str(src.shape()),
-           " but the model expects f32 ", shape_str(dst.shape()));
-  dst.copy_from(src);
-}
-
 }  // namespace
+
+void write_text_atomic(const std::string& file, const std::string& text) {
+  const fs::path path(file);
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    TS_CHECK(out.good(), "cannot write '", tmp.string(), "'");
+    out << text;
+    out.flush();
+    TS_CHECK(out.good(), "write to '", tmp.string(), "' failed (disk full?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  TS_CHECK(!ec, "cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message());
+}
 
 std::string begin_checkpoint_folder(const std::string& root, int64_t step) {
   const fs::path tmp_dir = (fs::path(root) / step_name(step)).string() + ".tmp";
@@ -234,32 +222,6 @@ void check_checkpoint_model(const std::string& dir, const Gpt2Config& m) {
            " max_seq_len=", saved.max_seq_len, ", but the config asks for n_layer=", m.n_layer,
            " n_head=", m.n_head, " d_model=", m.d_model, " vocab_size=", m.vocab_size,
            " max_seq_len=", m.max_seq_len);
-}
-
-TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState* optimizer) {
-  TS_CHECK(fs::is_directory(dir), "checkpoint folder '", dir, "' does not exist");
-  check_checkpoint_model(dir, model.config());
-
-  const std::string model_path = (fs::path(dir) / kModelFile).string();
-  const SafetensorsFile weights = load_safetensors(model_path);
-  ParameterSet& params = model.params();
-  for (const ParameterEntry& e : params.entries())
-    load_into(params.param(e), weights, e.name, model_path);
-
-  TrainerState state = read_trainer_state(dir, optimizer ? &optimizer->steps : nullptr);
-  if (optimizer) {
-    const std::string opt_path = (fs::path(dir) / kOptimizerFile).string();
-    const SafetensorsFile moments = load_safetensors(opt_path);
-    optimizer->exp_avg = Tensor::zeros({params.total()}, DType::f32);
-    optimizer->exp_avg_sq = Tensor::zeros({params.total()}, DType::f32);
-    for (const ParameterEntry& e : params.entries()) {
-      load_into(optimizer->exp_avg.carve(e.offset, e.shape), moments, "exp_avg." + e.name,
-                opt_path);
-      load_into(optimizer->exp_avg_sq.carve(e.offset, e.shape), moments, "exp_avg_sq." + e.name,
-                opt_path);
-    }
-  }
-  return state;
 }
 
 }  // namespace tessera

@@ -32,6 +32,9 @@ std::string save_checkpoint(const std::string& root, const Gpt2& model,
                             const OptimizerState* optimizer, const TrainerState& state,
                             const std::string& tokenizer_path, int64_t keep);
 
+// Writes text to file through file.tmp and a rename; throws Error naming the file on failure.
+void write_text_atomic(const std::string& file, const std::string& text);
+
 // "step_000600".
 std::string checkpoint_step_name(int64_t step);
 
@@ -64,10 +67,7 @@ std::string latest_checkpoint(const std::string& root);
 // The model shape recorded in a checkpoint's config.json.
 Gpt2Config read_checkpoint_model_config(const std::string& dir);
 
-// Loads weights into `model` and, when optimizer is non-null, the AdamW moments (into tensors
-// laid out like `model`'s ParameterSet, allocated here) and step count.
-// Throws Error naming the file and the tensor on a missing or corrupt file, a missing tensor or a
-// shape that does not match the model.
-TrainerState load_checkpoint(const std::string& dir, Gpt2& model, OptimizerState* optimizer);
+// Loading, of this kind or the sharded one into any layout: load_any_checkpoint in
+// sharded_checkpoint.h.
 
 }  // namespace tessera

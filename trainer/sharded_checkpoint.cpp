@@ -89,20 +89,6 @@ json make_index(const Gpt2Config& config, const ShardLayout& l) {
           {"parts", parts}};
 }
 
-void write_json(const fs::path& path, const json& j) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    TS_CHECK(out.good(), "cannot write '", tmp.string(), "'");
-    out << j.dump(1) << "\n";
-    out.flush();
-    TS_CHECK(out.good(), "write to '", tmp.string(), "' failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TS_CHECK(!ec, "cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message());
-}
-
 // One rank's shard: chunk(unit, kind) for every unit of its part and the three kinds.
 void write_shard(const fs::path& path, const ParameterSet& params,
                  const std::function<Tensor(int unit, int kind)>& chunk) {
@@ -138,7 +124,8 @@ std::string save_sharded_checkpoint(const std::string& root, const Gpt2& model,
   ctx.world().barrier();  // every shard is on disk
   std::string folder = (fs::path(root) / checkpoint_step_name(state.step)).string();
   if (writer) {
-    write_json(tmp / kIndexFile, make_index(model.config(), layout));
+    write_text_atomic((tmp / kIndexFile).string(),
+                      make_index(model.config(), layout).dump(1) + "\n");
     write_checkpoint_metadata(tmp.string(), model.config(), state, optimizer.steps_taken(),
                               tokenizer_path);
     folder = finish_checkpoint_folder(root, state.step, keep);
@@ -202,26 +189,25 @@ Tensor CheckpointReader::whole(const std::string& kind, const std::string& name)
   for (size_t p = 0; p < pieces.size(); ++p) {
     const Piece& pc = pieces[p];
     // The unit's chunks from its dp ranks, then the tensor's place in the unit.
-    const int64_t chunk = pc.unit_numel / layout_.dp;
+    // The unit from its dp ranks' chunks (the tensors of one unit come one after another, so
+    // the last unit assembled is kept), then the tensor's place in it.
     const std::string key = ::tessera::detail::cat(kind, "/", pc.tp, ",", pc.pp, "/", pc.unit);
-    if (cached_key_ == key) {  // the tensors of one unit are asked for one after another
-      parts.carve(static_cast<int64_t>(p) * part_numel, {part_numel})
-          .copy_from(cached_unit_.carve(pc.offset, {part_numel}));
-      continue;
-    }
-    Tensor unit = Tensor::empty({pc.unit_numel}, DType::f32);
-    for (int j = 0; j < layout_.dp; ++j) {
-      const std::string& file = files_.at(::tessera::detail::cat(pc.tp, ",", pc.pp, ",", j));
-      const Tensor c = load_safetensors_tensor(file, kind + "/" + pc.unit);
-      TS_CHECK(c.numel() == chunk && c.dtype() == DType::f32, "shard '", file, "': '", kind, "/",
-               pc.unit, "' holds ", c.numel(), " ", dtype_name(c.dtype()),
-               " values, the index says ", chunk, " f32");
-      unit.carve(j * chunk, {chunk}).copy_from(c);
+    if (cached_key_ != key) {
+      const int64_t chunk = pc.unit_numel / layout_.dp;
+      Tensor unit = Tensor::empty({pc.unit_numel}, DType::f32);
+      for (int j = 0; j < layout_.dp; ++j) {
+        const std::string& file = files_.at(::tessera::detail::cat(pc.tp, ",", pc.pp, ",", j));
+        const Tensor c = load_safetensors_tensor(file, kind + "/" + pc.unit);
+        TS_CHECK(c.numel() == chunk && c.dtype() == DType::f32, "shard '", file, "': '", kind, "/",
+                 pc.unit, "' holds ", c.numel(), " ", dtype_name(c.dtype()),
+                 " values, the index says ", chunk, " f32");
+        unit.carve(j * chunk, {chunk}).copy_from(c);
+      }
+      cached_key_ = key;
+      cached_unit_ = unit;
     }
     parts.carve(static_cast<int64_t>(p) * part_numel, {part_numel})
-        .copy_from(unit.carve(pc.offset, {part_numel}));
-    cached_key_ = key;
-    cached_unit_ = unit;
+        .copy_from(cached_unit_.carve(pc.offset, {part_numel}));
   }
   if (pieces.size() == 1) return parts.view(pieces.front().shape);
   return parallel::tp_join(parts, pieces.front().split,
@@ -309,7 +295,7 @@ void convert_checkpoint(const std::string& from, const std::string& to, const Sh
           });
         }
       }
-    write_json(tmp / kIndexFile, make_index(config, *target));
+    write_text_atomic((tmp / kIndexFile).string(), make_index(config, *target).dump(1) + "\n");
   }
   const fs::path tokenizer = fs::path(from) / "tokenizer.json";
   write_checkpoint_metadata(tmp.string(), config, state, adam_steps,

@@ -40,25 +40,10 @@ void next_batch(DataLoader& loader, MicroBatch& mb) {
   loader.next_batch(mb.inputs.data<int32_t>(), mb.targets.data<int32_t>());
 }
 
-// The mean of x over the group's ranks (x itself on one rank).
-double mean_over(parallel::Communicator& group, double x) {
-  if (group.size() == 1) return x;
-  Tensor t = Tensor::empty({1}, DType::f32);
-  t.data<float>()[0] = static_cast<float>(x);
-  group.all_reduce(t, parallel::ReduceOp::avg);
-  return t.data<float>()[0];
-}
-
 // A loss known on the last pipeline stage (0 elsewhere), averaged over dp, on every rank.
 double loss_everywhere(parallel::ParallelContext& ctx, double last_stage_loss) {
-  double x = last_stage_loss;
-  if (ctx.pp().size() > 1) {
-    Tensor t = Tensor::empty({1}, DType::f32);
-    t.data<float>()[0] = static_cast<float>(x);
-    ctx.pp().all_reduce(t, parallel::ReduceOp::sum);
-    x = t.data<float>()[0];
-  }
-  return mean_over(ctx.dp(), x);
+  const double x = all_reduce_scalar(ctx.pp(), last_stage_loss, parallel::ReduceOp::sum);
+  return all_reduce_scalar(ctx.dp(), x, parallel::ReduceOp::avg);
 }
 
 // Mean validation loss over `batches` batches from the start of the split, on every rank.

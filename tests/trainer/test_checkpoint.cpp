@@ -8,6 +8,7 @@
 
 #include "parallel/zero_optimizer.h"
 #include "tests/support/numeric.h"
+#include "trainer/sharded_checkpoint.h"
 
 namespace tessera {
 namespace {
@@ -61,7 +62,7 @@ TEST(Checkpoint, RoundTripsWeightsMomentsAndState) {
     EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
 
   Trained b(2);
-  const TrainerState loaded = load_checkpoint(dir, b.model, &b.opt);
+  const TrainerState loaded = load_any_checkpoint(dir, b.model, &b.opt);
   EXPECT_EQ(loaded.step, 2);
   EXPECT_EQ(loaded.loader.epoch, 3u);
   EXPECT_EQ(loaded.loader.position, 17u);
@@ -100,7 +101,7 @@ TEST(Checkpoint, MismatchAndCorruptionGiveClearErrors) {
   const std::string dir = save_checkpoint(tmp.path.string(), a.model, &a.opt, {1, {}, 0.0}, "", 2);
   Gpt2 other({2, 2, 32, 40, 8});
   try {
-    load_checkpoint(dir, other, nullptr);
+    load_any_checkpoint(dir, other, nullptr);
     FAIL() << "loaded into a different model shape";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("d_model=16"), std::string::npos) << e.what();
@@ -110,12 +111,12 @@ TEST(Checkpoint, MismatchAndCorruptionGiveClearErrors) {
   fs::resize_file(weights, fs::file_size(weights) / 2);
   Trained b(5);
   try {
-    load_checkpoint(dir, b.model, &b.opt);
+    load_any_checkpoint(dir, b.model, &b.opt);
     FAIL() << "loaded a truncated checkpoint";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(load_checkpoint((tmp.path / "missing").string(), b.model, nullptr), Error);
+  EXPECT_THROW(load_any_checkpoint((tmp.path / "missing").string(), b.model, nullptr), Error);
 }
 
 }  // namespace
