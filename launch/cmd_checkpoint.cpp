@@ -34,10 +34,11 @@ std::vector<int64_t> parse_counts(const std::string& text) {
 
 int cmd_checkpoint(int argc, char** argv) {
   po::options_description opts(
-      "tessera checkpoint convert --from DIR --to DIR [--tp N --pp N --dp N --zero N]\n"
+      "tessera checkpoint convert --from DIR --to DIR [--tp N --pp N --dp N --zero N\n"
+      "                                                --virtual-stages N]\n"
       "  without a layout: one consolidated folder (Hugging Face GPT2LMHeadModel loads it)");
   std::string what, from, to, layers;
-  int tp = 0, pp = 1, dp = 1, zero = 0;
+  int tp = 0, pp = 1, dp = 1, zero = 0, virtual_stages = 1;
   opts.add_options()("help,h", "show this help")("what", po::value(&what), "convert")(
       "from", po::value(&from)->required(), "checkpoint folder to read (either kind)")(
       "to", po::value(&to)->required(), "folder to write (must not exist)")(
@@ -45,7 +46,10 @@ int cmd_checkpoint(int argc, char** argv) {
       "pp", po::value(&pp)->default_value(1), "pipeline stages of the target layout")(
       "dp", po::value(&dp)->default_value(1), "data-parallel degree of the target layout")(
       "zero", po::value(&zero)->default_value(0), "ZeRO stage recorded in the target layout")(
-      "layers-per-stage", po::value(&layers), "layers of each stage, e.g. 3,3 (default: even)");
+      "virtual-stages", po::value(&virtual_stages)->default_value(1),
+      "layer chunks per pipeline rank (interleaved 1F1B)")(
+      "layers-per-stage", po::value(&layers),
+      "layers of each (virtual) stage, e.g. 3,3 (default: even)");
   po::positional_options_description pos;
   pos.add("what", 1);
   po::variables_map vm;
@@ -57,16 +61,19 @@ int cmd_checkpoint(int argc, char** argv) {
   po::notify(vm);
   TS_CHECK(what == "convert", "unknown checkpoint action '", what,
            "': use 'tessera checkpoint convert'");
-  const bool layout = tp > 0 || vm["pp"].defaulted() == false || vm["dp"].defaulted() == false;
+  const bool layout =
+      tp > 0 || !vm["pp"].defaulted() || !vm["dp"].defaulted() || !vm["virtual-stages"].defaulted();
   if (!layout) {
     convert_checkpoint(from, to, nullptr);
     std::cout << "wrote " << to << " (consolidated)\n";
     return 0;
   }
-  ShardLayout target{tp > 0 ? tp : 1, pp, dp, zero,
-                     layers.empty() ? std::vector<int64_t>{} : parse_counts(layers)};
-  TS_CHECK(target.tp >= 1 && target.pp >= 1 && target.dp >= 1 && zero >= 0 && zero <= 3,
-           "--tp, --pp, --dp must be >= 1 and --zero in 0..3");
+  ShardLayout target{
+      tp > 0 ? tp : 1, pp, dp, zero, layers.empty() ? std::vector<int64_t>{} : parse_counts(layers),
+      virtual_stages};
+  TS_CHECK(target.tp >= 1 && target.pp >= 1 && target.dp >= 1 && zero >= 0 && zero <= 3 &&
+               virtual_stages >= 1,
+           "--tp, --pp, --dp, --virtual-stages must be >= 1 and --zero in 0..3");
   convert_checkpoint(from, to, &target);
   std::cout << "wrote " << to << " (sharded, " << target.str() << ")\n";
   return 0;

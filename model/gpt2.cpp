@@ -89,10 +89,17 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
   TS_CHECK(config_.vocab_size % tp == 0, "model.vocab_size (", config_.vocab_size,
            ") must be a multiple of parallel.tp (", tp,
            "): each tensor-parallel rank takes an equal slice of the vocabulary");
-  const parallel::StageLayers layers =
-      parallel::stage_layers(config_.n_layer, pp_rank_, pp_size_, layout.layers_per_stage);
-  first_layer_ = layers.first;
-  end_layer_ = layers.end;
+  TS_CHECK(layout.virtual_stages == 1 || (layout.virtual_stages > 1 && pp_size_ > 1),
+           "parallel.virtual_stages (", layout.virtual_stages,
+           ") must be 1, or more with parallel.pp > 1");
+  int64_t base = 0;
+  for (int k = 0; k < layout.virtual_stages; ++k) {
+    const parallel::StageLayers layers =
+        parallel::stage_layers(config_.n_layer, k * pp_size_ + pp_rank_,
+                               pp_size_ * layout.virtual_stages, layout.layers_per_stage);
+    chunks_.push_back({layers, base});
+    base += layers.end - layers.first;
+  }
   heads_local_ = config_.n_head / tp;
   const int64_t c = config_.d_model, v_local = config_.vocab_size / tp;
   vocab_shard_.start = r * v_local;
@@ -121,10 +128,11 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
     params_.add("transformer.wpe.weight", {config_.max_seq_len, c}, true);
   }
   unit_first_block_ = next_unit();
-  for (int64_t l = first_layer_; l < end_layer_; ++l) {
-    params_.begin_unit("h." + std::to_string(l));
-    BlockWeights::register_params(params_, block_prefix(l), c, r, tp, par_.sequence_split());
-  }
+  for (const Chunk& chunk : chunks_)
+    for (int64_t l = chunk.layers.first; l < chunk.layers.end; ++l) {
+      params_.begin_unit("h." + std::to_string(l));
+      BlockWeights::register_params(params_, block_prefix(l), c, r, tp, par_.sequence_split());
+    }
   if (is_last_stage()) {
     unit_lnf_ = next_unit();
     params_.begin_unit("ln_f");
@@ -151,10 +159,11 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
     bind("transformer.ln_f.bias", lnf_b_, dlnf_b_);
     if (unit_head_ >= 0) bind("transformer.wte.weight", head_, dhead_);
   }
-  for (int64_t l = first_layer_; l < end_layer_; ++l) {
-    blocks_.push_back(BlockWeights::bind(params_, block_prefix(l), false));
-    block_grads_.push_back(BlockWeights::bind(params_, block_prefix(l), true));
-  }
+  for (const Chunk& chunk : chunks_)
+    for (int64_t l = chunk.layers.first; l < chunk.layers.end; ++l) {
+      blocks_.push_back(BlockWeights::bind(params_, block_prefix(l), false));
+      block_grads_.push_back(BlockWeights::bind(params_, block_prefix(l), true));
+    }
 }
 
 ParameterSet Gpt2::whole_parameters(const Gpt2Config& config) {
@@ -173,10 +182,11 @@ int Gpt2::owner_stage(const std::string& name) const {
   const std::string prefix = "transformer.h.";
   if (name.rfind(prefix, 0) == 0) {
     const int64_t layer = std::stoll(name.substr(prefix.size()));
-    for (int s = 0; s < pp_size_; ++s) {
+    const int stages = pp_size_ * chunks();  // virtual stage vs lives on rank vs % pp_size_
+    for (int vs = 0; vs < stages; ++vs) {
       const parallel::StageLayers l =
-          parallel::stage_layers(config_.n_layer, s, pp_size_, layers_per_stage_);
-      if (layer >= l.first && layer < l.end) return s;
+          parallel::stage_layers(config_.n_layer, vs, stages, layers_per_stage_);
+      if (layer >= l.first && layer < l.end) return vs % pp_size_;
     }
     TS_THROW("parameter '", name, "': layer ", layer, " outside the model");
   }
@@ -229,12 +239,15 @@ void Gpt2::init_weights(uint64_t seed) {
   }
 }
 
-Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool recompute) const {
+Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool recompute,
+                                       int chunk) const {
   TS_CHECK(batch > 0, "batch size must be positive, got ", batch);
+  TS_CHECK(chunk >= 0 && chunk < chunks(), "make_activations: chunk ", chunk, " of ", chunks());
   TS_CHECK(seq_len > 0 && seq_len <= config_.max_seq_len, "sequence length ", seq_len,
            " must be in [1, model.max_seq_len = ", config_.max_seq_len, "]");
   const Device dev = params_.device();
-  const int64_t b = batch, t = seq_len, c = config_.d_model, layers = end_layer_ - first_layer_;
+  const parallel::StageLayers& own = chunks_[chunk].layers;
+  const int64_t b = batch, t = seq_len, c = config_.d_model, layers = own.end - own.first;
   TS_CHECK(!par_.sequence_split() || (b * t) % tp_size() == 0, "sequence parallelism splits the ",
            b * t,
            " tokens of a micro-batch (sequences per rank x seq_len) over parallel.tp = ", tp_size(),
@@ -244,12 +257,13 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   Gpt2Activations a;
   a.batch = b;
   a.seq_len = t;
+  a.chunk = chunk;
   a.recompute = recompute;
   a.tokens = Tensor::empty({b, t}, DType::i32, dev);
   for (int64_t l = 0; l <= layers; ++l) a.resid.push_back(f32(stream));
   for (int64_t l = 0; l < (recompute ? 1 : layers); ++l)
     a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, par_));
-  if (is_last_stage()) {
+  if (ends_model(a)) {
     a.lnf = f32({b, t, c});
     a.lnf_mean = f32({shape_numel(stream) / c});
     a.lnf_rstd = f32({shape_numel(stream) / c});
@@ -263,7 +277,7 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
 
 void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
   using Pass = UnitHooks::Pass;
-  if (is_first_stage()) {
+  if (starts_model(a)) {
     TS_CHECK(tokens.dim() == 2 && tokens.size(0) == a.batch && tokens.size(1) == a.seq_len,
              "tokens ", shape_str(tokens.shape()), " do not match activations for (", a.batch, ", ",
              a.seq_len, ")");
@@ -283,14 +297,15 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
     release(unit_wpe_);
     release(unit_wte_);
   }
-  for (int64_t l = first_layer_; l < end_layer_; ++l) {
-    const int64_t i = l - first_layer_;
+  const Chunk& chunk = chunks_[a.chunk];
+  for (int64_t i = 0; i < chunk.layers.end - chunk.layers.first; ++i) {
+    const int64_t index = chunk.base + i;
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
-    acquire(block_unit(l), Pass::forward);
-    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[i], heads_local_, par_);
-    release(block_unit(l));
+    acquire(block_unit(index), Pass::forward);
+    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[index], heads_local_, par_);
+    release(block_unit(index));
   }
-  if (is_last_stage()) {
+  if (ends_model(a)) {
     acquire(unit_lnf_, Pass::forward);
     if (par_.sequence_split()) {  // the LM head sees every row: f is an all-gather
       layernorm_forward(a.scratch.rows, a.lnf_mean, a.lnf_rstd, a.resid.back(), lnf_w_, lnf_b_);
@@ -303,8 +318,8 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
 }
 
 double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
-  TS_CHECK(is_last_stage(), "Gpt2::loss on pipeline stage ", pp_rank_, " of ", pp_size_,
-           ": only the last stage has the LM head");
+  TS_CHECK(ends_model(a), "Gpt2::loss on pipeline stage ", pp_rank_, " of ", pp_size_, ", chunk ",
+           a.chunk, " of ", chunks(), ": only the last virtual stage has the LM head");
   const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
   acquire(head, UnitHooks::Pass::forward);
   classifier_forward(a.losses, a.lnf, head_w(), targets, vocab_shard_);
@@ -315,7 +330,7 @@ double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
 double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
   using Pass = UnitHooks::Pass;
   double loss = 0.0;
-  if (is_last_stage()) {
+  if (ends_model(a)) {
     // With one stage the LM head is wte itself: its unit stays acquired from the head's
     // backward, the first, to the embedding's, the last.
     const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
@@ -342,19 +357,21 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     grads_ready(unit_lnf_);
     loss = mean_of(a.losses);
   }
-  for (int64_t l = end_layer_ - 1; l >= first_layer_; --l) {
-    const int64_t i = l - first_layer_;
+  const Chunk& chunk = chunks_[a.chunk];
+  for (int64_t i = chunk.layers.end - chunk.layers.first - 1; i >= 0; --i) {
+    const int64_t index = chunk.base + i;
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
-    acquire(block_unit(l), Pass::backward);
+    acquire(block_unit(index), Pass::backward);
     if (a.recompute) {  // rebuild this block's activations from its saved input
-      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[i], heads_local_, par_);
+      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[index], heads_local_,
+                    par_);
     }
-    block_backward(a.dresid, block_grads_[i], a.scratch, a.dresid, a.resid[i], acts, blocks_[i],
-                   heads_local_, par_);
-    release(block_unit(l));
-    grads_ready(block_unit(l));
+    block_backward(a.dresid, block_grads_[index], a.scratch, a.dresid, a.resid[i], acts,
+                   blocks_[index], heads_local_, par_);
+    release(block_unit(index));
+    grads_ready(block_unit(index));
   }
-  if (is_first_stage()) {
+  if (starts_model(a)) {
     if (!is_last_stage()) acquire(unit_wte_, Pass::backward);
     acquire(unit_wpe_, Pass::backward);
     Tensor demb = a.dresid;

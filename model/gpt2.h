@@ -10,6 +10,7 @@
 #include "core/parameters.h"
 #include "kernels/classifier.h"
 #include "model/gpt2_block.h"
+#include "parallel/pipeline.h"
 
 namespace tessera {
 
@@ -30,14 +31,16 @@ struct Gpt2Config {
   double train_flops_per_token(int64_t t) const;
 };
 
-// What one micro-batch's forward keeps for its backward. The caller owns it; a pipeline stage can
-// hold several. With recompute, only the block inputs are kept and each block's activations are
-// rebuilt in one shared buffer during backward. On a pipeline stage, resid[0] is the stage's
-// input (the embedding on the first stage, the previous stage's output elsewhere), and dresid
-// carries the gradient across the stage boundary. With sequence parallelism resid and dresid hold
+// What one micro-batch's forward through one of the rank's layer chunks keeps for its backward.
+// The caller owns it; a pipeline stage can hold several. With recompute, only the block inputs are
+// kept and each block's activations are rebuilt in one shared buffer during backward. On a
+// pipeline stage, resid[0] is the chunk's input (the embedding on the first virtual stage, the
+// previous virtual stage's output elsewhere), and dresid carries the gradient across the
+// boundary. With sequence parallelism resid and dresid hold
 // this tp rank's B·T/tp rows (C wide); lnf, losses and dlnf are whole.
 struct Gpt2Activations {
   int64_t batch = 0, seq_len = 0;
+  int chunk = 0;  // which of the rank's layer chunks (0 without interleaving)
   bool recompute = false;
   Tensor tokens;                        // (B, T) i32, a copy of forward's input (first stage)
   std::vector<Tensor> resid;            // layers + 1 of (B, T, C): input, then each block's output
@@ -57,18 +60,20 @@ struct Gpt2Layout {
   int param_shards = 1;                   // ZeRO's data-parallel degree: every unit splits evenly
   parallel::Communicator* tp = nullptr;   // tensor-parallel group (null: none); not owned
   int pp_rank = 0, pp_size = 1;           // pipeline stage of this rank, and the stages
-  std::vector<int64_t> layers_per_stage;  // empty: an even split (parallel/pipeline.h)
+  std::vector<int64_t> layers_per_stage;  // per virtual stage; empty: an even split (pipeline.h)
   bool sequence_parallel =
-      false;  // split the B·T rows over tp outside the blocks' parallel regions
+      false;               // split the B·T rows over tp outside the blocks' parallel regions
+  int virtual_stages = 1;  // layer chunks per rank: > 1 interleaves (chunk k is stage k·pp + rank)
 };
 
 class Gpt2 {
  public:
   // Registers and allocates this rank's parameters (zeros); call init_weights() or load them.
   // Units, in this order, each present on the stages that hold it: "wte" (first stage; also the
-  // tied LM head when there is one stage), "wpe" (first), "h.<l>" for the stage's layers, "ln_f"
-  // (last) and, when there are several stages, "head" on the last: a copy of wte under the same
-  // name, kept equal to the first stage's by summing their gradients over the embedding group
+  // tied LM head when there is one stage), "wpe" (first), "h.<l>" for the stage's layers (chunk
+  // by chunk, with virtual stages: chunk k holds the layers of virtual stage k·pp + pp_rank),
+  // "ln_f" (last) and, when there are several stages, "head" on the last: a copy of wte under the
+  // same name, kept equal to the first stage's by summing their gradients over the embedding group
   // (as Megatron does). With a tp group of N ranks, rank r holds vocabulary rows
   // [r·V/N, (r+1)·V/N) of wte (embedding and LM head are vocabulary-parallel) and its share of
   // every block (gpt2_block.h); forward, loss and backward are then collective over tp. Throws
@@ -78,11 +83,12 @@ class Gpt2 {
   const Gpt2Config& config() const { return config_; }
   int tp_rank() const { return tp_ ? tp_->rank() : 0; }
   int tp_size() const { return tp_ ? tp_->size() : 1; }
+  // Whether this rank holds the embedding (first stage) and the LM head (last stage).
   bool is_first_stage() const { return pp_rank_ == 0; }
   bool is_last_stage() const { return pp_rank_ == pp_size_ - 1; }
-  // Layers [first_layer(), end_layer()) live on this stage.
-  int64_t first_layer() const { return first_layer_; }
-  int64_t end_layer() const { return end_layer_; }
+  // The rank's layer chunks (virtual stages), and the layers [first, end) of chunk c.
+  int chunks() const { return static_cast<int>(chunks_.size()); }
+  parallel::StageLayers chunk_layers(int c) const { return chunks_.at(c).layers; }
   // The unit holding the last stage's head copy of wte (-1: none; one stage has no copy). Its
   // gradient must be summed with the first stage's wte unit's over the embedding group.
   int head_unit() const { return unit_head_; }
@@ -107,30 +113,43 @@ class Gpt2 {
   void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
   UnitHooks* hooks() const { return hooks_; }
 
-  Gpt2Activations make_activations(int64_t batch, int64_t seq_len, bool recompute) const;
+  // Activations of one micro-batch through layer chunk `chunk`.
+  Gpt2Activations make_activations(int64_t batch, int64_t seq_len, bool recompute,
+                                   int chunk = 0) const;
 
-  // This stage's forward: the first stage embeds tokens (B, T) i32; the others start from
-  // acts.resid[0], which the caller filled with the previous stage's output (tokens unused). The
-  // last stage ends with the final layernorm. Fills acts.
+  // Whether acts' chunk is the whole model's first virtual stage (it embeds) or its last (it ends
+  // with the final layernorm, the LM head and the loss).
+  bool starts_model(const Gpt2Activations& acts) const {
+    return is_first_stage() && acts.chunk == 0;
+  }
+  bool ends_model(const Gpt2Activations& acts) const {
+    return is_last_stage() && acts.chunk == chunks() - 1;
+  }
+  // acts' chunk's forward: the first virtual stage embeds tokens (B, T) i32; the others start from
+  // acts.resid[0], which the caller filled with the previous virtual stage's output (tokens
+  // unused). The last one ends with the final layernorm. Fills acts.
   void forward(Gpt2Activations& acts, const Tensor& tokens) const;
-  // Mean cross-entropy of the targets (B, T) after forward (last stage; evaluation).
+  // Mean cross-entropy of the targets (B, T) after forward (last virtual stage; evaluation).
   double loss(Gpt2Activations& acts, const Tensor& targets) const;
-  // This stage's backward after its forward. The last stage starts from the fused LM head and
-  // cross-entropy of targets (B, T); the others from acts.dresid, which the caller filled with
-  // the next stage's input gradient. On return acts.dresid holds this stage's input gradient (to
-  // send to the previous stage). Parameter gradients accumulate, scaled by dloss
-  // (= ∂L/∂loss_i: 1/(B·T·accumulation_steps) for a mean). Returns the micro-batch's mean loss on
-  // the last stage, 0 elsewhere.
+  // acts' chunk's backward after its forward. The last virtual stage starts from the fused LM
+  // head and cross-entropy of targets (B, T); the others from acts.dresid, which the caller
+  // filled with the next virtual stage's input gradient. On return acts.dresid holds the chunk's
+  // input gradient (to send to the previous virtual stage). Parameter gradients accumulate,
+  // scaled by dloss (= ∂L/∂loss_i: 1/(B·T·accumulation_steps) for a mean). Returns the
+  // micro-batch's mean loss on the last virtual stage, 0 elsewhere.
   double backward(Gpt2Activations& acts, const Tensor& targets, float dloss);
   // logits (B·T, V) or, with last_only, (B, V) for each sequence's last position, after forward.
   // Throws Error unless the model is whole (one tp rank, one stage).
   void logits(Tensor& out, const Gpt2Activations& acts, bool last_only) const;
 
  private:
+  // A layer chunk, and where its blocks start in blocks_ (and its units after unit_first_block_).
+  struct Chunk {
+    parallel::StageLayers layers;
+    int64_t base = 0;
+  };
   std::string block_prefix(int64_t layer) const;
-  int block_unit(int64_t layer) const {
-    return unit_first_block_ + static_cast<int>(layer - first_layer_);
-  }
+  int block_unit(int64_t index) const { return unit_first_block_ + static_cast<int>(index); }
   void acquire(int unit, UnitHooks::Pass pass) const;
   void release(int unit) const;
   void grads_ready(int unit) const;
@@ -142,13 +161,13 @@ class Gpt2 {
   ParameterSet params_;
   Tensor wte_, wpe_, lnf_w_, lnf_b_, head_;
   Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_, dhead_;
-  std::vector<BlockWeights> blocks_, block_grads_;  // the stage's layers
+  std::vector<BlockWeights> blocks_, block_grads_;  // the stage's layers, chunk by chunk
   UnitHooks* hooks_ = nullptr;
   parallel::Communicator* tp_ = nullptr;
   BlockParallel par_;  // tp_ and whether sequence parallelism is on
   int pp_rank_ = 0, pp_size_ = 1;
   std::vector<int64_t> layers_per_stage_;
-  int64_t first_layer_ = 0, end_layer_ = 0;
+  std::vector<Chunk> chunks_;
   int unit_wte_ = -1, unit_wpe_ = -1, unit_first_block_ = -1, unit_lnf_ = -1, unit_head_ = -1;
   int64_t heads_local_ = 0;  // attention heads of this tp rank
   VocabShard vocab_shard_;   // this tp rank's wte rows, and the all-reduces of the loss

@@ -8,8 +8,14 @@
 //     min(P − s − 1, M) warm-up forwards, then alternates one forward and one backward, then
 //     drains the remaining backwards. Same bubble as GPipe, at most P − s micro-batches'
 //     activations.
-// Backwards run in micro-batch order on every schedule, so the last backward of a step is
-// micro-batch M − 1's.
+//   Interleaved 1F1B (Narayanan et al. 2021, section 2.2; Megatron's virtual pipeline): each rank
+//     holds v chunks of layers, chunk k of rank s being virtual stage k·P + s of v·P, so a
+//     micro-batch visits every rank v times. Forwards run in groups of P micro-batches, chunk by
+//     chunk (backwards likewise, last chunk first); rank s warms up with (P − s − 1)·2 + (v − 1)·P
+//     forwards (all of them when M = P). The bubble shrinks v-fold for v-fold more p2p messages;
+//     M must be a multiple of P.
+// Backwards of one chunk run in micro-batch order on every schedule, so the last backward of a
+// chunk's layers in a step is micro-batch M − 1's.
 #pragma once
 
 #include <cstdint>
@@ -26,19 +32,25 @@ PipelineSchedule parse_pipeline_schedule(const std::string& name);
 struct PipelineStep {
   bool forward;
   int micro_batch;
+  int chunk = 0;  // which of the rank's layer chunks (virtual stages); 0 without interleaving
   bool operator==(const PipelineStep&) const = default;
 };
 
-// Stage `stage` of `stages`'s steps for `micro_batches` micro-batches.
+// Stage `stage` of `stages`'s steps for `micro_batches` micro-batches, each stage holding
+// `chunks` layer chunks (> 1: interleaved 1F1B). Throws Error naming the config key when chunks > 1
+// comes with GPipe, one stage, or micro-batches that are not a multiple of the stages.
 std::vector<PipelineStep> pipeline_order(PipelineSchedule schedule, int stage, int stages,
-                                         int micro_batches);
+                                         int micro_batches, int chunks = 1);
 
-// Micro-batches whose activations a stage holds at once under the schedule: the slots to allocate.
-int pipeline_slots(PipelineSchedule schedule, int stage, int stages, int micro_batches);
+// Micro-batches of `chunk` whose activations `order` holds at once (forwarded, not yet
+// backwarded): the slots to allocate. A chunk's micro-batches in flight are always consecutive,
+// so micro-batch m can use slot m % slots.
+int pipeline_slots(const std::vector<PipelineStep>& order, int chunk = 0);
 
 // Layers [first, end) of stage `stage`: `layers_per_stage` when given (one count per stage, summing
-// to n_layer), else an even split with the remainder on the first stages. Throws Error when a
-// stage would get no layer or the counts do not fit.
+// to n_layer), else an even split with the remainder on the first stages. With interleaving,
+// `stage` and `stages` count virtual stages (k·P + s of v·P). Throws Error when a stage would get
+// no layer or the counts do not fit.
 struct StageLayers {
   int64_t first = 0, end = 0;
 };

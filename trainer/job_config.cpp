@@ -89,7 +89,7 @@ void read_sample(const ConfigNode& n, SampleConfig& s) {
   n.require(s.top_k >= 0, "top_k", "must be >= 0 (0 keeps the whole vocabulary)");
 }
 
-void read_parallel(const ConfigNode& n, ParallelConfig& p) {
+void read_parallel(const ConfigNode& n, ParallelConfig& p, const TrainConfig& t) {
   p.tp = n.get<int64_t>("tp", p.tp);
   n.require(p.tp >= 1, "tp", "must be >= 1");
   p.pp = n.get<int64_t>("pp", p.pp);
@@ -100,9 +100,22 @@ void read_parallel(const ConfigNode& n, ParallelConfig& p) {
   n.require(p.zero >= 0 && p.zero <= 3, "zero", "must be 0, 1, 2 or 3 (the ZeRO stage)");
   p.schedule = n.get<std::string>("schedule", p.schedule);
   n.require(p.schedule == "1f1b" || p.schedule == "gpipe", "schedule", "must be '1f1b' or 'gpipe'");
+  p.virtual_stages = n.get<int64_t>("virtual_stages", p.virtual_stages);
+  n.require(p.virtual_stages >= 1, "virtual_stages", "must be >= 1 (layer chunks per rank)");
+  if (p.virtual_stages > 1) {
+    n.require(p.pp > 1, "virtual_stages", "needs parallel.pp > 1 (it interleaves pipeline stages)");
+    n.require(p.schedule == "1f1b", "virtual_stages",
+              "needs parallel.schedule '1f1b' (interleaving is a 1F1B schedule)");
+    n.require(t.grad_accum % p.pp == 0, "virtual_stages",
+              "needs train.grad_accum (the micro-batches per step) to be a multiple of "
+              "parallel.pp: interleaving runs micro-batches in groups of pp");
+  }
   p.layers_per_stage = n.get<std::vector<int64_t>>("layers_per_stage", p.layers_per_stage);
-  n.require(p.layers_per_stage.empty() || static_cast<int64_t>(p.layers_per_stage.size()) == p.pp,
-            "layers_per_stage", "must list one layer count per pipeline stage (parallel.pp)");
+  n.require(p.layers_per_stage.empty() ||
+                static_cast<int64_t>(p.layers_per_stage.size()) == p.pp * p.virtual_stages,
+            "layers_per_stage",
+            "must list one layer count per pipeline stage (parallel.pp x parallel.virtual_stages, "
+            "virtual stage k·pp + s being chunk k of stage s)");
   p.sequence_parallel = n.get<bool>("sequence_parallel", p.sequence_parallel);
   p.timeout_s = n.get<double>("timeout_s", p.timeout_s);
   n.require(p.timeout_s > 0.0, "timeout_s", "must be positive (seconds)");
@@ -126,7 +139,7 @@ JobConfig read(ConfigNode& root, const std::vector<std::string>& overrides) {
   read_eval(root.child("eval"), job.eval);
   read_checkpoint(root.child("checkpoint"), job.checkpoint);
   read_sample(root.child("sample"), job.sample);
-  read_parallel(root.child("parallel"), job.parallel);
+  read_parallel(root.child("parallel"), job.parallel, job.train);
   root.check_no_unknown_keys();
   return job;
 }

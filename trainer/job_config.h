@@ -62,7 +62,8 @@ struct ParallelConfig {
   int64_t dp = 0;                         // 0: world size / (tp · pp)
   int64_t zero = 0;                       // ZeRO stage 0-3 over the data-parallel group
   std::string schedule = "1f1b";          // pipeline schedule: 1f1b or gpipe
-  std::vector<int64_t> layers_per_stage;  // empty: layers split evenly over the pp stages
+  int64_t virtual_stages = 1;             // layer chunks per pp rank: > 1 is interleaved 1F1B
+  std::vector<int64_t> layers_per_stage;  // per virtual stage; empty: an even split
   bool sequence_parallel = false;  // split the B·T rows over tp outside the parallel regions
   double timeout_s = 300;          // a collective that waits longer fails, naming the missing ranks
 };

@@ -1,8 +1,12 @@
 // Runs a pipeline stage's part of a training step (or of an evaluation batch): the schedule's
-// forwards and backwards over the step's micro-batches, receiving each micro-batch's input
-// activation from the previous stage and its output gradient from the next over the pp group.
-// Sends are asynchronous (waited for before their buffer is reused), receives block, so neither
-// GPipe nor 1F1B can deadlock. With one stage it is plain gradient accumulation.
+// forwards and backwards over the step's micro-batches and the rank's layer chunks, receiving
+// each input activation from the previous virtual stage and each output gradient from the next
+// over the pp group (virtual stage k·P + s is chunk k of rank s, so chunk boundaries wrap from
+// rank P − 1 to rank 0). Sends are asynchronous (waited for before their buffer is reused),
+// receives block. Every ordered pair of ranks sends its messages in the order the receiver posts
+// them, even at P = 2 where activations and gradients share both directions, so neither MPI nor
+// NCCL needs tags; and no schedule can deadlock (tests/parallel/test_pipeline.cpp simulates both).
+// With one stage it is plain gradient accumulation.
 #pragma once
 
 #include <vector>
@@ -22,8 +26,9 @@ struct MicroBatch {
 
 class PipelineRunner {
  public:
-  // Activations for the micro-batches the schedule holds at once (parallel::pipeline_slots).
-  // model, optimizer and pp must outlive the runner.
+  // Activations for the micro-batches each of the model's chunks holds at once under the schedule
+  // (parallel::pipeline_slots). model, optimizer and pp must outlive the runner. Throws Error for
+  // a schedule the layout cannot run (parallel::pipeline_order).
   PipelineRunner(Gpt2& model, parallel::DistributedAdamW& optimizer, parallel::Communicator& pp,
                  parallel::PipelineSchedule schedule, int micro_batches, int64_t batch,
                  int64_t seq_len, bool recompute);
@@ -38,16 +43,25 @@ class PipelineRunner {
   double evaluate(const MicroBatch& batch);
 
  private:
-  Gpt2Activations& slot(int micro_batch) { return slots_[micro_batch % slots_.size()]; }
-  void wait_sends(int slot_index);
+  // A chunk's activations for its micro-batches in flight, and their sends not yet waited for.
+  struct Slot {
+    Gpt2Activations acts;
+    std::vector<parallel::CommHandle> sends;
+  };
+  Slot& slot(int chunk, int micro_batch) {
+    std::vector<Slot>& s = slots_[chunk];
+    return s[micro_batch % s.size()];
+  }
+  void forward(Slot& slot, const Tensor& tokens);
+  void wait_all_sends();
 
   Gpt2& model_;
   parallel::DistributedAdamW& optimizer_;
   parallel::Communicator& pp_;
-  parallel::PipelineSchedule schedule_;
   int micro_batches_;
-  std::vector<Gpt2Activations> slots_;
-  std::vector<std::vector<parallel::CommHandle>> sends_;  // per slot, not yet waited for
+  int prev_, next_;  // pp ranks of the previous and next stage (wrapping around)
+  std::vector<parallel::PipelineStep> order_;
+  std::vector<std::vector<Slot>> slots_;  // per chunk
 };
 
 }  // namespace tessera

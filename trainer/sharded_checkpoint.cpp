@@ -41,7 +41,8 @@ std::unique_ptr<Gpt2> offline_part(const Gpt2Config& config, const ShardLayout& 
   comm = std::make_unique<parallel::LocalCommunicator>("tp", tp_rank, l.tp);
   return std::make_unique<Gpt2>(
       config, Device::cpu(),
-      Gpt2Layout{l.dp, l.tp > 1 ? comm.get() : nullptr, stage, l.pp, l.layers_per_stage});
+      Gpt2Layout{l.dp, l.tp > 1 ? comm.get() : nullptr, stage, l.pp, l.layers_per_stage,
+                 /*sequence_parallel=*/false, l.virtual_stages});
 }
 
 json layout_json(const ShardLayout& l) {
@@ -49,7 +50,8 @@ json layout_json(const ShardLayout& l) {
           {"pp", l.pp},
           {"dp", l.dp},
           {"zero", l.zero},
-          {"layers_per_stage", l.layers_per_stage}};
+          {"layers_per_stage", l.layers_per_stage},
+          {"virtual_stages", l.virtual_stages}};
 }
 
 // index.json: the layout, each world rank's file and coordinates, and for each (tp, pp) part its
@@ -103,7 +105,9 @@ void write_shard(const fs::path& path, const ParameterSet& params,
 }  // namespace
 
 std::string ShardLayout::str() const {
-  return ::tessera::detail::cat("tp=", tp, " pp=", pp, " dp=", dp, " zero=", zero);
+  return ::tessera::detail::cat(
+      "tp=", tp, " pp=", pp, " dp=", dp, " zero=", zero,
+      virtual_stages > 1 ? ::tessera::detail::cat(" virtual_stages=", virtual_stages) : "");
 }
 
 bool is_sharded_checkpoint(const std::string& dir) {
@@ -146,8 +150,12 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
     TS_CHECK(index.at("format") == kFormat && index.at("version") == kVersion, "'",
              index_path.string(), "' is not a version ", kVersion, " ", kFormat, " index");
     const json& l = index.at("layout");
-    layout_ = {l.at("tp").get<int>(), l.at("pp").get<int>(), l.at("dp").get<int>(),
-               l.at("zero").get<int>(), l.at("layers_per_stage").get<std::vector<int64_t>>()};
+    layout_ = {l.at("tp").get<int>(),
+               l.at("pp").get<int>(),
+               l.at("dp").get<int>(),
+               l.at("zero").get<int>(),
+               l.at("layers_per_stage").get<std::vector<int64_t>>(),
+               l.value("virtual_stages", 1)};
     for (const json& r : index.at("ranks")) {
       const std::string file = (fs::path(dir) / r.at("file").get<std::string>()).string();
       TS_CHECK(fs::exists(file), "checkpoint '", dir, "' lacks the shard '", file,

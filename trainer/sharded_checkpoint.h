@@ -25,8 +25,9 @@ namespace tessera {
 // A parallel layout as a checkpoint records it.
 struct ShardLayout {
   int tp = 1, pp = 1, dp = 1, zero = 0;
-  std::vector<int64_t> layers_per_stage;  // empty: even
-  // "tp=2 pp=2 dp=2 zero=3".
+  std::vector<int64_t> layers_per_stage;  // per virtual stage; empty: even
+  int virtual_stages = 1;                 // layer chunks per pp rank (interleaved pipeline)
+  // "tp=2 pp=2 dp=2 zero=3" (and " virtual_stages=2" when interleaved).
   std::string str() const;
 };
 

@@ -98,7 +98,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   const int stage = ctx.coord().pp, stages = ctx.grid().pp();
   Gpt2 model(job.model, job.device,
              {dp.size(), &ctx.tp(), stage, stages, job.parallel.layers_per_stage,
-              job.parallel.sequence_parallel});
+              job.parallel.sequence_parallel, static_cast<int>(job.parallel.virtual_stages)});
   model.init_weights(job.seed);
   const LrSchedule schedule{tc.lr, tc.min_lr, tc.warmup_steps, tc.steps};
   const std::string ckpt_root = job.checkpoint.dir + "/checkpoints";
@@ -141,7 +141,11 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
 
   log.info("layout " + ctx.grid().str() + ", ZeRO stage " + std::to_string(job.parallel.zero) +
            ", " + std::to_string(local_batch) + " sequences per rank and micro-batch" +
-           (stages > 1 ? ", pipeline schedule " + job.parallel.schedule : ""));
+           (stages > 1 ? ", pipeline schedule " + job.parallel.schedule : "") +
+           (job.parallel.virtual_stages > 1
+                ? " interleaved over " + std::to_string(job.parallel.virtual_stages) +
+                      " virtual stages per rank"
+                : ""));
   PipelineRunner runner(model, optimizer, ctx.pp(),
                         parallel::parse_pipeline_schedule(job.parallel.schedule),
                         static_cast<int>(tc.grad_accum), local_batch, tc.seq_len, tc.recompute);
@@ -152,8 +156,12 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   TrainerState state{summary.first_step, train_loader.state(), 0.0};
   const bool sharded = job.checkpoint.format == "sharded" ||
                        (job.checkpoint.format == "auto" && ctx.world().size() > 1);
-  const ShardLayout layout{ctx.grid().tp(), stages, dp.size(), static_cast<int>(job.parallel.zero),
-                           job.parallel.layers_per_stage};
+  const ShardLayout layout{ctx.grid().tp(),
+                           stages,
+                           dp.size(),
+                           static_cast<int>(job.parallel.zero),
+                           job.parallel.layers_per_stage,
+                           static_cast<int>(job.parallel.virtual_stages)};
   double tp_wire = 0, pp_wire = 0;  // bytes this rank sent in its tp and pp groups, last step
   double step_seconds_ema = 0.0;
   const auto run_start = Clock::now();

@@ -69,6 +69,27 @@ TEST(JobConfig, ErrorsNameFileLineAndKey) {
             std::string::npos);
 }
 
+TEST(JobConfig, InterleavedPipelineNeedsWhatItRunsOn) {
+  const std::vector<std::string> ok = {"parallel.pp=2", "parallel.virtual_stages=2",
+                                       "train.grad_accum=4"};
+  EXPECT_EQ(error_of("", ok), "");
+  EXPECT_EQ(parse_job_config("", "job.yaml", ok).parallel.virtual_stages, 2);
+  auto with = [&](const std::string& o) {
+    std::vector<std::string> v = ok;
+    v.push_back(o);
+    return error_of("", v);
+  };
+  EXPECT_NE(with("parallel.pp=1").find("needs parallel.pp > 1"), std::string::npos);
+  EXPECT_NE(with("parallel.schedule=gpipe").find("needs parallel.schedule '1f1b'"),
+            std::string::npos);
+  EXPECT_NE(with("train.grad_accum=3").find("multiple of parallel.pp"), std::string::npos);
+  EXPECT_NE(with("parallel.virtual_stages=0").find("virtual_stages"), std::string::npos);
+  // One layer count per virtual stage: pp x virtual_stages of them.
+  EXPECT_NE(with("parallel.layers_per_stage=[2,2]").find("parallel.pp x parallel.virtual_stages"),
+            std::string::npos);
+  EXPECT_EQ(with("parallel.layers_per_stage=[1,1,1,1]"), "");
+}
+
 TEST(JobConfig, MissingFileIsOneClearError) {
   try {
     load_job_config("configs/does-not-exist.yaml");

@@ -15,7 +15,7 @@ namespace tessera {
 namespace {
 
 namespace fs = std::filesystem;
-const Gpt2Config kCfg{/*n_layer=*/3, /*n_head=*/4, /*d_model=*/32, /*vocab_size=*/96,
+const Gpt2Config kCfg{/*n_layer=*/4, /*n_head=*/4, /*d_model=*/32, /*vocab_size=*/96,
                       /*max_seq_len=*/16};
 
 std::vector<float> values(const Tensor& t) {
@@ -57,6 +57,8 @@ class ShardedCheckpoint : public ::testing::Test {
     EXPECT_EQ(read_trainer_state(dir).loader.position, 42u);
   }
 
+  void expect_part(const Gpt2& part, const OptimizerState& moments) const;
+
   fs::path root_;
   Gpt2 model_{kCfg};
   OptimizerState moments_;
@@ -76,13 +78,19 @@ TEST_F(ShardedCheckpoint, ConvertsBetweenLayoutsBitForBit) {
   expect_original(a);
   EXPECT_EQ(CheckpointReader(a).layout().str(), "tp=2 pp=2 dp=2 zero=3");
 
-  // Sharded to another sharded layout (uneven stages, dp 3), and back to one folder.
-  const ShardLayout other{1, 2, 3, 1, {1, 2}};
+  // Sharded to another sharded layout (uneven stages, dp 3), to an interleaved one (2 virtual
+  // stages per rank), and back to one folder.
+  const ShardLayout other{1, 2, 3, 1, {1, 3}};
   const std::string b = (root_ / "other").string();
   convert_checkpoint(a, b, &other);
   expect_original(b);
+  const ShardLayout interleaved{2, 2, 1, 2, {}, 2};
+  const std::string c = (root_ / "interleaved").string();
+  convert_checkpoint(b, c, &interleaved);
+  expect_original(c);
+  EXPECT_EQ(CheckpointReader(c).layout().str(), "tp=2 pp=2 dp=1 zero=2 virtual_stages=2");
   const std::string single = (root_ / "single").string();
-  convert_checkpoint(b, single, nullptr);
+  convert_checkpoint(c, single, nullptr);
   EXPECT_FALSE(is_sharded_checkpoint(single));
   expect_original(single);
   EXPECT_THROW(convert_checkpoint(b, single, nullptr), Error);  // never overwrites
@@ -94,13 +102,26 @@ TEST_F(ShardedCheckpoint, ARankOfAnyLayoutLoadsItsPart) {
   convert_checkpoint(consolidated_, dir, &l);
   parallel::LocalCommunicator tp("tp", 1, 2);
   Gpt2 part(kCfg, Device::cpu(),
-            {1, &tp, /*pp_rank=*/2, /*pp_size=*/3, {}});  // holds h.2, ln_f, head
+            {1, &tp, /*pp_rank=*/2, /*pp_size=*/3, {}});  // holds h.3, ln_f, head
   OptimizerState moments;
   const TrainerState st = load_any_checkpoint(dir, part, &moments);
   EXPECT_EQ(st.step, 7);
   EXPECT_EQ(moments.steps, 7);
-  ASSERT_TRUE(part.params().contains("transformer.h.2.mlp.c_fc.weight"));
-  EXPECT_FALSE(part.params().contains("transformer.h.1.mlp.c_fc.weight"));
+  ASSERT_TRUE(part.params().contains("transformer.h.3.mlp.c_fc.weight"));
+  EXPECT_FALSE(part.params().contains("transformer.h.2.mlp.c_fc.weight"));
+  expect_part(part, moments);
+
+  // Rank 0 of 2 with 2 virtual stages holds layers 0 and 2 (virtual stages 0 and 2).
+  Gpt2 chunks(kCfg, Device::cpu(), {1, &tp, 0, 2, {}, false, /*virtual_stages=*/2});
+  load_any_checkpoint(dir, chunks, &moments);
+  EXPECT_TRUE(chunks.params().contains("transformer.h.0.attn.c_attn.weight"));
+  EXPECT_TRUE(chunks.params().contains("transformer.h.2.attn.c_attn.weight"));
+  EXPECT_FALSE(chunks.params().contains("transformer.h.1.attn.c_attn.weight"));
+  expect_part(chunks, moments);
+}
+
+// A model part and its moments hold its tensor-parallel cut of the original's.
+void ShardedCheckpoint::expect_part(const Gpt2& part, const OptimizerState& moments) const {
   for (const ParameterEntry& e : part.params().entries()) {
     const ParameterEntry& w = model_.params().entry(e.name);
     EXPECT_EQ(values(part.params().param(e)),
@@ -130,7 +151,7 @@ TEST_F(ShardedCheckpoint, MissingOrDamagedShardsAreClearErrors) {
   EXPECT_THROW(load_any_checkpoint(dir2, whole, nullptr), Error);
   const std::string dir3 = (root_ / "dp2c").string();
   convert_checkpoint(consolidated_, dir3, &l);
-  Gpt2 other({3, 4, 64, 96, 16});
+  Gpt2 other({4, 4, 64, 96, 16});
   try {
     load_any_checkpoint(dir3, other, nullptr);
     FAIL() << "loaded a checkpoint of another model shape";

@@ -44,12 +44,15 @@ class TrainParallel : public ::testing::Test {
     if (world_rank() == 0) fs::remove_all(root_);
   }
 
-  // The fixture's tiny job for 8 steps, eps 1e-6 (see test_zero.cpp: with 1e-8, round-off-level
-  // gradients take ±lr steps whose sign depends on the summation order).
+  // The fixture's tiny job with 4 layers (2 virtual stages of 1 layer on each of 2 ranks) and 4
+  // micro-batches per step (more than the 2 stages: 1F1B and interleaving reach their steady
+  // state) for 8 steps, eps 1e-6 (see test_zero.cpp: with 1e-8, round-off-level gradients take
+  // ±lr steps whose sign depends on the summation order).
   JobConfig job(const std::string& run, std::vector<std::string> extra = {}) {
     std::vector<std::string> o = testing::tiny_job_overrides(root_.string(), run);
     for (const char* s : {"train.steps=8", "train.eps=1e-6", "checkpoint.every=4", "eval.every=4",
-                          "sample.tokens=0", "threads=1", "checkpoint.resume=none"})
+                          "sample.tokens=0", "threads=1", "checkpoint.resume=none",
+                          "model.n_layer=4", "train.grad_accum=4"})
       o.push_back(s);
     o.insert(o.end(), extra.begin(), extra.end());
     return parse_job_config("name: test\n", "test.yaml", o);
@@ -94,9 +97,11 @@ void expect_same_losses(const std::vector<double>& got, const std::vector<double
 
 // Every layout of the world with tp, pp ∈ {1, 2} (dp fills the rest and must split the batch of
 // 4) and every ZeRO stage gives the losses, validation losses and final weights of one process
-// (1F1B; also GPipe at ZeRO-1, and sequence parallelism at ZeRO-1 and 3). The step-4 checkpoint of
-// the layout with the most parallelism at ZeRO-3 — (tp 2, pp 2, dp 2) at world 8 — resumes in one
-// process and under (tp 2, pp 1, dp = world / 2, ZeRO-1) with the same losses for steps 5-8.
+// (1F1B; also GPipe at ZeRO-1, interleaved 1F1B over 2 virtual stages per rank at ZeRO-0 and 3,
+// and sequence parallelism at ZeRO-1 and 3). The step-4 checkpoint of the layout with the most
+// parallelism at ZeRO-3 — (tp 2, pp 2, dp 2) at world 8 — resumes in one process, under (tp 2,
+// pp 1, dp = world / 2, ZeRO-1) and interleaved under (pp 2, 2 virtual stages, ZeRO-1) with the
+// same losses for steps 5-8; so does the interleaved ZeRO-3 run's in one process.
 TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayouts) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -105,24 +110,26 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
   const TrainSummary ref = run_training(job(own), log_);
   ASSERT_EQ(ref.train_losses.size(), 8u);
 
-  std::string saved;
+  std::string saved, saved_interleaved;
   for (int pp : {1, 2})
     for (int tp : {1, 2}) {
       if (world % (tp * pp) != 0 || 4 % (world / (tp * pp)) != 0) continue;
       for (int zero = 0; zero <= 3; ++zero) {
         const std::string layout = "tp" + std::to_string(tp) + "pp" + std::to_string(pp) + "dp" +
                                    std::to_string(world / (tp * pp)) + "z" + std::to_string(zero);
-        for (const std::string variant : {"1f1b", "gpipe", "1f1b-sp"}) {
+        for (const std::string variant : {"1f1b", "gpipe", "1f1b-sp", "1f1b-v2"}) {
           if (variant == "gpipe" && (pp == 1 || zero != 1)) continue;
           if (variant == "1f1b-sp" && (tp == 1 || zero % 2 == 0)) continue;  // sequence parallel
+          if (variant == "1f1b-v2" && (pp == 1 || zero % 3 != 0)) continue;  // interleaved
           SCOPED_TRACE(layout + " " + variant);
           const std::string run = layout + variant;
-          const TrainSummary s = train_mpi(
-              job(run, {"parallel.tp=" + std::to_string(tp), "parallel.pp=" + std::to_string(pp),
-                        "parallel.zero=" + std::to_string(zero),
-                        "parallel.schedule=" + variant.substr(0, variant.find('-')),
-                        std::string("parallel.sequence_parallel=") +
-                            (variant == "1f1b-sp" ? "true" : "false")}));
+          const TrainSummary s = train_mpi(job(
+              run, {"parallel.tp=" + std::to_string(tp), "parallel.pp=" + std::to_string(pp),
+                    "parallel.zero=" + std::to_string(zero),
+                    "parallel.schedule=" + variant.substr(0, variant.find('-')),
+                    std::string("parallel.sequence_parallel=") +
+                        (variant == "1f1b-sp" ? "true" : "false"),
+                    std::string("parallel.virtual_stages=") + (variant == "1f1b-v2" ? "2" : "1")}));
           expect_same_losses(s.train_losses, ref.train_losses);
           ASSERT_EQ(s.val_losses.size(), ref.val_losses.size());
           for (size_t i = 0; i < s.val_losses.size(); ++i)
@@ -131,7 +138,8 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
           if (world_rank() == 0)
             expect_same_weights((root_ / run / "checkpoints/step_000008").string(),
                                 (root_ / own / "checkpoints/step_000008").string());
-          if (zero == 3 && variant == "1f1b") saved = run;  // the last one wins
+          if (zero == 3 && variant == "1f1b") saved = run;  // the last ones win
+          if (zero == 3 && variant == "1f1b-v2") saved_interleaved = run;
         }
       }
     }
@@ -149,6 +157,21 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
                                           "parallel.tp=" + std::to_string(tp), "parallel.zero=1"}));
   EXPECT_EQ(other.first_step, 4);
   expect_same_losses(other.train_losses, ref.train_losses, 4);
+  const TrainSummary interleaved =
+      train_mpi(job("resumed_interleaved", {"checkpoint.resume=" + step4, "parallel.pp=2",
+                                            "parallel.virtual_stages=2", "parallel.zero=1"}));
+  EXPECT_EQ(interleaved.first_step, 4);
+  expect_same_losses(interleaved.train_losses, ref.train_losses, 4);
+
+  ASSERT_FALSE(saved_interleaved.empty());
+  SCOPED_TRACE("resuming the step-4 checkpoint of " + saved_interleaved);
+  const TrainSummary from_interleaved =
+      run_training(job(own + "_from_interleaved",
+                       {"checkpoint.resume=" +
+                        (root_ / saved_interleaved / "checkpoints/step_000004").string()}),
+                   log_);
+  EXPECT_EQ(from_interleaved.first_step, 4);
+  expect_same_losses(from_interleaved.train_losses, ref.train_losses, 4);
 }
 
 TEST_F(TrainParallel, BatchThatDoesNotSplitIsOneClearError) {
