@@ -29,7 +29,8 @@ int cmd_generate(int argc, char** argv) {
       "seed", po::value(&seed)->default_value(0), "sampling seed")(
       "threads", po::value(&threads)->default_value(0), "compute threads (0: default)");
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
+  // No positional arguments: a stray word is an error, not silently dropped.
+  po::store(po::command_line_parser(argc, argv).options(opts).positional({}).run(), vm);
   if (vm.count("help")) {
     std::cout << opts;
     return 0;

@@ -45,7 +45,8 @@ int cmd_train(int argc, char** argv) {
       "set,s", po::value(&sets)->composing(),
       "override a config key, e.g. --set train.steps=100 (repeatable)");
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
+  // No positional arguments: a stray word is an error, not silently dropped.
+  po::store(po::command_line_parser(argc, argv).options(opts).positional({}).run(), vm);
   if (vm.count("help")) {
     std::cout << opts;
     return 0;

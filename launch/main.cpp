@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
     if (cmd == "checkpoint") return tessera::launch::cmd_checkpoint(argc - 1, argv + 1);
     std::cerr << "tessera: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
+  } catch (const boost::program_options::too_many_positional_options_error& e) {
+    std::cerr << "tessera " << cmd << ": " << e.what()
+              << ": every option starts with -- (config keys: --set key=value); see 'tessera "
+              << cmd << " --help'\n";
+    return 2;
   } catch (const boost::program_options::error& e) {
     std::cerr << "tessera " << cmd << ": " << e.what() << " (see 'tessera " << cmd << " --help')\n";
     return 2;
