@@ -156,10 +156,24 @@ TEST(Pipeline, InterleavingShrinksTheBubble) {
       EXPECT_DOUBLE_EQ(simulate({PipelineSchedule::gpipe, p, m, 1}).makespan, 3.0 * (m + p - 1));
       for (int v : {2, 4}) {
         const double interleaved = simulate({PipelineSchedule::one_f_one_b, p, m, v}).makespan;
-        EXPECT_LE(interleaved, 3.0 * m + 3.0 * (p - 1) / v + 1e-9) << "v=" << v;
+        EXPECT_DOUBLE_EQ(interleaved, 3.0 * m + 3.0 * (p - 1) / v) << "v=" << v;
         EXPECT_LT(interleaved, 3.0 * (m + p - 1)) << "v=" << v;
       }
     }
+}
+
+TEST(Pipeline, InterleavedActivationsAreMegatrons) {
+  // Rank 0 holds at most P·v + P − 1 chunks' activations at once (Narayanan et al. 2021: the
+  // first stage's (1 + (P − 1)/(P·v))·P stages' worth), once M ≥ 2P lets the steady state start.
+  for (int p : {2, 4, 8})
+    for (int v : {1, 2, 4})
+      for (int m : {2 * p, 4 * p}) {
+        const std::vector<PipelineStep> order =
+            pipeline_order(PipelineSchedule::one_f_one_b, 0, p, m, v);
+        int in_flight = 0, peak = 0;
+        for (const PipelineStep& s : order) peak = std::max(peak, in_flight += s.forward ? 1 : -1);
+        EXPECT_EQ(peak, v == 1 ? p : p * v + p - 1) << "P=" << p << " v=" << v << " M=" << m;
+      }
 }
 
 TEST(Pipeline, OneFOneBWarmsUpThenAlternates) {
