@@ -2,24 +2,25 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <memory>
+#include <mutex>
 
 #include "core/allocator.h"
+#include "core/caching_allocator.h"
 #include "core/cuda_check.h"
 #include "core/tensor.h"
 
 namespace tessera {
 namespace {
 
-// Direct cudaMalloc/cudaFree per block. The caching allocator that keeps cudaMalloc out of the
-// steady-state step is part of the CUDA backend issue; until then this is the honest baseline.
-class CudaAllocator final : public Allocator {
+// cudaMalloc/cudaFree on one device: the raw allocator under the caching one.
+class CudaRawAllocator final : public Allocator {
  public:
-  CudaAllocator(int index) : index_(index) {}  // implicit: the table below lists ordinals
+  explicit CudaRawAllocator(int index) : index_(index) {}
   void* allocate(size_t nbytes) override {
-    if (nbytes == 0) return nullptr;
     void* p = nullptr;
     TS_CUDA_CHECK(cudaSetDevice(index_));
-    TS_CUDA_CHECK(cudaMalloc(&p, nbytes));
+    TS_CUDA_CHECK(cudaMalloc(&p, nbytes));  // 256-byte aligned at least
     return p;
   }
   void deallocate(void* ptr, size_t) override {
@@ -41,9 +42,15 @@ cudaMemcpyKind copy_kind(Device dst, Device src) {
 Allocator& cuda_allocator(int index) {
   constexpr int kMaxDevices = 16;
   TS_CHECK(index >= 0 && index < kMaxDevices, "CUDA device index ", index, " out of range");
-  static CudaAllocator allocators[kMaxDevices] = {{0}, {1}, {2},  {3},  {4},  {5},  {6},  {7},
-                                                  {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}};
-  return allocators[index];
+  // One caching allocator per device for the process's lifetime, as PyTorch has (built on first
+  // use: a CPU-only run of a CUDA build never touches the driver).
+  static std::mutex mu;
+  static std::unique_ptr<CachingAllocator> allocators[kMaxDevices];
+  std::lock_guard<std::mutex> lock(mu);
+  if (!allocators[index])
+    allocators[index] =
+        std::make_unique<CachingAllocator>(std::make_unique<CudaRawAllocator>(index));
+  return *allocators[index];
 }
 
 bool cuda_available() {
