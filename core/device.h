@@ -3,7 +3,13 @@
 
 #include <string>
 
+struct CUstream_st;
+
 namespace tessera {
+
+// A CUDA stream handle (the same type as cudaStream_t), declared without the CUDA headers so that
+// kernel headers can name it in every build. nullptr is the default stream.
+using CudaStream = CUstream_st*;
 
 enum class DeviceType { cpu, cuda };
 

@@ -9,22 +9,25 @@ namespace tessera {
 
 void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
                   const AdamWStep& step) {
-  kernels_detail::require_cpu_f32("adamw_update",
-                                  {{"params", params}, {"m", m}, {"v", v}, {"grads", grads}});
+  const auto backend = kernels_detail::backend_f32(
+      "adamw_update", {{"params", params}, {"m", m}, {"v", v}, {"grads", grads}});
   const int64_t n = params.numel();
   TS_CHECK(m.numel() == n && v.numel() == n && grads.numel() == n,
            "adamw_update: params, m, v and grads must have the same number of elements");
   TS_CHECK_GE(step.t, 1, "adamw_update: the step count is 1-based");
-  float* p = params.data<float>();
-  float* pm = m.data<float>();
-  float* pv = v.data<float>();
-  const float* g = grads.data<float>();
   // Bias corrections in float64 as torch computes them (Python floats): in f32, 1 − β₂ᵗ keeps
   // only a few digits at small t (up to ~1e-5 relative error in the step for β₂ = 0.999).
   const double bc1 = 1.0 - std::pow(double{step.beta1}, static_cast<double>(step.t));
   const double bc2 = 1.0 - std::pow(double{step.beta2}, static_cast<double>(step.t));
   const float step_size = static_cast<float>(step.lr / bc1);
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  TS_RUN_ON_CUDA(backend, cuda::adamw_update(params.data<float>(), m.data<float>(), v.data<float>(),
+                                             grads.data<float>(), n, step, step_size, bc2_sqrt,
+                                             kernels_detail::kOpStream));
+  float* p = params.data<float>();
+  float* pm = m.data<float>();
+  float* pv = v.data<float>();
+  const float* g = grads.data<float>();
   const float decay = 1.0f - step.lr * step.weight_decay;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -39,7 +42,20 @@ void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
 }
 
 double grad_norm_squared(const Tensor& grads) {
-  kernels_detail::require_cpu_f32("grad_norm_squared", "grads", grads);
+  const auto backend = kernels_detail::backend_f32("grad_norm_squared", {{"grads", grads}});
+#ifdef TESSERA_WITH_CUDA
+  if (backend == kernels_detail::Backend::cuda) {
+    Tensor partials = Tensor::empty({cuda::kNormPartials * 8}, DType::u8, grads.device());
+    cuda::grad_norm_partials(static_cast<double*>(partials.raw()), grads.data<float>(),
+                             grads.numel(), kernels_detail::kOpStream);
+    const Tensor host = partials.to(Device::cpu());  // waits for the kernel
+    const double* p = static_cast<const double*>(host.raw());
+    double total = 0.0;
+    for (int i = 0; i < cuda::kNormPartials; ++i) total += p[i];
+    return total;
+  }
+#endif
+  (void)backend;
   const float* g = grads.data<float>();
   const int64_t n = grads.numel();
   const int64_t chunks = std::min<int64_t>(kernels_detail::kReduceChunks, std::max<int64_t>(n, 1));

@@ -28,4 +28,15 @@ double grad_norm_squared(const Tensor& grads);
 // The clip_grad_norm_ coefficient: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables.
 float clip_coefficient(double norm, float max_norm);
 
+namespace cuda {  // launchers on device pointers (kernels/adamw.cu)
+// adamw_update's element loop; step_size = lr / (1 − β1ᵗ) and bc2_sqrt = √(1 − β2ᵗ) come from the
+// host in float64.
+void adamw_update(float* params, float* m, float* v, const float* grads, int64_t n,
+                  const AdamWStep& step, float step_size, float bc2_sqrt, CudaStream stream);
+// partials (kNormPartials) f64 = Σ g² over fixed shares of grads (n): their sum, in order, is the
+// squared norm.
+constexpr int kNormPartials = 256;
+void grad_norm_partials(double* partials, const float* grads, int64_t n, CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

@@ -5,14 +5,19 @@
 namespace tessera {
 namespace {
 
-using kernels_detail::require_cpu_f32;
+using kernels_detail::Backend;
+using kernels_detail::backend_f32;
+using kernels_detail::kOpStream;
 
-void check_tokens(const Tensor& tokens, int64_t vocab, int64_t max_t) {
-  TS_CHECK(tokens.dtype() == DType::i32 && tokens.dim() == 2 && tokens.is_cpu(),
-           "embedding: tokens must be (B, T) i32 on cpu, got ", shape_str(tokens.shape()), " ",
-           dtype_name(tokens.dtype()));
+// tokens (B, T) i32 on `device`, each in [0, vocab) (checked on a host copy for a CUDA tensor).
+void check_tokens(const Tensor& tokens, Device device, int64_t vocab, int64_t max_t) {
+  TS_CHECK(tokens.dtype() == DType::i32 && tokens.dim() == 2 && tokens.device() == device,
+           "embedding: tokens must be (B, T) i32 on ", device.str(), ", got ",
+           shape_str(tokens.shape()), " ", dtype_name(tokens.dtype()), " on ",
+           tokens.device().str());
   TS_CHECK_LE(tokens.size(1), max_t, "embedding: sequence longer than model.max_seq_len");
-  const int32_t* tok = tokens.data<int32_t>();
+  const Tensor host = tokens.is_cpu() ? tokens : tokens.to(Device::cpu());
+  const int32_t* tok = host.data<int32_t>();
   for (int64_t i = 0; i < tokens.numel(); ++i)
     TS_CHECK(tok[i] >= 0 && tok[i] < vocab, "embedding: token ", tok[i], " at position ", i,
              " is outside the vocabulary [0, ", vocab, ")");
@@ -38,15 +43,19 @@ int64_t full_vocab(const char* op, const Tensor& wte, int64_t vocab_start, int64
 
 void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe,
                        int64_t vocab_start, int64_t vocab_size) {
-  require_cpu_f32("embedding_forward", "out", out);
-  require_cpu_f32("embedding_forward", "wte", wte);
-  if (wpe.defined()) require_cpu_f32("embedding_forward", "wpe", wpe);
+  const Backend backend =
+      wpe.defined() ? backend_f32("embedding_forward", {{"out", out}, {"wte", wte}, {"wpe", wpe}})
+                    : backend_f32("embedding_forward", {{"out", out}, {"wte", wte}});
   check_tables("embedding_forward", wte, wpe);
   const int64_t rows = wte.size(0), c = wte.size(1);
   const int64_t v = full_vocab("embedding_forward", wte, vocab_start, vocab_size);
-  check_tokens(tokens, v, wpe.defined() ? wpe.size(0) : tokens.size(1));
+  check_tokens(tokens, out.device(), v, wpe.defined() ? wpe.size(0) : tokens.size(1));
   const int64_t b = tokens.size(0), t = tokens.size(1);
   out.expect("embedding_forward out", {b, t, c}, DType::f32);
+  TS_RUN_ON_CUDA(
+      backend, cuda::embedding_forward(out.data<float>(), tokens.data<int32_t>(), wte.data<float>(),
+                                       wpe.defined() ? wpe.data<float>() : nullptr, b, t, c,
+                                       vocab_start, rows, kOpStream));
   const int32_t* tok = tokens.data<int32_t>();
   const float* e = wte.data<float>();
   const float* p = wpe.defined() ? wpe.data<float>() : nullptr;
@@ -63,15 +72,20 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, con
 
 void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens,
                         int64_t vocab_start, int64_t vocab_size) {
-  require_cpu_f32("embedding_backward", "dwte", dwte);
-  if (dwpe.defined()) require_cpu_f32("embedding_backward", "dwpe", dwpe);
-  require_cpu_f32("embedding_backward", "dout", dout);
+  const Backend backend =
+      dwpe.defined()
+          ? backend_f32("embedding_backward", {{"dout", dout}, {"dwte", dwte}, {"dwpe", dwpe}})
+          : backend_f32("embedding_backward", {{"dout", dout}, {"dwte", dwte}});
   check_tables("embedding_backward", dwte, dwpe);
   const int64_t rows = dwte.size(0), c = dwte.size(1);
   const int64_t v = full_vocab("embedding_backward", dwte, vocab_start, vocab_size);
-  check_tokens(tokens, v, dwpe.defined() ? dwpe.size(0) : tokens.size(1));
+  check_tokens(tokens, dout.device(), v, dwpe.defined() ? dwpe.size(0) : tokens.size(1));
   const int64_t b = tokens.size(0), t = tokens.size(1);
   dout.expect("embedding_backward dout", {b, t, c}, DType::f32);
+  TS_RUN_ON_CUDA(backend, cuda::embedding_backward(dwte.data<float>(),
+                                                   dwpe.defined() ? dwpe.data<float>() : nullptr,
+                                                   dout.data<float>(), tokens.data<int32_t>(), b, t,
+                                                   c, vocab_start, rows, kOpStream));
   const int32_t* tok = tokens.data<int32_t>();
   const float* dy = dout.data<float>();
   float* de = dwte.data<float>();

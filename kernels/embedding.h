@@ -19,4 +19,14 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, con
 void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens,
                         int64_t vocab_start = 0, int64_t vocab_size = 0);
 
+namespace cuda {  // launchers on device pointers (kernels/embedding.cu); tokens already checked,
+                  // wte holds `rows` rows from vocab_start, wpe / dwpe may be null
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                       int64_t b, int64_t t, int64_t c, int64_t vocab_start, int64_t rows,
+                       CudaStream stream);
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+                        int64_t b, int64_t t, int64_t c, int64_t vocab_start, int64_t rows,
+                        CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

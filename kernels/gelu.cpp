@@ -8,7 +8,8 @@
 namespace tessera {
 namespace {
 
-using kernels_detail::require_cpu_f32;
+using kernels_detail::backend_f32;
+using kernels_detail::kOpStream;
 using kernels_detail::tanh_f32;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCoeff = 0.044715f;
@@ -16,9 +17,10 @@ constexpr float kCoeff = 0.044715f;
 }  // namespace
 
 void gelu_forward(Tensor& out, const Tensor& inp) {
-  require_cpu_f32("gelu_forward", "out", out);
-  require_cpu_f32("gelu_forward", "inp", inp);
+  const auto backend = backend_f32("gelu_forward", {{"out", out}, {"inp", inp}});
   TS_CHECK_EQ(out.numel(), inp.numel(), "gelu_forward: out vs inp elements");
+  TS_RUN_ON_CUDA(backend,
+                 cuda::gelu_forward(out.data<float>(), inp.data<float>(), inp.numel(), kOpStream));
   const float* x = inp.data<float>();
   float* y = out.data<float>();
   const int64_t n = inp.numel();
@@ -30,11 +32,11 @@ void gelu_forward(Tensor& out, const Tensor& inp) {
 }
 
 void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
-  require_cpu_f32("gelu_backward", "dinp", dinp);
-  require_cpu_f32("gelu_backward", "dout", dout);
-  require_cpu_f32("gelu_backward", "inp", inp);
+  const auto backend = backend_f32("gelu_backward", {{"dinp", dinp}, {"dout", dout}, {"inp", inp}});
   TS_CHECK(dinp.numel() == inp.numel() && dout.numel() == inp.numel(),
            "gelu_backward: dinp, dout and inp must have the same number of elements");
+  TS_RUN_ON_CUDA(backend, cuda::gelu_backward(dinp.data<float>(), dout.data<float>(),
+                                              inp.data<float>(), inp.numel(), kOpStream));
   const float* x = inp.data<float>();
   const float* dy = dout.data<float>();
   float* dx = dinp.data<float>();

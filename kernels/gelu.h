@@ -11,4 +11,9 @@ void gelu_forward(Tensor& out, const Tensor& inp);
 // dinp (N) = gelu'(inp) · dout.
 void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp);
 
+namespace cuda {  // launchers on device pointers (kernels/gelu.cu); the functions above call them
+void gelu_forward(float* out, const float* inp, int64_t n, CudaStream stream);
+void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n, CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

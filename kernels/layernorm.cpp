@@ -8,8 +8,9 @@
 namespace tessera {
 namespace {
 
+using kernels_detail::backend_f32;
+using kernels_detail::kOpStream;
 using kernels_detail::kReduceChunks;
-using kernels_detail::require_cpu_f32;
 
 int64_t check(const char* op, const Tensor& x, const Tensor& weight, const Tensor& mean,
               const Tensor& rstd) {
@@ -26,16 +27,20 @@ int64_t check(const char* op, const Tensor& x, const Tensor& weight, const Tenso
 
 void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
                        const Tensor& weight, const Tensor& bias) {
-  require_cpu_f32("layernorm_forward", {{"out", out},
-                                        {"mean", mean},
-                                        {"rstd", rstd},
-                                        {"inp", inp},
-                                        {"weight", weight},
-                                        {"bias", bias}});
+  const auto backend = backend_f32("layernorm_forward", {{"out", out},
+                                                         {"mean", mean},
+                                                         {"rstd", rstd},
+                                                         {"inp", inp},
+                                                         {"weight", weight},
+                                                         {"bias", bias}});
   const int64_t c = weight.numel();
   const int64_t n = check("layernorm_forward", inp, weight, mean, rstd);
   out.expect("layernorm_forward out", inp.shape(), DType::f32);
   bias.expect("layernorm_forward bias", weight.shape(), DType::f32);
+  TS_RUN_ON_CUDA(
+      backend, cuda::layernorm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(),
+                                       inp.data<float>(), weight.data<float>(), bias.data<float>(),
+                                       n, c, kOpStream));
   const float* x = inp.data<float>();
   const float* w = weight.data<float>();
   const float* b = bias.data<float>();
@@ -61,20 +66,24 @@ void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& in
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd) {
-  require_cpu_f32("layernorm_backward", {{"dinp", dinp},
-                                         {"dweight", dweight},
-                                         {"dbias", dbias},
-                                         {"dout", dout},
-                                         {"inp", inp},
-                                         {"weight", weight},
-                                         {"mean", mean},
-                                         {"rstd", rstd}});
+  const auto backend = backend_f32("layernorm_backward", {{"dinp", dinp},
+                                                          {"dweight", dweight},
+                                                          {"dbias", dbias},
+                                                          {"dout", dout},
+                                                          {"inp", inp},
+                                                          {"weight", weight},
+                                                          {"mean", mean},
+                                                          {"rstd", rstd}});
   const int64_t c = weight.numel();
   const int64_t n = check("layernorm_backward", inp, weight, mean, rstd);
   dinp.expect("layernorm_backward dinp", inp.shape(), DType::f32);
   dout.expect("layernorm_backward dout", inp.shape(), DType::f32);
   dweight.expect("layernorm_backward dweight", weight.shape(), DType::f32);
   dbias.expect("layernorm_backward dbias", weight.shape(), DType::f32);
+  TS_RUN_ON_CUDA(backend, cuda::layernorm_backward(
+                              dinp.data<float>(), dweight.data<float>(), dbias.data<float>(),
+                              dout.data<float>(), inp.data<float>(), weight.data<float>(),
+                              mean.data<float>(), rstd.data<float>(), n, c, kOpStream));
   const float* x = inp.data<float>();
   const float* dy = dout.data<float>();
   const float* w = weight.data<float>();

@@ -18,4 +18,12 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd);
 
+namespace cuda {  // launchers on device pointers (kernels/layernorm.cu); n rows of c
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t n, int64_t c, CudaStream stream);
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t n, int64_t c, CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

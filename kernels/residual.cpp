@@ -6,11 +6,11 @@ namespace tessera {
 namespace {
 
 void add(const char* op, Tensor& out, const Tensor& a, const Tensor& b) {
-  kernels_detail::require_cpu_f32(op, "out", out);
-  kernels_detail::require_cpu_f32(op, "a", a);
-  kernels_detail::require_cpu_f32(op, "b", b);
+  const auto backend = kernels_detail::backend_f32(op, {{"out", out}, {"a", a}, {"b", b}});
   TS_CHECK(out.numel() == a.numel() && a.numel() == b.numel(), op, ": sizes ", out.numel(), ", ",
            a.numel(), ", ", b.numel(), " differ");
+  TS_RUN_ON_CUDA(backend, cuda::add(out.data<float>(), a.data<float>(), b.data<float>(),
+                                    out.numel(), kernels_detail::kOpStream));
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   float* po = out.data<float>();
@@ -30,11 +30,12 @@ void residual_backward(Tensor& dx, const Tensor& dy, const Tensor& d_branch) {
 }
 
 void bias_add(Tensor& x, const Tensor& bias) {
-  kernels_detail::require_cpu_f32("bias_add", "x", x);
-  kernels_detail::require_cpu_f32("bias_add", "bias", bias);
+  const auto backend = kernels_detail::backend_f32("bias_add", {{"x", x}, {"bias", bias}});
   const int64_t c = bias.numel();
   TS_CHECK(c > 0 && x.numel() % c == 0, "bias_add: x of ", x.numel(),
            " values is not rows of the bias's ", c);
+  TS_RUN_ON_CUDA(backend, cuda::bias_add(x.data<float>(), bias.data<float>(), x.numel() / c, c,
+                                         kernels_detail::kOpStream));
   float* px = x.data<float>();
   const float* pb = bias.data<float>();
   const int64_t rows = x.numel() / c;

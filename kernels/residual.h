@@ -16,4 +16,11 @@ void residual_backward(Tensor& dx, const Tensor& dy, const Tensor& d_branch);
 // added after the reduce-scatter. (Its gradient, Σ over rows of dout, comes from matmul_backward.)
 void bias_add(Tensor& x, const Tensor& bias);
 
+namespace cuda {  // launchers on device pointers (kernels/residual.cu)
+// out (n) = a + b.
+void add(float* out, const float* a, const float* b, int64_t n, CudaStream stream);
+// x (rows, c) += bias (c) on every row.
+void bias_add(float* x, const float* bias, int64_t rows, int64_t c, CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

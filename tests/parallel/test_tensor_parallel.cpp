@@ -36,7 +36,7 @@ Trained train(ParallelContext* ctx, int stage, uint64_t seed, int64_t batch, int
   LocalCommunicator one_dp("dp"), one_tp("tp");
   Communicator& dp = ctx ? ctx->dp() : one_dp;
   Communicator* tp = ctx ? &ctx->tp() : nullptr;
-  Gpt2Layout layout{dp.size(), tp};
+  Gpt2Layout layout{.param_shards = dp.size(), .tp = tp};
   layout.sequence_parallel = sequence_parallel;
   Gpt2 model(kCfg, Device::cpu(), layout);
   model.init_weights(seed);
@@ -94,7 +94,7 @@ TEST(TensorParallel, GradientsArePartsOfTheWholeModels) {
 
     for (bool sp : {false, true}) {
       SCOPED_TRACE(sp ? "sequence parallel" : "tensor parallel");
-      Gpt2Layout layout{1, &ctx.tp()};
+      Gpt2Layout layout{.param_shards = 1, .tp = &ctx.tp()};
       layout.sequence_parallel = sp;
       Gpt2 part(kCfg, Device::cpu(), layout);
       part.init_weights(seed);
@@ -134,7 +134,7 @@ TEST(TensorParallel, TrainingMatchesOneProcessWithZero) {
       for (size_t i = 0; i < ref.losses.size(); ++i)
         EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-5 * ref.losses[i]) << "step " << i;
       // Compare this rank's parts with the same parts of the reference's weights.
-      Gpt2 layout(kCfg, Device::cpu(), {world_size() / tp, &ctx.tp()});
+      Gpt2 layout(kCfg, Device::cpu(), {.param_shards = world_size() / tp, .tp = &ctx.tp()});
       Gpt2 whole(kCfg);
       size_t i = 0;
       for (const ParameterEntry& e : whole.params().entries()) {

@@ -26,7 +26,7 @@ struct TrainRun {
 TrainRun train(const Gpt2Config& cfg, Communicator& dp, int stage, uint64_t seed, int64_t batch,
                int64_t t, int steps, int accum) {
   const int n = dp.size();
-  Gpt2 model(cfg, Device::cpu(), {n});
+  Gpt2 model(cfg, Device::cpu(), {.param_shards = n});
   model.init_weights(seed);
   // eps = 1e-6, not 1e-8: elements whose gradient is at round-off level (layernorm biases that
   // start at zero, say) would otherwise take full ±lr steps whose sign is decided by the
@@ -101,7 +101,7 @@ TEST(ZeroAccounting, MatchesFormulas) {
                                    3 * ring * 4 * psi};
   for (int stage = 0; stage <= 3; ++stage) {
     SCOPED_TRACE("ZeRO stage " + std::to_string(stage) + ", N = " + std::to_string(n));
-    Gpt2 model(cfg, Device::cpu(), {n});
+    Gpt2 model(cfg, Device::cpu(), {.param_shards = n});
     model.init_weights(5);
     DistributedAdamW opt(model.params(), dp, stage, {});
     model.set_hooks(&opt);

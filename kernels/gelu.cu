@@ -1,0 +1,45 @@
+// GELU-tanh on CUDA (kernels/gelu.h): one grid-stride loop per pass, the CPU formula.
+#include "kernels/cuda_util.cuh"
+#include "kernels/gelu.h"
+
+namespace tessera::cuda {
+namespace {
+
+using cuda_detail::blocks_for;
+using cuda_detail::kThreads;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCoeff = 0.044715f;
+
+__global__ void gelu_forward_kernel(float* out, const float* inp, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kCoeff * x * x * x)));
+  }
+}
+
+__global__ void gelu_backward_kernel(float* dinp, const float* dout, const float* inp, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float x = inp[i];
+    const float th = tanhf(kSqrt2OverPi * (x + kCoeff * x * x * x));
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoeff * x * x);
+    dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
+  }
+}
+
+}  // namespace
+
+void gelu_forward(float* out, const float* inp, int64_t n, CudaStream stream) {
+  if (n == 0) return;
+  gelu_forward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(out, inp, n);
+  TS_CUDA_CHECK_LAUNCH();
+}
+
+void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n, CudaStream stream) {
+  if (n == 0) return;
+  gelu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dinp, dout, inp, n);
+  TS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace tessera::cuda

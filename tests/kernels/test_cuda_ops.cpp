@@ -1,0 +1,156 @@
+// Every op with a CUDA implementation equals its CPU implementation (the reference, itself checked
+// against float64 in the other kernel tests) on fresh random inputs: fp32 to 1e-5 relative. The
+// CUDA outputs start as NaN so that unwritten elements show; accumulated parameter gradients start
+// from the same random values on both sides. Skips without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+
+#include "kernels/adamw.h"
+#include "kernels/embedding.h"
+#include "kernels/gelu.h"
+#include "kernels/layernorm.h"
+#include "kernels/residual.h"
+#include "tests/support/numeric.h"
+
+namespace tessera {
+namespace {
+
+constexpr double kTol = 1e-5;
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) {
+      // scripts/gpu_check.sh sets TESSERA_REQUIRE_CUDA: there a missing device is a failure.
+      if (std::getenv("TESSERA_REQUIRE_CUDA")) FAIL() << "TESSERA_REQUIRE_CUDA set, no CUDA device";
+      GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+    }
+  }
+  Tensor random(const Shape& shape, float stddev = 1.0f) {
+    Tensor t = Tensor::empty(shape, DType::f32);
+    testing::fill_normal(t, rng_, stddev);
+    return t;
+  }
+  static Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
+  // A CUDA output of `shape`, every element NaN.
+  static Tensor poisoned_gpu(const Shape& shape) {
+    Tensor t = Tensor::empty(shape, DType::f32);
+    testing::poison(t);
+    return on_gpu(t);
+  }
+  static void expect_close(const Tensor& gpu, const Tensor& cpu, const char* what) {
+    EXPECT_LT(testing::rel_error(gpu.to(Device::cpu()), testing::to_f64(cpu)), kTol) << what;
+  }
+
+  std::mt19937_64 rng_{testing::test_seed()};
+};
+
+TEST_F(CudaOps, GeluForwardBackward) {
+  for (int64_t n : {1, 1000, 1 << 20}) {
+    const Tensor x = random({n}, 2.0f), dy = random({n});
+    Tensor y = Tensor::empty({n}, DType::f32), dx = Tensor::empty({n}, DType::f32);
+    gelu_forward(y, x);
+    gelu_backward(dx, dy, x);
+    Tensor gy = poisoned_gpu({n}), gdx = poisoned_gpu({n});
+    gelu_forward(gy, on_gpu(x));
+    gelu_backward(gdx, on_gpu(dy), on_gpu(x));
+    expect_close(gy, y, "gelu forward");
+    expect_close(gdx, dx, "gelu backward");
+  }
+}
+
+TEST_F(CudaOps, ResidualAndBias) {
+  const Tensor a = random({7, 33}), b = random({7, 33}), bias = random({33});
+  Tensor out = Tensor::empty({7, 33}, DType::f32);
+  residual_forward(out, a, b);
+  Tensor gout = poisoned_gpu({7, 33});
+  residual_forward(gout, on_gpu(a), on_gpu(b));
+  expect_close(gout, out, "residual");
+  Tensor x = a.to(Device::cpu()), gx = on_gpu(a);
+  bias_add(x, bias);
+  bias_add(gx, on_gpu(bias));
+  expect_close(gx, x, "bias_add");
+}
+
+TEST_F(CudaOps, LayerNormForwardBackward) {
+  for (const auto& [n, c] : {std::pair<int64_t, int64_t>{1, 1}, {37, 768}, {256, 100}}) {
+    const Tensor x = random({n, c}, 3.0f), w = random({c}), b = random({c}), dy = random({n, c});
+    const Tensor dw0 = random({c}), db0 = random({c});
+    Tensor y = Tensor::empty({n, c}, DType::f32), mean = Tensor::empty({n}, DType::f32),
+           rstd = Tensor::empty({n}, DType::f32), dx = Tensor::empty({n, c}, DType::f32);
+    Tensor dw = dw0.to(Device::cpu()), db = db0.to(Device::cpu());
+    layernorm_forward(y, mean, rstd, x, w, b);
+    layernorm_backward(dx, dw, db, dy, x, w, mean, rstd);
+
+    Tensor gy = poisoned_gpu({n, c}), gmean = poisoned_gpu({n}), grstd = poisoned_gpu({n}),
+           gdx = poisoned_gpu({n, c}), gdw = on_gpu(dw0), gdb = on_gpu(db0);
+    const Tensor gx = on_gpu(x), gw = on_gpu(w);
+    layernorm_forward(gy, gmean, grstd, gx, gw, on_gpu(b));
+    layernorm_backward(gdx, gdw, gdb, on_gpu(dy), gx, gw, gmean, grstd);
+    expect_close(gy, y, "layernorm out");
+    expect_close(gmean, mean, "layernorm mean");
+    expect_close(grstd, rstd, "layernorm rstd");
+    expect_close(gdx, dx, "layernorm dinp");
+    expect_close(gdw, dw, "layernorm dweight");
+    expect_close(gdb, db, "layernorm dbias");
+  }
+}
+
+TEST_F(CudaOps, EmbeddingForwardBackwardWithAVocabularyShard) {
+  const int64_t b = 3, t = 17, c = 40, vocab = 50, start = 20, rows = 25, max_t = 32;
+  const Tensor tokens = testing::random_tokens(b, t, vocab, rng_);
+  const Tensor wte = random({rows, c}), wpe = random({max_t, c}), dy = random({b, t, c});
+  const Tensor dwte0 = random({rows, c}), dwpe0 = random({max_t, c});
+  Tensor y = Tensor::empty({b, t, c}, DType::f32);
+  Tensor dwte = dwte0.to(Device::cpu()), dwpe = dwpe0.to(Device::cpu());
+  embedding_forward(y, tokens, wte, wpe, start, vocab);
+  embedding_backward(dwte, dwpe, dy, tokens, start, vocab);
+
+  Tensor gy = poisoned_gpu({b, t, c}), gdwte = on_gpu(dwte0), gdwpe = on_gpu(dwpe0);
+  const Tensor gtokens = tokens.to(Device::cuda(0));
+  embedding_forward(gy, gtokens, on_gpu(wte), on_gpu(wpe), start, vocab);
+  embedding_backward(gdwte, gdwpe, on_gpu(dy), gtokens, start, vocab);
+  expect_close(gy, y, "embedding out");
+  expect_close(gdwte, dwte, "embedding dwte");
+  expect_close(gdwpe, dwpe, "embedding dwpe");
+
+  // A token outside the vocabulary is the same clear error on the GPU.
+  Tensor bad = tokens.to(Device::cpu());
+  bad.data<int32_t>()[5] = static_cast<int32_t>(vocab);
+  EXPECT_THROW(
+      embedding_forward(gy, bad.to(Device::cuda(0)), on_gpu(wte), on_gpu(wpe), start, vocab),
+      Error);
+}
+
+TEST_F(CudaOps, AdamWAndGradNorm) {
+  const int64_t n = 300001;  // not a multiple of any block size
+  const Tensor p0 = random({n}), m0 = random({n}, 0.1f), g = random({n});
+  Tensor v0 = Tensor::empty({n}, DType::f32);
+  testing::fill_uniform(v0, rng_, 0.0f, 0.5f);
+  const AdamWStep step{3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 7, 0.7f};
+  Tensor p = p0.to(Device::cpu()), m = m0.to(Device::cpu()), v = v0.to(Device::cpu());
+  adamw_update(p, m, v, g, step);
+  Tensor gp = on_gpu(p0), gm = on_gpu(m0), gv = on_gpu(v0);
+  adamw_update(gp, gm, gv, on_gpu(g), step);
+  expect_close(gp, p, "adamw params");
+  expect_close(gm, m, "adamw m");
+  expect_close(gv, v, "adamw v");
+  const double cpu = grad_norm_squared(g), gpu = grad_norm_squared(on_gpu(g));
+  EXPECT_NEAR(gpu, cpu, 1e-12 * cpu);  // both sum in float64
+}
+
+TEST_F(CudaOps, MixedDevicesAreOneClearError) {
+  const Tensor x = random({8});
+  Tensor gy = poisoned_gpu({8});
+  try {
+    gelu_forward(gy, x);
+    FAIL() << "ran with out on cuda and inp on cpu";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("move them to one device"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tessera
