@@ -57,9 +57,9 @@ struct Gpt2Activations {
 
 // Where one model instance sits in a parallel layout.
 struct Gpt2Layout {
-  int param_shards = 1;                   // ZeRO's data-parallel degree: every unit splits evenly
-  parallel::Communicator* tp = nullptr;   // tensor-parallel group (null: none); not owned
-  int pp_rank = 0, pp_size = 1;           // pipeline stage of this rank, and the stages
+  int param_shards = 1;                     // ZeRO's data-parallel degree: every unit splits evenly
+  parallel::Communicator* tp = nullptr;     // tensor-parallel group (null: none); not owned
+  int pp_rank = 0, pp_size = 1;             // pipeline stage of this rank, and the stages
   std::vector<int64_t> layers_per_stage{};  // per virtual stage; empty: an even split
   bool sequence_parallel =
       false;               // split the B·T rows over tp outside the blocks' parallel regions
