@@ -7,13 +7,16 @@
 #include <vector>
 
 #include "kernels/kernel_util.h"
+#include "kernels/matmul.h"
 #include "kernels/vec_math.h"
 
 namespace tessera {
 namespace {
 
+using kernels_detail::Backend;
+using kernels_detail::backend_f32;
 using kernels_detail::exp_f32;
-using kernels_detail::require_cpu_f32;
+using kernels_detail::kOpStream;
 
 // Rows per chunk: about 1M logits (4 MB) of scratch at a time, at least 32 rows.
 int64_t chunk_rows(int64_t vocab) {
@@ -23,13 +26,12 @@ int64_t chunk_rows(int64_t vocab) {
 struct Dims {
   int64_t n, c, v;      // rows, channels, rows of wte (this rank's vocabulary)
   int64_t start, full;  // wte's first vocabulary id, and the whole vocabulary
+  Backend backend;
 };
 
 Dims check(const char* op, const Tensor& losses, const Tensor& x, const Tensor& wte,
            const Tensor& targets, const VocabShard& shard) {
-  require_cpu_f32(op, "losses", losses);
-  require_cpu_f32(op, "x", x);
-  require_cpu_f32(op, "wte", wte);
+  const Backend backend = backend_f32(op, {{"losses", losses}, {"x", x}, {"wte", wte}});
   TS_CHECK_EQ(wte.dim(), 2, op, ": wte must be (V, C), got ", shape_str(wte.shape()));
   const int64_t v = wte.size(0), c = wte.size(1);
   const int64_t full = shard.size > 0 ? shard.size : v;
@@ -38,15 +40,20 @@ Dims check(const char* op, const Tensor& losses, const Tensor& x, const Tensor& 
   TS_CHECK(x.dim() >= 1 && x.size(-1) == c, op, ": x ", shape_str(x.shape()),
            " must end in C = ", c);
   const int64_t n = x.numel() / c;
-  TS_CHECK(targets.dtype() == DType::i32 && targets.is_cpu() && targets.numel() == n, op,
-           ": targets must be ", n, " i32 values on cpu, got ", shape_str(targets.shape()), " ",
-           dtype_name(targets.dtype()));
+  TS_CHECK(targets.dtype() == DType::i32 && targets.device() == x.device() && targets.numel() == n,
+           op, ": targets must be ", n, " i32 values on ", x.device().str(), ", got ",
+           shape_str(targets.shape()), " ", dtype_name(targets.dtype()), " on ",
+           targets.device().str());
   TS_CHECK_EQ(losses.numel(), n, op, ": losses must hold one value per row");
-  const int32_t* t = targets.data<int32_t>();
+  TS_CHECK(backend == Backend::cpu || (!shard.all_reduce_max && !shard.all_reduce_sum), op,
+           ": the vocabulary-parallel loss runs on cpu only so far (its CUDA form comes with "
+           "NCCL training): use parallel.tp = 1 on CUDA");
+  const Tensor host = targets.is_cpu() ? targets : targets.to(Device::cpu());
+  const int32_t* t = host.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     TS_CHECK(t[i] >= 0 && t[i] < full, op, ": target ", t[i], " at row ", i,
              " is outside the vocabulary [0, ", full, ")");
-  return {n, c, v, shard.start, full};
+  return {n, c, v, shard.start, full, backend};
 }
 
 // Rows [0, rows) of one chunk: logits -> losses (with the other ranks' statistics when the
@@ -102,8 +109,35 @@ void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int
   }
 }
 
+#ifdef TESSERA_WITH_CUDA
+// run() on CUDA: chunks of up to 64M logits (256 MB) in one device buffer.
+void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
+              const Tensor& targets, float dloss, const Dims& d) {
+  const int64_t chunk = std::max<int64_t>(32, (int64_t{1} << 26) / d.v);
+  Tensor logits = Tensor::empty({std::min(chunk, d.n), d.v}, DType::f32, x.device());
+  float* l = logits.data<float>();
+  const float* xp = x.data<float>();
+  const float* w = wte.data<float>();
+  for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, d.n - r0);
+    // logits (rows, V) = x (rows, C) · wte (V, C)ᵀ
+    cuda::gemm(l, xp + r0 * d.c, w, nullptr, rows, d.v, d.c, false, true, 0.0f, kOpStream);
+    cuda::softmax_xent(l, losses.data<float>() + r0, targets.data<int32_t>() + r0, rows, d.v,
+                       d.start, dloss, dx != nullptr, kOpStream);
+    if (dx) {
+      // dx (rows, C) = dlogits (rows, V) · wte (V, C);  dwte (V, C) += dlogitsᵀ · x (rows, C)
+      cuda::gemm(dx->data<float>() + r0 * d.c, l, w, nullptr, rows, d.c, d.v, false, false, 0.0f,
+                 kOpStream);
+      cuda::gemm(dwte->data<float>(), l, xp + r0 * d.c, nullptr, d.v, d.c, rows, true, false, 1.0f,
+                 kOpStream);
+    }
+  }
+}
+#endif
+
 void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
          const Tensor& targets, float dloss, const Dims& d, const VocabShard& shard) {
+  TS_RUN_ON_CUDA(d.backend, run_cuda(losses, dx, dwte, x, wte, targets, dloss, d));
   const int64_t chunk = chunk_rows(d.v);
   std::vector<float> logits(std::min(chunk, d.n) * d.v);
   std::vector<float> stats;
@@ -136,22 +170,21 @@ void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const
                                  const Tensor& wte, const Tensor& targets, float dloss,
                                  const VocabShard& shard) {
   const Dims d = check("classifier_forward_backward", losses, x, wte, targets, shard);
-  require_cpu_f32("classifier_forward_backward", "dx", dx);
-  require_cpu_f32("classifier_forward_backward", "dwte", dwte);
+  backend_f32("classifier_forward_backward", {{"x", x}, {"dx", dx}, {"dwte", dwte}});
   dx.expect("classifier dx", x.shape(), DType::f32);
   dwte.expect("classifier dwte", wte.shape(), DType::f32);
   run(losses, &dx, &dwte, x, wte, targets, dloss, d, shard);
 }
 
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte) {
-  require_cpu_f32("logits_forward", "logits", logits);
-  require_cpu_f32("logits_forward", "x", x);
-  require_cpu_f32("logits_forward", "wte", wte);
+  const auto backend = backend_f32("logits_forward", {{"logits", logits}, {"x", x}, {"wte", wte}});
   const int64_t v = wte.size(0), c = wte.size(1);
   TS_CHECK(x.dim() >= 1 && x.size(-1) == c, "logits_forward: x ", shape_str(x.shape()),
            " must end in C = ", c);
   const int64_t n = x.numel() / c;
   TS_CHECK_EQ(logits.numel(), n * v, "logits_forward: logits ", shape_str(logits.shape()));
+  TS_RUN_ON_CUDA(backend, cuda::gemm(logits.data<float>(), x.data<float>(), wte.data<float>(),
+                                     nullptr, n, v, c, false, true, 0.0f, kOpStream));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, v, c, 1.0f, x.data<float>(), c,
               wte.data<float>(), c, 0.0f, logits.data<float>(), v);
 }

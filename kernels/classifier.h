@@ -38,4 +38,12 @@ void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const
 // logits (N, V) = x (N, C) · wteᵀ, for sampling and inspection.
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte);
 
+namespace cuda {  // launchers on device pointers (kernels/classifier.cu)
+// For each of `rows` rows of logits (rows, v) holding vocabulary ids [vocab_start,
+// vocab_start + v): losses[r] = logsumexp − logit of targets[r]; with backward, the row becomes
+// (softmax − onehot(target)) · dloss in place. One rank's whole vocabulary (no tensor parallelism).
+void softmax_xent(float* logits, float* losses, const int32_t* targets, int64_t rows, int64_t v,
+                  int64_t vocab_start, float dloss, bool backward, CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

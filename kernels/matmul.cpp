@@ -10,8 +10,9 @@
 namespace tessera {
 namespace {
 
+using kernels_detail::backend_f32;
+using kernels_detail::kOpStream;
 using kernels_detail::kReduceChunks;
-using kernels_detail::require_cpu_f32;
 
 // Rows N and the (IC, OC) of weight, after checking that inp/out agree with it.
 struct Dims {
@@ -31,14 +32,20 @@ Dims check_dims(const char* op, const Tensor& x, const char* xname, const Tensor
 }  // namespace
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias) {
-  require_cpu_f32("matmul_forward", {{"out", out}, {"inp", inp}, {"weight", weight}});
+  const auto backend =
+      bias.defined()
+          ? backend_f32("matmul_forward",
+                        {{"out", out}, {"inp", inp}, {"weight", weight}, {"bias", bias}})
+          : backend_f32("matmul_forward", {{"out", out}, {"inp", inp}, {"weight", weight}});
   const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
   TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
+  if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
+  TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), inp.data<float>(), weight.data<float>(),
+                                     bias.defined() ? bias.data<float>() : nullptr, d.n, d.oc, d.ic,
+                                     false, false, 0.0f, kOpStream));
   float* y = out.data<float>();
   float beta = 0.0f;
   if (bias.defined()) {
-    require_cpu_f32("matmul_forward", "bias", bias);
-    bias.expect("matmul_forward bias", {d.oc}, DType::f32);
     const float* b = bias.data<float>();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < d.n; ++i) std::memcpy(y + i * d.oc, b, d.oc * sizeof(float));
@@ -50,23 +57,41 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight) {
-  require_cpu_f32("matmul_backward",
-                  {{"dweight", dweight}, {"dout", dout}, {"inp", inp}, {"weight", weight}});
+  const auto backend = backend_f32(
+      "matmul_backward", {{"dweight", dweight}, {"dout", dout}, {"inp", inp}, {"weight", weight}});
   const Dims d = check_dims("matmul_backward", dout, "dout", weight, 1);
   TS_CHECK_EQ(inp.numel(), d.n * d.ic, "matmul_backward: inp ", shape_str(inp.shape()));
   dweight.expect("matmul_backward dweight", weight.shape(), DType::f32);
+  if (dinp.defined()) {
+    backend_f32("matmul_backward", {{"dout", dout}, {"dinp", dinp}});
+    TS_CHECK_EQ(dinp.numel(), d.n * d.ic, "matmul_backward: dinp ", shape_str(dinp.shape()));
+  }
+  if (dbias.defined()) {
+    backend_f32("matmul_backward", {{"dout", dout}, {"dbias", dbias}});
+    dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
+  }
+#ifdef TESSERA_WITH_CUDA
+  if (backend == kernels_detail::Backend::cuda) {
+    if (dinp.defined())  // dinp (N, IC) = dout (N, OC) · weight (IC, OC)ᵀ
+      cuda::gemm(dinp.data<float>(), dout.data<float>(), weight.data<float>(), nullptr, d.n, d.ic,
+                 d.oc, false, true, 0.0f, kOpStream);
+    // dweight (IC, OC) += inp (N, IC)ᵀ · dout (N, OC)
+    cuda::gemm(dweight.data<float>(), inp.data<float>(), dout.data<float>(), nullptr, d.ic, d.oc,
+               d.n, true, false, 1.0f, kOpStream);
+    if (dbias.defined())
+      cuda::column_sum(dbias.data<float>(), dout.data<float>(), d.n, d.oc, kOpStream);
+    return;
+  }
+#endif
+  (void)backend;
   const float* dy = dout.data<float>();
   if (dinp.defined()) {
-    require_cpu_f32("matmul_backward", "dinp", dinp);
-    TS_CHECK_EQ(dinp.numel(), d.n * d.ic, "matmul_backward: dinp ", shape_str(dinp.shape()));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.n, d.ic, d.oc, 1.0f, dy, d.oc,
                 weight.data<float>(), d.oc, 0.0f, dinp.data<float>(), d.ic);
   }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.ic, d.oc, d.n, 1.0f, inp.data<float>(),
               d.ic, dy, d.oc, 1.0f, dweight.data<float>(), d.oc);
   if (dbias.defined()) {
-    require_cpu_f32("matmul_backward", "dbias", dbias);
-    dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
     // Column sums in fixed row chunks, then an ordered reduction: deterministic for any threads.
     const int64_t chunks = std::min<int64_t>(kReduceChunks, std::max<int64_t>(d.n, 1));
     std::vector<float> partial(chunks * d.oc, 0.0f);

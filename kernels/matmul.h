@@ -1,4 +1,5 @@
-// Linear layer on OpenBLAS: Y = X·W + b with W in Hugging Face Conv1D layout (in, out).
+// Linear layer: Y = X·W + b with W in Hugging Face Conv1D layout (in, out). OpenBLAS on the CPU,
+// cuBLASLt on CUDA.
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 
@@ -14,5 +15,14 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 // dbias may be undefined. dinp may be undefined when the input needs no gradient.
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight);
+
+namespace cuda {  // launchers on device pointers (kernels/matmul.cu)
+// Row-major c (m, n) = op(a) (m, k) · op(b) (k, n) + beta · c [+ bias (n) on every row], where
+// a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b. fp32 compute.
+void gemm(float* c, const float* a, const float* b, const float* bias, int64_t m, int64_t n,
+          int64_t k, bool trans_a, bool trans_b, float beta, CudaStream stream);
+// dbias (n) += Σ over rows of dout (rows, n), in row order.
+void column_sum(float* dbias, const float* dout, int64_t rows, int64_t n, CudaStream stream);
+}  // namespace cuda
 
 }  // namespace tessera

@@ -8,9 +8,11 @@
 #include <random>
 
 #include "kernels/adamw.h"
+#include "kernels/classifier.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
+#include "kernels/matmul.h"
 #include "kernels/residual.h"
 #include "tests/support/numeric.h"
 
@@ -139,6 +141,57 @@ TEST_F(CudaOps, AdamWAndGradNorm) {
   expect_close(gv, v, "adamw v");
   const double cpu = grad_norm_squared(g), gpu = grad_norm_squared(on_gpu(g));
   EXPECT_NEAR(gpu, cpu, 1e-12 * cpu);  // both sum in float64
+}
+
+TEST_F(CudaOps, MatmulForwardBackward) {
+  // Odd sizes (no multiple of a tile), with and without bias and input gradient.
+  for (const bool with_bias : {true, false}) {
+    const int64_t n = 37, ic = 64, oc = 97;
+    const Tensor x = random({n, ic}), w = random({ic, oc}, 0.1f), b = random({oc}),
+                 dy = random({n, oc});
+    const Tensor dw0 = random({ic, oc}), db0 = random({oc});
+    const Tensor none;
+    Tensor y = Tensor::empty({n, oc}, DType::f32), dx = Tensor::empty({n, ic}, DType::f32);
+    Tensor dw = dw0.to(Device::cpu()), db = with_bias ? db0.to(Device::cpu()) : Tensor();
+    matmul_forward(y, x, w, with_bias ? b : none);
+    matmul_backward(dx, dw, db, dy, x, w);
+
+    Tensor gy = poisoned_gpu({n, oc}), gdx = poisoned_gpu({n, ic}), gdw = on_gpu(dw0);
+    Tensor gdb = with_bias ? on_gpu(db0) : Tensor();
+    const Tensor gx = on_gpu(x), gw = on_gpu(w);
+    matmul_forward(gy, gx, gw, with_bias ? on_gpu(b) : none);
+    matmul_backward(gdx, gdw, gdb, on_gpu(dy), gx, gw);
+    expect_close(gy, y, "matmul out");
+    expect_close(gdx, dx, "matmul dinp");
+    expect_close(gdw, dw, "matmul dweight");
+    if (with_bias) expect_close(gdb, db, "matmul dbias");
+  }
+}
+
+TEST_F(CudaOps, ClassifierLossAndGradients) {
+  const int64_t n = 70, c = 48, v = 301;
+  const Tensor x = random({n, c}), wte = random({v, c}, 0.5f);
+  const Tensor targets = testing::random_tokens(1, n, v, rng_).view({n});
+  const Tensor dwte0 = random({v, c});
+  const float dloss = 1.0f / n;
+  Tensor losses = Tensor::empty({n}, DType::f32), dx = Tensor::empty({n, c}, DType::f32);
+  Tensor dwte = dwte0.to(Device::cpu());
+  classifier_forward_backward(losses, dx, dwte, x, wte, targets, dloss);
+  Tensor only = Tensor::empty({n}, DType::f32), logits = Tensor::empty({n, v}, DType::f32);
+  classifier_forward(only, x, wte, targets);
+  logits_forward(logits, x, wte);
+
+  const Tensor gx = on_gpu(x), gwte = on_gpu(wte), gtargets = targets.to(Device::cuda(0));
+  Tensor glosses = poisoned_gpu({n}), gdx = poisoned_gpu({n, c}), gdwte = on_gpu(dwte0);
+  classifier_forward_backward(glosses, gdx, gdwte, gx, gwte, gtargets, dloss);
+  Tensor gonly = poisoned_gpu({n}), glogits = poisoned_gpu({n, v});
+  classifier_forward(gonly, gx, gwte, gtargets);
+  logits_forward(glogits, gx, gwte);
+  expect_close(glosses, losses, "classifier losses");
+  expect_close(gdx, dx, "classifier dx");
+  expect_close(gdwte, dwte, "classifier dwte");
+  expect_close(gonly, only, "classifier forward losses");
+  expect_close(glogits, logits, "logits");
 }
 
 TEST_F(CudaOps, MixedDevicesAreOneClearError) {
