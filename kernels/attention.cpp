@@ -13,8 +13,9 @@
 namespace tessera {
 namespace {
 
+using kernels_detail::backend_f32;
 using kernels_detail::exp_f32;
-using kernels_detail::require_cpu_f32;
+using kernels_detail::kOpStream;
 
 // Rows of a query tile and columns of a key tile: 64×64 scores (16 KiB) stay in L1/L2 together
 // with the 64×hs tiles of q, k, v they come from.
@@ -57,10 +58,13 @@ void tile_scores(float* scores, const float* q, const float* k, Span qs, Span ks
 }  // namespace
 
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads) {
-  require_cpu_f32("attention_forward", {{"out", out}, {"lse", lse}, {"qkv", qkv}});
+  const auto backend = backend_f32("attention_forward", {{"out", out}, {"lse", lse}, {"qkv", qkv}});
   const Dims d = check("attention_forward", qkv, num_heads);
   out.expect("attention_forward out", {d.b, d.t, d.c}, DType::f32);
   lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
+  TS_RUN_ON_CUDA(
+      backend, cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b,
+                                       d.t, d.c, d.nh, kOpStream));
   const float* x = qkv.data<float>();
   float* o = out.data<float>();
   float* l = lse.data<float>();
@@ -117,13 +121,20 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int64_t num_heads) {
-  require_cpu_f32("attention_backward",
+  const auto backend =
+      backend_f32("attention_backward",
                   {{"dqkv", dqkv}, {"dout", dout}, {"qkv", qkv}, {"out", out}, {"lse", lse}});
   const Dims d = check("attention_backward", qkv, num_heads);
   dqkv.expect("attention_backward dqkv", qkv.shape(), DType::f32);
   dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
   out.expect("attention_backward out", {d.b, d.t, d.c}, DType::f32);
   lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
+  TS_RUN_ON_CUDA(backend, {
+    Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
+    cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+                             qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t, d.c,
+                             d.nh, kOpStream);
+  });
   const float* x = qkv.data<float>();
   const float* o = out.data<float>();
   const float* dout_p = dout.data<float>();

@@ -19,4 +19,13 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int64_t num_heads);
 
+namespace cuda {  // launchers on device pointers (kernels/attention.cu); head size ≤ 128
+void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
+                       int64_t nh, CudaStream stream);
+// delta (B, NH, T) is scratch.
+void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
+                        const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
+                        int64_t nh, CudaStream stream);
+}  // namespace cuda
+
 }  // namespace tessera

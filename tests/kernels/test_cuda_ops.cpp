@@ -6,8 +6,10 @@
 
 #include <cstdlib>
 #include <random>
+#include <tuple>
 
 #include "kernels/adamw.h"
+#include "kernels/attention.h"
 #include "kernels/classifier.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
@@ -192,6 +194,28 @@ TEST_F(CudaOps, ClassifierLossAndGradients) {
   expect_close(gdwte, dwte, "classifier dwte");
   expect_close(gonly, only, "classifier forward losses");
   expect_close(glogits, logits, "logits");
+}
+
+TEST_F(CudaOps, CausalAttentionForwardBackward) {
+  // Head sizes 16, 64 and 128 (the largest the CUDA kernel takes); lengths off any tile size.
+  for (const auto& [b, t, c, nh] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 37, 64, 4},
+                                    {1, 130, 256, 4},
+                                    {2, 65, 256, 2}}) {
+    const Tensor qkv = random({b, t, 3 * c}), dy = random({b, t, c});
+    Tensor y = Tensor::empty({b, t, c}, DType::f32), lse = Tensor::empty({b, nh, t}, DType::f32);
+    Tensor dqkv = Tensor::empty({b, t, 3 * c}, DType::f32);
+    attention_forward(y, lse, qkv, nh);
+    attention_backward(dqkv, dy, qkv, y, lse, nh);
+
+    const Tensor gqkv = on_gpu(qkv);
+    Tensor gy = poisoned_gpu({b, t, c}), glse = poisoned_gpu({b, nh, t}),
+           gdqkv = poisoned_gpu({b, t, 3 * c});
+    attention_forward(gy, glse, gqkv, nh);
+    attention_backward(gdqkv, on_gpu(dy), gqkv, gy, glse, nh);
+    expect_close(gy, y, "attention out");
+    expect_close(glse, lse, "attention lse");
+    expect_close(gdqkv, dqkv, "attention dqkv");
+  }
 }
 
 TEST_F(CudaOps, MixedDevicesAreOneClearError) {
