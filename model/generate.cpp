@@ -37,7 +37,7 @@ std::vector<int32_t> generate(const Gpt2& model, const std::vector<int32_t>& pro
   const Gpt2Config& cfg = model.config();
   std::mt19937_64 rng(sampling.seed);
   std::vector<int32_t> out = prompt;
-  Tensor logits = Tensor::empty({1, cfg.vocab_size}, DType::f32);
+  Tensor logits = Tensor::empty({1, cfg.vocab_size}, DType::f32, model.params().device());
   for (int64_t i = 0; i < max_new; ++i) {
     const int64_t t = std::min<int64_t>(static_cast<int64_t>(out.size()), cfg.max_seq_len);
     Tensor tokens = Tensor::empty({1, t}, DType::i32);
@@ -46,8 +46,9 @@ std::vector<int32_t> generate(const Gpt2& model, const std::vector<int32_t>& pro
     model.forward(acts, tokens);
     model.logits(logits, acts, /*last_only=*/true);
     const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    const Tensor host = logits.is_cpu() ? logits : logits.to(Device::cpu());
     const int32_t next =
-        sample_token(logits.data<float>(), cfg.vocab_size, sampling.temperature, sampling.top_k, u);
+        sample_token(host.data<float>(), cfg.vocab_size, sampling.temperature, sampling.top_k, u);
     out.push_back(next);
     if (next == stop_token) break;
   }

@@ -42,9 +42,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Mean of a f32 CPU tensor, summed in float64 in order.
+// Mean of a f32 tensor (copied to the host first if need be), summed in float64 in order.
 double mean_of(const Tensor& t) {
-  const float* p = t.data<float>();
+  const Tensor host = t.is_cpu() ? t : t.to(Device::cpu());
+  const float* p = host.data<float>();
   double sum = 0.0;
   for (int64_t i = 0; i < t.numel(); ++i) sum += p[i];
   return sum / static_cast<double>(t.numel());
@@ -208,7 +209,6 @@ void Gpt2::grads_ready(int unit) const {
 }
 
 void Gpt2::init_weights(uint64_t seed) {
-  TS_CHECK(params_.device().is_cpu(), "init_weights runs on cpu; copy to the device after");
   // The whole model's tensors in order (registered, never allocated): every layout draws the
   // same sequence and keeps the tensors, and the parts of them, that it holds.
   const ParameterSet whole = whole_parameters(config_);
@@ -233,8 +233,10 @@ void Gpt2::init_weights(uint64_t seed) {
     } else if (ends_with(w.name, ".bias")) {  // every bias, layernorms' included
       p.zero_();
     } else {  // layernorm weights
-      float* d = p.data<float>();
-      for (int64_t i = 0; i < p.numel(); ++i) d[i] = 1.0f;
+      Tensor ones = Tensor::empty(p.shape(), DType::f32);
+      float* d = ones.data<float>();
+      for (int64_t i = 0; i < ones.numel(); ++i) d[i] = 1.0f;
+      p.copy_from(ones);
     }
   }
 }
@@ -267,6 +269,7 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
     a.lnf = f32({b, t, c});
     a.lnf_mean = f32({shape_numel(stream) / c});
     a.lnf_rstd = f32({shape_numel(stream) / c});
+    a.targets = Tensor::empty({b, t}, DType::i32, dev);
     a.losses = f32({b * t});
     a.dlnf = f32({b, t, c});
   }
@@ -321,8 +324,9 @@ double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
   TS_CHECK(ends_model(a), "Gpt2::loss on pipeline stage ", pp_rank_, " of ", pp_size_, ", chunk ",
            a.chunk, " of ", chunks(), ": only the last virtual stage has the LM head");
   const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
+  a.targets.copy_from(targets);
   acquire(head, UnitHooks::Pass::forward);
-  classifier_forward(a.losses, a.lnf, head_w(), targets, vocab_shard_);
+  classifier_forward(a.losses, a.lnf, head_w(), a.targets, vocab_shard_);
   release(head);
   return mean_of(a.losses);
 }
@@ -334,8 +338,9 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     // With one stage the LM head is wte itself: its unit stays acquired from the head's
     // backward, the first, to the embedding's, the last.
     const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
+    a.targets.copy_from(targets);
     acquire(head, Pass::backward);
-    classifier_forward_backward(a.losses, a.dlnf, head_grad(), a.lnf, head_w(), targets, dloss,
+    classifier_forward_backward(a.losses, a.dlnf, head_grad(), a.lnf, head_w(), a.targets, dloss,
                                 vocab_shard_);
     // f's backward: every rank's vocabulary rows contribute (summed into each rank's rows with
     // sequence parallelism).

@@ -46,6 +46,7 @@ struct Gpt2Activations {
   std::vector<Tensor> resid;            // layers + 1 of (B, T, C): input, then each block's output
   std::vector<BlockActivations> block;  // one per layer of the stage, or 1 shared when recompute
   Tensor lnf, lnf_mean, lnf_rstd;       // (B, T, C), (B·T), (B·T)  (last stage)
+  Tensor targets;                       // (B, T) i32, a copy of loss's / backward's targets
   Tensor losses;                        // (B·T)
   BlockScratch scratch;
   Tensor dresid;  // (B, T, C)
@@ -104,8 +105,9 @@ class Gpt2 {
 
   // GPT-2 initialization from `seed`: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)),
   // biases 0, layernorm weights 1. Deterministic on every platform (own Box-Muller over
-  // mt19937_64); every rank draws the whole model's tensors in order and keeps its part, so every
-  // layout starts from the same weights (and the head copy from wte's).
+  // mt19937_64, drawn on the host, then copied to the model's device); every rank draws the whole
+  // model's tensors in order and keeps its part, so every layout starts from the same weights
+  // (and the head copy from wte's).
   void init_weights(uint64_t seed);
 
   // Hooks told around each unit's use (ZeRO); null (the default) uses the parameters as they are.

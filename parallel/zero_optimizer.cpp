@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/adamw.h"
+#include "kernels/residual.h"
 
 namespace tessera::parallel {
 
@@ -172,11 +173,7 @@ void DistributedAdamW::end_micro_batch() {
     for (const Pending& p : pending_) {
       const Tensor reduced = chunk_of(params_.unit_grads(p.unit), p.unit);
       Tensor acc = grad_chunk(p.unit);
-      float* a = acc.data<float>();
-      const float* r = reduced.data<float>();
-      const int64_t n = acc.numel();
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < n; ++i) a[i] += r[i];
+      residual_forward(acc, acc, reduced);  // acc += reduced, on the gradients' device
       params_.unit_grads(p.unit).storage()->release();
     }
   }

@@ -10,7 +10,7 @@
 # With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(test_cuda_ops test_caching_allocator)
+targets=(test_caching_allocator test_cuda_ops test_gpt2_cuda test_train_cuda)
 
 case "${1:-}" in
   build)
@@ -20,10 +20,10 @@ case "${1:-}" in
     rm -rf .gpu
     mkdir -p .gpu/bin .gpu/lib
     for t in "${targets[@]}"; do cp "build-gpu/tests/$t" .gpu/bin/; done
-    # Libraries ldd resolves, except the C runtime (newer there), the driver and cuBLAS (there in
-    # the CUDA toolkit and PyTorch's wheels; far too large to carry).
+    # Libraries ldd resolves, except the C runtime (newer there), the driver, cuBLAS and NCCL (there
+    # in the CUDA toolkit and PyTorch's nvidia-* wheels; far too large to carry: 64 MiB in all).
     ldd .gpu/bin/* | awk '/=> \//{print $3}' | sort -u |
-      grep -v -E '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|libcuda|libcublas[A-Za-z]*)\.so' |
+      grep -v -E '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|libcuda|libcublas[A-Za-z]*|libnccl)\.so' |
       while read -r lib; do cp -L "$lib" .gpu/lib/; done
     echo "carry .gpu ($(du -sh .gpu | cut -f1)): $(ls .gpu/bin | tr '\n' ' ')"
     ;;

@@ -128,8 +128,8 @@ JobConfig read(ConfigNode& root, const std::vector<std::string>& overrides) {
   job.name = root.get<std::string>("name", job.name);
   job.seed = static_cast<uint64_t>(root.get<int64_t>("seed", static_cast<int64_t>(job.seed)));
   const std::string device = root.get<std::string>("device", "cpu");
-  root.require(device == "cpu", "device",
-               "must be 'cpu' for now: the CUDA training path lands with the CUDA backend");
+  root.require(device == "cpu" || device == "cuda" || device.rfind("cuda:", 0) == 0, "device",
+               "must be 'cpu', 'cuda' or 'cuda:N'");
   job.device = parse_device(device);
   job.threads = root.get<int64_t>("threads", job.threads);
   root.require(job.threads >= 0, "threads", "must be >= 0 (0 uses OMP_NUM_THREADS or all cores)");

@@ -74,6 +74,14 @@ TrainSummary run_training(const JobConfig& job, Logger& log) {
 TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelContext& ctx) {
   set_compute_threads(job.threads);
   ctx.set_timeout(job.parallel.timeout_s);
+  if (job.device.is_cuda()) {
+    TS_CHECK(cuda_available(), "device: ", job.device.str(),
+             " but no CUDA device is visible (or this Tessera was built without CUDA: the README "
+             "says how CUDA is found); use device: cpu");
+    TS_CHECK(ctx.world().size() == 1, "device: cuda trains in one process so far: multi-GPU "
+             "training over NCCL is not wired into `tessera train` yet; run without mpirun or "
+             "use device: cpu");
+  }
   const bool writer = ctx.world_rank() == 0;
   parallel::Communicator& dp = ctx.dp();
   const TrainConfig& tc = job.train;

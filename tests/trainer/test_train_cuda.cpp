@@ -1,0 +1,83 @@
+// `tessera train` with device: cuda. On a GPU: the fixture's tiny job gives the CPU run's losses
+// to fp32 round-off, saves checkpoints that a CUDA run resumes from, and samples. Everywhere: a
+// CUDA job without a device is one clear error (CI's case).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "tests/support/numeric.h"
+#include "tests/support/train_fixture.h"
+#include "trainer/train_loop.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TrainCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ =
+        fs::temp_directory_path() / ("tessera_train_cuda_" + std::to_string(testing::test_seed()));
+    fs::remove_all(root_);
+    testing::write_brown_like_corpus((root_ / "corpus").string());
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  JobConfig job(const std::string& run, std::vector<std::string> extra = {}) {
+    std::vector<std::string> o = testing::tiny_job_overrides(root_.string(), run);
+    o.insert(o.end(), extra.begin(), extra.end());
+    return parse_job_config("name: test\n", "test.yaml", o);
+  }
+  bool need_gpu() {
+    if (cuda_available()) return true;
+    if (std::getenv("TESSERA_REQUIRE_CUDA")) ADD_FAILURE() << "TESSERA_REQUIRE_CUDA set, no GPU";
+    return false;
+  }
+
+  fs::path root_;
+  std::ostringstream log_text_;
+  Logger log_{0, LogLevel::warn, &log_text_};
+};
+
+TEST_F(TrainCuda, WithoutADeviceIsOneClearError) {
+  if (cuda_available()) GTEST_SKIP() << "this machine has a CUDA device";
+  try {
+    run_training(job("nodev", {"device=cuda"}), log_);
+    FAIL() << "trained on cuda without a device";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA device is visible"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(TrainCuda, MatchesTheCpuRunAndResumes) {
+  if (!need_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  const TrainSummary cpu = run_training(job("cpu", {"checkpoint.resume=none"}), log_);
+  const TrainSummary gpu =
+      run_training(job("gpu", {"checkpoint.resume=none", "device=cuda"}), log_);
+  ASSERT_EQ(gpu.train_losses.size(), cpu.train_losses.size());
+  for (size_t i = 0; i < cpu.train_losses.size(); ++i)
+    EXPECT_NEAR(gpu.train_losses[i], cpu.train_losses[i], 1e-4 * cpu.train_losses[i])
+        << "step " << i + 1;
+  ASSERT_EQ(gpu.val_losses.size(), cpu.val_losses.size());
+  for (size_t i = 0; i < cpu.val_losses.size(); ++i)
+    EXPECT_NEAR(gpu.val_losses[i].second, cpu.val_losses[i].second,
+                1e-4 * cpu.val_losses[i].second);
+  EXPECT_FALSE(gpu.sample.empty());
+
+  // A CUDA run from the CUDA run's step-6 checkpoint continues its curve.
+  fs::create_directories(root_ / "resumed/checkpoints");
+  fs::copy(root_ / "gpu/checkpoints/step_000006", root_ / "resumed/checkpoints/step_000006");
+  const TrainSummary resumed = run_training(job("resumed", {"device=cuda"}), log_);
+  EXPECT_EQ(resumed.first_step, 6);
+  ASSERT_EQ(resumed.train_losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_NEAR(resumed.train_losses[i], gpu.train_losses[6 + i], 1e-6 * gpu.train_losses[6 + i])
+        << "step " << 7 + i;
+}
+
+}  // namespace
+}  // namespace tessera
