@@ -78,7 +78,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     TS_CHECK(cuda_available(), "device: ", job.device.str(),
              " but no CUDA device is visible (or this Tessera was built without CUDA: the README "
              "says how CUDA is found); use device: cpu");
-    TS_CHECK(ctx.world().size() == 1, "device: cuda trains in one process so far: multi-GPU "
+    TS_CHECK(ctx.world().size() == 1,
+             "device: cuda trains in one process so far: multi-GPU "
              "training over NCCL is not wired into `tessera train` yet; run without mpirun or "
              "use device: cpu");
   }
