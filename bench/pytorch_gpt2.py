@@ -1,12 +1,15 @@
-"""PyTorch fp32 GPT-2 training-step benchmark, the baseline for bench/compare_train.sh.
+"""PyTorch GPT-2 training-step benchmark, the baseline for bench/compare_train.sh (CPU, fp32) and
+scripts/gpu_check.sh bench (CUDA: fp32 or bf16 autocast, eager or torch.compile).
 
 Same model and step as `tessera bench train` (launch/cmd_bench.cpp): GPT-2 (pre-LN, learned
 positions, GELU-tanh, tied LM head), a fresh random token batch each step, forward, mean
 cross-entropy, backward, clip_grad_norm_(1.0), AdamW (decay on 2-D tensors only), zero_grad.
-Prints a line per step and, last, one JSON object:
+PyTorch gets its best path where it has one: F.scaled_dot_product_attention (flash attention on
+a GPU) and the fused CUDA AdamW. Prints a line per step and, last, one JSON object:
 {"impl":"pytorch","torch":..,"threads":..,"steps":..,"tokens_per_s":..,"ms_per_step":..,"gflops":..,...}
 GFLOP/s use Gpt2Config::train_flops_per_token from model/gpt2.cpp.
-Runs on Debian's python3-torch 1.13 (no F.scaled_dot_product_attention, no fused AdamW).
+Runs on Debian's python3-torch 1.13 too (no scaled_dot_product_attention there: the explicit
+masked softmax).
 """
 
 import argparse
@@ -36,6 +39,9 @@ class CausalSelfAttention(nn.Module):
         hs = c // self.n_head
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, hs).transpose(1, 2) for z in (q, k, v))
+        if hasattr(F, "scaled_dot_product_attention"):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
         att = att.masked_fill(self.mask[:t, :t], float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(b, t, c)
@@ -104,9 +110,9 @@ class Gpt2(nn.Module):
 
 
 def train_flops_per_token(n_layer, n_embd, vocab, seq_len):
-    """Gpt2Config::train_flops_per_token: 6*(12*L*C^2) + 6*V*C + 6*L*T*C (PaLM appendix B)."""
+    """Gpt2Config::train_flops_per_token: 6*(12*L*C^2) + 6*V*C + 12*L*T*C (PaLM appendix B)."""
     matmul_params = n_layer * 12.0 * n_embd * n_embd
-    return 6.0 * matmul_params + 6.0 * vocab * n_embd + 6.0 * n_layer * seq_len * n_embd
+    return 6.0 * matmul_params + 6.0 * vocab * n_embd + 12.0 * n_layer * seq_len * n_embd
 
 
 def main():
@@ -123,6 +129,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--lr", type=float, default=3e-3, help="configs/tiny.yaml's train.lr")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--amp", default="none", choices=["none", "bf16"],
+                    help="bf16: autocast the forward and loss to bf16 (fp32 master weights)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = ap.parse_args()
     if args.steps <= 0 or args.warmup < 0:
         ap.error("--steps must be positive and --warmup >= 0")
@@ -131,13 +141,16 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = Gpt2(args.n_layer, args.n_head, args.n_embd, args.vocab, args.seq_len)
+    device = torch.device(args.device)
+    model = Gpt2(args.n_layer, args.n_head, args.n_embd, args.vocab, args.seq_len).to(device)
     decay = [p for p in model.parameters() if p.dim() == 2]  # Tessera decays matrices/embeddings
     no_decay = [p for p in model.parameters() if p.dim() != 2]
+    fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, **fused)
     n_params = sum(p.numel() for p in model.parameters())
+    forward = torch.compile(model) if args.compile else model
     gen = torch.Generator().manual_seed(args.seed)
     tokens_per_step = args.batch * args.seq_len
 
@@ -145,7 +158,12 @@ def main():
         """One training step on a fresh random batch; returns the loss."""
         inputs = torch.randint(0, args.vocab, (args.batch, args.seq_len), generator=gen)
         targets = torch.randint(0, args.vocab, (args.batch, args.seq_len), generator=gen)
-        loss = model(inputs, targets)
+        inputs, targets = inputs.to(device), targets.to(device)
+        if args.amp == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = forward(inputs, targets)
+        else:
+            loss = forward(inputs, targets)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -176,6 +194,7 @@ def main():
         "steps": args.steps, "tokens_per_s": round(tok_s, 1),
         "ms_per_step": round(secs / args.steps * 1e3, 2), "gflops": round(tok_s * flops / 1e9, 2),
         "params": n_params, "batch": args.batch, "seq_len": args.seq_len,
+        "device": args.device, "amp": args.amp, "compile": args.compile,
     }), flush=True)
 
 

@@ -67,6 +67,12 @@ void device_memcpy(void* dst, Device dst_device, const void* src, Device src_dev
   TS_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, copy_kind(dst_device, src_device)));
 }
 
+void device_synchronize(Device device) {
+  if (device.is_cpu()) return;
+  TS_CUDA_CHECK(cudaSetDevice(device.index));
+  TS_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 void device_memset_zero(void* dst, Device device, size_t nbytes) {
   if (device.is_cpu()) {
     std::memset(dst, 0, nbytes);

@@ -116,6 +116,9 @@ void device_memset_zero(void* dst, Device device, size_t nbytes) {
   TS_CHECK(device.is_cpu(), "memset on ", device.str(), " needs a CUDA build");
   std::memset(dst, 0, nbytes);
 }
+void device_synchronize(Device device) {
+  TS_CHECK(device.is_cpu(), "synchronize ", device.str(), " needs a CUDA build");
+}
 #endif
 
 }  // namespace tessera

@@ -117,5 +117,8 @@ class Tensor {
 // Copies between devices; the CUDA build implements the device side (core/cuda_memory.cu).
 void device_memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 void device_memset_zero(void* dst, Device device, size_t nbytes);
+// Waits until every kernel and copy queued on `device` has finished (nothing to wait for on cpu);
+// timers read after it measure the work, not its launch.
+void device_synchronize(Device device);
 
 }  // namespace tessera

@@ -1,5 +1,6 @@
-// GEMMs on CUDA through cuBLASLt (kernels/matmul.h), fp32 in and out with fp32 compute (exact
-// fp32, not TF32: the CPU reference agrees to 1e-5); the bias rides on cuBLASLt's BIAS epilogue.
+// GEMMs on CUDA through cuBLASLt (kernels/matmul.h) with fp32 accumulation: f32 operands in exact
+// fp32 (not TF32: the CPU reference agrees to 1e-5), bf16/f16 operands on the tensor cores; the
+// bias rides on cuBLASLt's BIAS epilogue.
 // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: B's buffer is cuBLASLt's first
 // operand and A's the second, each with its transpose flag as given.
 #include <cublasLt.h>
@@ -73,11 +74,25 @@ __global__ void column_sum_kernel(float* dbias, const float* dout, int64_t rows,
   dbias[j] += acc;
 }
 
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::f32:
+      return CUDA_R_32F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    case DType::f16:
+      return CUDA_R_16F;
+    default:
+      TS_THROW("GEMM operands must be f32, bf16 or f16, got ", dtype_name(t));
+  }
+}
+
 }  // namespace
 
-void gemm(float* c, const float* a, const float* b, const float* bias, int64_t m, int64_t n,
-          int64_t k, bool trans_a, bool trans_b, float beta, CudaStream stream) {
+void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
+          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types) {
   if (m == 0 || n == 0) return;
+  const cudaDataType_t ab = cuda_type(types.ab), ct = cuda_type(types.c);
   LtContext& ctx = context();
   Descriptors d;
   TS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -97,16 +112,16 @@ void gemm(float* c, const float* a, const float* b, const float* bias, int64_t m
   }
   // Stored shapes (column-major rows × cols, leading dimension = rows).
   if (trans_b) {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_32F, k, n, k));
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, ab, k, n, k));
   } else {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_32F, n, k, n));
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, ab, n, k, n));
   }
   if (trans_a) {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_32F, m, k, m));
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, ab, m, k, m));
   } else {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_32F, k, m, k));
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, ab, k, m, k));
   }
-  TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, CUDA_R_32F, n, m, n));
+  TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, ct, n, m, n));
   TS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
   const size_t workspace = kWorkspaceBytes;
   TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -115,8 +130,9 @@ void gemm(float* c, const float* a, const float* b, const float* bias, int64_t m
   int found = 0;
   TS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
                                                  &heuristic, &found));
-  TS_CHECK(found > 0, "cuBLASLt has no fp32 algorithm for a (", m, " x ", k, ") by (", k, " x ", n,
-           ") product", bias ? " with a bias" : "");
+  TS_CHECK(found > 0, "cuBLASLt has no algorithm for a (", m, " x ", k, ") by (", k, " x ", n,
+           ") product of ", dtype_name(types.ab), " into ", dtype_name(types.c),
+           bias ? " with a bias" : "");
   const float alpha = 1.0f;
   TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
                                  &heuristic.algo, ctx.workspace, kWorkspaceBytes, stream));

@@ -17,10 +17,16 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
                      const Tensor& inp, const Tensor& weight);
 
 namespace cuda {  // launchers on device pointers (kernels/matmul.cu)
+// Element types of a GEMM: a and b share one, c and the bias another (f32, bf16 or f16 each);
+// products accumulate in fp32 (exact fp32 for f32 inputs, tensor cores for 16-bit ones).
+struct GemmTypes {
+  DType ab = DType::f32;
+  DType c = DType::f32;
+};
 // Row-major c (m, n) = op(a) (m, k) · op(b) (k, n) + beta · c [+ bias (n) on every row], where
-// a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b. fp32 compute.
-void gemm(float* c, const float* a, const float* b, const float* bias, int64_t m, int64_t n,
-          int64_t k, bool trans_a, bool trans_b, float beta, CudaStream stream);
+// a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b.
+void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
+          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types = {});
 // dbias (n) += Σ over rows of dout (rows, n), in row order.
 void column_sum(float* dbias, const float* dout, int64_t rows, int64_t n, CudaStream stream);
 }  // namespace cuda

@@ -72,7 +72,7 @@ double Gpt2Config::train_flops_per_token(int64_t t) const {
   const double c = static_cast<double>(d_model);
   const double matmul_params = static_cast<double>(n_layer) * 12.0 * c * c;
   return 6.0 * matmul_params + 6.0 * static_cast<double>(vocab_size) * c +
-         6.0 * static_cast<double>(n_layer) * static_cast<double>(t) * c;
+         12.0 * static_cast<double>(n_layer) * static_cast<double>(t) * c;
 }
 
 Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)

@@ -25,9 +25,10 @@ struct Gpt2Config {
   void validate() const;
   // Parameter count (with the tied embedding counted once).
   int64_t num_params() const;
-  // FLOPs of one training step (forward + backward) per token at sequence length t:
-  // 6·(matmul params) + 6·V·C for the tied head + 6·L·T·C for attention scores and values,
-  // counting only the causal half (PaLM's appendix B counts the full square, 12·L·T·C).
+  // FLOPs of one training step (forward + backward) per token at sequence length t, PaLM's
+  // appendix B count (the one MFU figures use: nanoGPT, Megatron): 6·(matmul params) + 6·V·C for
+  // the tied head + 12·L·T·C for attention scores and values over the full T×T square (the causal
+  // half is all a fused kernel computes, so attention runs at twice the rate this credits).
   double train_flops_per_token(int64_t t) const;
 };
 

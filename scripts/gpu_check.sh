@@ -1,66 +1,104 @@
 #!/usr/bin/env bash
-# The CUDA tests (and, once built, the GPU benchmark) on a machine with a GPU and the CUDA 13
-# toolkit but none of the Debian packages: the device machine (nvcc, PyTorch; no MPI, gRPC,
-# yaml-cpp, OpenBLAS or GoogleTest). The binaries are built here and carried there:
-#   scripts/gpu_check.sh build   here: builds the CUDA test binaries for any x86-64 CPU and for
-#                                sm_80 + sm_90 into build-gpu/, and copies them with the shared
-#                                libraries the GPU machine may lack into .gpu/ (git-ignored)
-#   scripts/gpu_check.sh run     there: runs every binary in .gpu/bin; logs and gtest XML go to
-#                                $OUT (or .gpu/out), a summary table is printed last
+# The CUDA tests and the GPU benchmark on a machine with a GPU and the CUDA 13 toolkit but none of
+# the Debian packages: the device machine (nvcc, PyTorch; no MPI, gRPC, yaml-cpp, OpenBLAS or
+# GoogleTest). The binaries are built here and carried there:
+#   scripts/gpu_check.sh build   here: builds the CUDA test binaries and `tessera` for any x86-64
+#                                CPU and for sm_80 + sm_90 into build-gpu/, and packs them with the
+#                                shared libraries the GPU machine lacks into .gpu/ (git-ignored)
+#   scripts/gpu_check.sh run     there: runs every test binary in .gpu/bin, then the benchmark:
+#                                the card's dense bf16 rate, GPT-2 124M training steps in Tessera
+#                                and in PyTorch (fp32 eager, bf16 eager, bf16 torch.compile). Logs
+#                                and gtest XML go to $OUT (or .gpu/out); a summary is printed last.
+#                                `run tests` or `run bench` runs one half.
 # With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(test_caching_allocator test_cuda_ops test_gpt2_cuda test_train_cuda)
+tests=(test_caching_allocator test_cuda_ops test_gpt2_cuda test_train_cuda)
+
+build() {
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_NATIVE=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null
+  cmake --build build-gpu --target "${tests[@]}" tessera
+  rm -rf .gpu
+  mkdir -p .gpu/bin .gpu/lib
+  for t in "${tests[@]}"; do cp "build-gpu/tests/$t" .gpu/bin/; done
+  cp build-gpu/tessera .gpu/tessera
+  # Libraries ldd resolves, except the C runtime (newer there), the driver, cuBLAS and NCCL (there
+  # in the CUDA toolkit and PyTorch's nvidia-* wheels; far too large to carry: 64 MiB in all).
+  ldd .gpu/bin/* .gpu/tessera | awk '/=> \//{print $3}' | sort -u |
+    grep -v -E '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|libcuda|libcublas[A-Za-z]*|libnccl)\.so' |
+    while read -r lib; do cp -L "$lib" .gpu/lib/; done
+  tar -C .gpu -cJf .gpu/lib.tar.xz lib
+  rm -rf .gpu/lib
+  echo "carry .gpu ($(du -sh .gpu | cut -f1)): $(ls .gpu/bin | tr '\n' ' ') tessera"
+}
+
+# LD_LIBRARY_PATH for the carried binaries: their libraries, then cuBLAS and NCCL from the toolkit
+# or from PyTorch's nvidia-* wheels, whichever is there.
+library_path() {
+  local libs=$1 d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null); do
+    [ -d "$d" ] && libs="$libs:$d"
+  done
+  echo "$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
+run_tests() {
+  local status=0 bin name result counts
+  for bin in .gpu/bin/*; do
+    name=$(basename "$bin")
+    # TESSERA_REQUIRE_CUDA: a CUDA test fails instead of skipping when it finds no device.
+    if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" "$bin" \
+        --gtest_output="xml:$out/$name.xml" > "$out/$name.log" 2>&1; then
+      result=passed
+    else
+      result="FAILED (exit $?)"
+      status=1
+    fi
+    counts=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/$name.log" | tr '\n' ' ')
+    summary+="$name: $result  $counts"$'\n'
+    grep -E '^\[  FAILED  \]|Failure$|error' "$out/$name.log" | head -20 || true
+  done
+  return $status
+}
+
+run_bench() {
+  local gpt2=(--n_layer 12 --n_embd 768 --n_head 12 --seq_len 1024 --batch 16 --vocab 50304
+              --steps 10 --warmup 3 --device cuda)
+  local peak line
+  LD_LIBRARY_PATH="$libpath" .gpu/tessera bench gemm --size 8192 --steps 20 | tee "$out/gemm.log"
+  peak=$(sed -n 's/.*"tflops":\([0-9.]*\).*/\1/p' "$out/gemm.log")
+  LD_LIBRARY_PATH="$libpath" .gpu/tessera bench train --config configs/gpt2-124m.yaml \
+    --steps 10 --warmup 3 --peak-tflops "$peak" | tee "$out/tessera_gpt2.log"
+  summary+="dense bf16 GEMM 8192^3: $peak TFLOP/s"$'\n'
+  summary+="tessera fp32:          $(tail -1 "$out/tessera_gpt2.log")"$'\n'
+  for variant in "none" "bf16" "bf16 --compile"; do
+    set -- $variant
+    line=$(python3 bench/pytorch_gpt2.py "${gpt2[@]}" --amp "$@" 2>"$out/pytorch_$1_$#.err" |
+           tee "$out/pytorch_$1_$#.log" | tail -1) || line="FAILED: $(tail -3 "$out/pytorch_$1_$#.err")"
+    summary+="pytorch amp=$variant: $line"$'\n'
+  done
+}
 
 case "${1:-}" in
-  build)
-    cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_NATIVE=OFF \
-      -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null
-    cmake --build build-gpu --target "${targets[@]}"
-    rm -rf .gpu
-    mkdir -p .gpu/bin .gpu/lib
-    for t in "${targets[@]}"; do cp "build-gpu/tests/$t" .gpu/bin/; done
-    # Libraries ldd resolves, except the C runtime (newer there), the driver, cuBLAS and NCCL (there
-    # in the CUDA toolkit and PyTorch's nvidia-* wheels; far too large to carry: 64 MiB in all).
-    ldd .gpu/bin/* | awk '/=> \//{print $3}' | sort -u |
-      grep -v -E '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|libcuda|libcublas[A-Za-z]*|libnccl)\.so' |
-      while read -r lib; do cp -L "$lib" .gpu/lib/; done
-    echo "carry .gpu ($(du -sh .gpu | cut -f1)): $(ls .gpu/bin | tr '\n' ' ')"
-    ;;
+  build) build ;;
   run)
     [ -d .gpu/bin ] || { echo "no .gpu/bin: run 'scripts/gpu_check.sh build' first and carry .gpu" >&2; exit 1; }
     out=${OUT:-.gpu/out}
-    mkdir -p "$out"
+    mkdir -p "$out" /tmp/tessera-gpu
+    tar -C /tmp/tessera-gpu -xJf .gpu/lib.tar.xz
+    libpath=$(library_path /tmp/tessera-gpu/lib)
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-    # cuBLAS from the toolkit or from PyTorch's nvidia-* wheels, whichever is there.
-    libs="$PWD/.gpu/lib"
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-             $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null); do
-      [ -d "$d" ] && libs="$libs:$d"
-    done
-    status=0
-    summary=""
-    for bin in .gpu/bin/*; do
-      name=$(basename "$bin")
-      # TESSERA_REQUIRE_CUDA: a CUDA test fails instead of skipping when it finds no device.
-      if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libs:${LD_LIBRARY_PATH:-}" "$bin" \
-          --gtest_output="xml:$out/$name.xml" \
-          > "$out/$name.log" 2>&1; then
-        result=passed
-      else
-        result="FAILED (exit $?)"
-        status=1
-      fi
-      counts=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/$name.log" | tr '\n' ' ')
-      summary+="$name: $result  $counts"$'\n'
-      grep -E '^\[  FAILED  \]|Failure|error' "$out/$name.log" | head -20 || true
-    done
+    summary="" status=0
+    if [ "${2:-tests}" = tests ] || [ -z "${2:-}" ]; then run_tests || status=1; fi
+    if [ "${2:-bench}" = bench ] || [ -z "${2:-}" ]; then run_bench || status=1; fi
     head -12 "$out/nvidia-smi.txt" || true
     echo "$summary"
     exit $status
     ;;
   *)
-    echo "usage: scripts/gpu_check.sh build|run" >&2
+    echo "usage: scripts/gpu_check.sh build | run [tests|bench]" >&2
     exit 2
     ;;
 esac

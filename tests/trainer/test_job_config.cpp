@@ -26,6 +26,13 @@ TEST(JobConfig, ShippedConfigsParse) {
   EXPECT_EQ(job.train.batch_size, 8);
   EXPECT_EQ(job.train.seq_len, 256);
   EXPECT_TRUE(job.device.is_cpu());
+  for (const char* other : {"tiny-3d.yaml", "gpt2-124m.yaml"})
+    EXPECT_NO_THROW(load_job_config(std::string(TESSERA_SOURCE_DIR) + "/configs/" + other))
+        << other;
+  const JobConfig gpt2 =
+      load_job_config(std::string(TESSERA_SOURCE_DIR) + "/configs/gpt2-124m.yaml");
+  EXPECT_TRUE(gpt2.device.is_cuda());
+  EXPECT_NEAR(static_cast<double>(gpt2.model.num_params()), 124.5e6, 0.5e6);
 }
 
 TEST(JobConfig, DefaultsAndOverrides) {
