@@ -5,11 +5,15 @@
 #   scripts/gpu_check.sh build   here: builds the CUDA test binaries and `tessera` for any x86-64
 #                                CPU and for sm_80 + sm_90 into build-gpu/, and packs them with the
 #                                shared libraries the GPU machine lacks into .gpu/ (git-ignored)
-#   scripts/gpu_check.sh run     there: runs every test binary in .gpu/bin, then the benchmark:
+#                                It also trains a small model here for 30 steps and keeps its
+#                                checkpoint and, from `tessera generate --logits-out`, its logits
+#   scripts/gpu_check.sh run     there: runs every test binary in .gpu/bin, opens that checkpoint
+#                                in transformers (bench/hf_export_check.py), then the benchmark:
 #                                the card's dense bf16 rate, GPT-2 124M training steps in Tessera
 #                                and in PyTorch (fp32 eager, bf16 eager, bf16 torch.compile). Logs
 #                                and gtest XML go to $OUT (or .gpu/out); a summary is printed last.
-#                                `run tests` or `run bench` runs one half.
+#                                `run tests` or `run bench` runs one part (tests include the
+#                                Hugging Face check).
 # With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +34,18 @@ build() {
     while read -r lib; do cp -L "$lib" .gpu/lib/; done
   tar -C .gpu -cJf .gpu/lib.tar.xz lib
   rm -rf .gpu/lib
+  # A small model trained here, exported for the Hugging Face check there.
+  [ -d data/brown ] || bash scripts/fetch_corpus.sh data
+  rm -rf build-gpu/hf-run
+  ./build-gpu/tessera train --config configs/tiny.yaml --set model.n_layer=2 \
+    --set model.d_model=64 --set model.n_head=2 --set train.steps=30 --set train.warmup_steps=5 \
+    --set eval.every=0 --set sample.tokens=0 --set checkpoint.dir=build-gpu/hf-run \
+    --set checkpoint.resume=none --set checkpoint.format=consolidated >/dev/null
+  mkdir -p .gpu/hf/checkpoint
+  cp build-gpu/hf-run/checkpoints/step_000030/{config.json,model.safetensors,tokenizer.json} \
+    .gpu/hf/checkpoint/
+  ./build-gpu/tessera generate --checkpoint .gpu/hf/checkpoint --prompt "The jury said it did find" \
+    --tokens 0 --logits-out .gpu/hf/logits.safetensors >/dev/null
   echo "carry .gpu ($(du -sh .gpu | cut -f1)): $(ls .gpu/bin | tr '\n' ' ') tessera"
 }
 
@@ -60,6 +76,13 @@ run_tests() {
     summary+="$name: $result  $counts"$'\n'
     grep -E '^\[  FAILED  \]|Failure$|error' "$out/$name.log" | head -20 || true
   done
+  if python3 bench/hf_export_check.py --checkpoint .gpu/hf/checkpoint \
+      --logits .gpu/hf/logits.safetensors > "$out/hf_export.log" 2>&1; then
+    summary+="hf_export_check: passed  $(tail -1 "$out/hf_export.log")"$'\n'
+  else
+    summary+="hf_export_check: FAILED  $(tail -3 "$out/hf_export.log")"$'\n'
+    status=1
+  fi
   return $status
 }
 

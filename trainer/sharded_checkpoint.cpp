@@ -226,8 +226,12 @@ TrainerState load_any_checkpoint(const std::string& dir, Gpt2& local,
                                  OptimizerState* local_moments) {
   const CheckpointReader reader(dir);
   check_checkpoint_model(dir, local.config());
+  const bool weights_only_folder =
+      !local_moments && !fs::exists(fs::path(dir) / "trainer_state.json");
   const TrainerState state =
-      read_trainer_state(dir, local_moments ? &local_moments->steps : nullptr);
+      weights_only_folder
+          ? TrainerState{}
+          : read_trainer_state(dir, local_moments ? &local_moments->steps : nullptr);
   ParameterSet& ps = local.params();
   if (local_moments) {
     local_moments->exp_avg = Tensor::zeros({ps.total()}, DType::f32);

@@ -79,7 +79,9 @@ class CheckpointReader {
 
 // Loads a checkpoint of either kind into this rank's part `local` (its stage's tensors, cut for
 // its tp rank) and, when local_moments is non-null, AdamW moments laid out like local's
-// ParameterSet. Throws Error when the checkpoint holds another model shape.
+// ParameterSet. Weights alone (local_moments null) also load from a plain Hugging Face folder
+// (config.json and model.safetensors, no trainer_state.json: the state returned is then step 0).
+// Throws Error when the checkpoint holds another model shape.
 TrainerState load_any_checkpoint(const std::string& dir, Gpt2& local,
                                  OptimizerState* local_moments);
 

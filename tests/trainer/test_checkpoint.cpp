@@ -80,6 +80,26 @@ TEST(Checkpoint, RoundTripsWeightsMomentsAndState) {
   EXPECT_EQ(read_checkpoint_model_config(dir).d_model, kCfg.d_model);
 }
 
+TEST(Checkpoint, AHuggingFaceFolderLoadsItsWeights) {
+  // config.json and model.safetensors alone (an export, or a folder from the Hub's layout):
+  // weights load for inference; resuming training from it is a clear error.
+  TempDir tmp;
+  Trained a(3);
+  const std::string dir = save_checkpoint(tmp.path.string(), a.model, &a.opt, {1, {}, 0}, "", 2);
+  fs::remove(fs::path(dir) / "trainer_state.json");
+  fs::remove(fs::path(dir) / "optimizer.safetensors");
+  Gpt2 b{kCfg};
+  EXPECT_EQ(load_any_checkpoint(dir, b, nullptr).step, 0);
+  EXPECT_EQ(flat(b.params().gather_flat(false)), flat(a.model.params().gather_flat(false)));
+  OptimizerState moments;
+  try {
+    load_any_checkpoint(dir, b, &moments);
+    FAIL() << "resumed training without a trainer state";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trainer_state.json"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Checkpoint, KeepsNewestAndIgnoresUnfinishedFolders) {
   TempDir tmp;
   Trained a(3);
