@@ -110,34 +110,40 @@ void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int
 }
 
 #ifdef TESSERA_WITH_CUDA
-// run() on CUDA: chunks of up to 64M logits (256 MB) in one device buffer.
+// run() on CUDA: chunks of up to 64M logits (256 MB) in one device buffer; the GEMMs' operands
+// rounded to `compute` (the logits and the softmax stay fp32).
 void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
-              const Tensor& targets, float dloss, const Dims& d) {
+              const Tensor& targets, float dloss, const Dims& d, DType compute) {
   const int64_t chunk = std::max<int64_t>(32, (int64_t{1} << 26) / d.v);
   Tensor logits = Tensor::empty({std::min(chunk, d.n), d.v}, DType::f32, x.device());
-  float* l = logits.data<float>();
-  const float* xp = x.data<float>();
-  const float* w = wte.data<float>();
+  const Tensor xs = gemm_operand(x.view({d.n, d.c}), compute), w = gemm_operand(wte, compute);
+  const cuda::GemmTypes types{compute, DType::f32};
   for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
     const int64_t rows = std::min(chunk, d.n - r0);
+    const Tensor xr = xs.narrow(r0, rows);
+    Tensor l = logits.narrow(0, rows);
     // logits (rows, V) = x (rows, C) · wte (V, C)ᵀ
-    cuda::gemm(l, xp + r0 * d.c, w, nullptr, rows, d.v, d.c, false, true, 0.0f, kOpStream);
-    cuda::softmax_xent(l, losses.data<float>() + r0, targets.data<int32_t>() + r0, rows, d.v,
-                       d.start, dloss, dx != nullptr, kOpStream);
+    cuda::gemm(l.raw(), xr.raw(), w.raw(), nullptr, rows, d.v, d.c, false, true, 0.0f, kOpStream,
+               types);
+    cuda::softmax_xent(l.data<float>(), losses.data<float>() + r0, targets.data<int32_t>() + r0,
+                       rows, d.v, d.start, dloss, dx != nullptr, kOpStream);
     if (dx) {
       // dx (rows, C) = dlogits (rows, V) · wte (V, C);  dwte (V, C) += dlogitsᵀ · x (rows, C)
-      cuda::gemm(dx->data<float>() + r0 * d.c, l, w, nullptr, rows, d.c, d.v, false, false, 0.0f,
-                 kOpStream);
-      cuda::gemm(dwte->data<float>(), l, xp + r0 * d.c, nullptr, d.v, d.c, rows, true, false, 1.0f,
-                 kOpStream);
+      const Tensor dl = gemm_operand(l, compute);
+      cuda::gemm(dx->data<float>() + r0 * d.c, dl.raw(), w.raw(), nullptr, rows, d.c, d.v, false,
+                 false, 0.0f, kOpStream, types);
+      cuda::gemm(dwte->data<float>(), dl.raw(), xr.raw(), nullptr, d.v, d.c, rows, true, false,
+                 1.0f, kOpStream, types);
     }
   }
 }
 #endif
 
 void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
-         const Tensor& targets, float dloss, const Dims& d, const VocabShard& shard) {
-  TS_RUN_ON_CUDA(d.backend, run_cuda(losses, dx, dwte, x, wte, targets, dloss, d));
+         const Tensor& targets, float dloss, const Dims& d, const VocabShard& shard,
+         DType compute) {
+  TS_RUN_ON_CUDA(d.backend, run_cuda(losses, dx, dwte, x, wte, targets, dloss, d, compute));
+  gemm_operand(x, compute);  // on the CPU: f32 only (throws for bf16)
   const int64_t chunk = chunk_rows(d.v);
   std::vector<float> logits(std::min(chunk, d.n) * d.v);
   std::vector<float> stats;
@@ -161,19 +167,19 @@ void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor
 }  // namespace
 
 void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets,
-                        const VocabShard& shard) {
+                        const VocabShard& shard, DType compute) {
   const Dims d = check("classifier_forward", losses, x, wte, targets, shard);
-  run(losses, nullptr, nullptr, x, wte, targets, 0.0f, d, shard);
+  run(losses, nullptr, nullptr, x, wte, targets, 0.0f, d, shard, compute);
 }
 
 void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const Tensor& x,
                                  const Tensor& wte, const Tensor& targets, float dloss,
-                                 const VocabShard& shard) {
+                                 const VocabShard& shard, DType compute) {
   const Dims d = check("classifier_forward_backward", losses, x, wte, targets, shard);
   backend_f32("classifier_forward_backward", {{"x", x}, {"dx", dx}, {"dwte", dwte}});
   dx.expect("classifier dx", x.shape(), DType::f32);
   dwte.expect("classifier dwte", wte.shape(), DType::f32);
-  run(losses, &dx, &dwte, x, wte, targets, dloss, d, shard);
+  run(losses, &dx, &dwte, x, wte, targets, dloss, d, shard, compute);
 }
 
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte) {

@@ -25,15 +25,16 @@ struct VocabShard {
 // losses (N) = −log softmax(x · wteᵀ)[target]; x (N, C), wte (V, C), targets (N) i32.
 // Leading dimensions of x and targets are flattened into N. Throws Error on a target outside [0,
 // V).
+// `compute`: the type of the GEMMs' operands, as in matmul.h (f32, or bf16 on CUDA).
 void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets,
-                        const VocabShard& shard = {});
+                        const VocabShard& shard = {}, DType compute = DType::f32);
 
 // Forward and backward in one pass: losses (N) as above, then with
 // dlogits = (softmax − onehot(target)) · dloss:  dx (N, C) = dlogits · wte;  dwte (V, C) +=
 // dlogitsᵀ · x. dloss is ∂L/∂losses[i], the same for every row (1/N for a mean over N tokens).
 void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const Tensor& x,
                                  const Tensor& wte, const Tensor& targets, float dloss,
-                                 const VocabShard& shard = {});
+                                 const VocabShard& shard = {}, DType compute = DType::f32);
 
 // logits (N, V) = x (N, C) · wteᵀ, for sampling and inspection.
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/convert.h"
 #include "kernels/kernel_util.h"
 
 namespace tessera {
@@ -31,7 +32,18 @@ Dims check_dims(const char* op, const Tensor& x, const char* xname, const Tensor
 
 }  // namespace
 
-void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias) {
+Tensor gemm_operand(const Tensor& x, DType compute) {
+  if (compute == DType::f32) return x;
+  TS_CHECK(compute == DType::bf16, "GEMMs compute in f32 or bf16, not ", dtype_name(compute));
+  TS_CHECK(x.device().is_cuda(), "bf16 GEMMs run on CUDA only: use train.precision: fp32 on ",
+           x.device().str());
+  Tensor r = Tensor::empty(x.shape(), DType::bf16, x.device());
+  convert(r, x);
+  return r;
+}
+
+void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
+                    DType compute) {
   const auto backend =
       bias.defined()
           ? backend_f32("matmul_forward",
@@ -40,9 +52,11 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
   TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
   if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
-  TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), inp.data<float>(), weight.data<float>(),
+  TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), gemm_operand(inp, compute).raw(),
+                                     gemm_operand(weight, compute).raw(),
                                      bias.defined() ? bias.data<float>() : nullptr, d.n, d.oc, d.ic,
-                                     false, false, 0.0f, kOpStream));
+                                     false, false, 0.0f, kOpStream, {compute, DType::f32}));
+  gemm_operand(inp, compute);  // on the CPU: f32 only (throws for bf16)
   float* y = out.data<float>();
   float beta = 0.0f;
   if (bias.defined()) {
@@ -56,7 +70,7 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 }
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
-                     const Tensor& inp, const Tensor& weight) {
+                     const Tensor& inp, const Tensor& weight, DType compute) {
   const auto backend = backend_f32(
       "matmul_backward", {{"dweight", dweight}, {"dout", dout}, {"inp", inp}, {"weight", weight}});
   const Dims d = check_dims("matmul_backward", dout, "dout", weight, 1);
@@ -72,18 +86,21 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   }
 #ifdef TESSERA_WITH_CUDA
   if (backend == kernels_detail::Backend::cuda) {
+    const Tensor dy = gemm_operand(dout, compute);
+    const cuda::GemmTypes types{compute, DType::f32};
     if (dinp.defined())  // dinp (N, IC) = dout (N, OC) · weight (IC, OC)ᵀ
-      cuda::gemm(dinp.data<float>(), dout.data<float>(), weight.data<float>(), nullptr, d.n, d.ic,
-                 d.oc, false, true, 0.0f, kOpStream);
+      cuda::gemm(dinp.data<float>(), dy.raw(), gemm_operand(weight, compute).raw(), nullptr, d.n,
+                 d.ic, d.oc, false, true, 0.0f, kOpStream, types);
     // dweight (IC, OC) += inp (N, IC)ᵀ · dout (N, OC)
-    cuda::gemm(dweight.data<float>(), inp.data<float>(), dout.data<float>(), nullptr, d.ic, d.oc,
-               d.n, true, false, 1.0f, kOpStream);
+    cuda::gemm(dweight.data<float>(), gemm_operand(inp, compute).raw(), dy.raw(), nullptr, d.ic,
+               d.oc, d.n, true, false, 1.0f, kOpStream, types);
     if (dbias.defined())
       cuda::column_sum(dbias.data<float>(), dout.data<float>(), d.n, d.oc, kOpStream);
     return;
   }
 #endif
   (void)backend;
+  gemm_operand(dout, compute);  // on the CPU: f32 only (throws for bf16)
   const float* dy = dout.data<float>();
   if (dinp.defined()) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.n, d.ic, d.oc, 1.0f, dy, d.oc,

@@ -1,5 +1,7 @@
 // Linear layer: Y = X·W + b with W in Hugging Face Conv1D layout (in, out). OpenBLAS on the CPU,
-// cuBLASLt on CUDA.
+// cuBLASLt on CUDA. `compute` is the type the product's operands are rounded to: f32 (exact), or
+// bf16 on CUDA (tensor cores; fp32 accumulation, and every tensor passed in or out stays f32: the
+// operands are rounded into scratch copies, as torch.autocast does per op).
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 
@@ -9,12 +11,17 @@ namespace tessera {
 
 // out (N, OC) = inp (N, IC) · weight (IC, OC) + bias (OC). bias may be undefined (no bias).
 // Leading dimensions of inp/out are flattened into N.
-void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias);
+void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
+                    DType compute = DType::f32);
 
 // dinp (N, IC) = dout · weightᵀ; dweight (IC, OC) += inpᵀ · dout; dbias (OC) += Σ_n dout.
 // dbias may be undefined. dinp may be undefined when the input needs no gradient.
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
-                     const Tensor& inp, const Tensor& weight);
+                     const Tensor& inp, const Tensor& weight, DType compute = DType::f32);
+
+// `x` as a GEMM operand of type `compute`: x itself for f32, else a rounded copy on x's device.
+// Throws Error for a compute type other than f32 and bf16, or bf16 on the CPU.
+Tensor gemm_operand(const Tensor& x, DType compute);
 
 namespace cuda {  // launchers on device pointers (kernels/matmul.cu)
 // Element types of a GEMM: a and b share one, c and the bias another (f32, bf16 or f16 each);

@@ -97,6 +97,7 @@ int cmd_bench(int argc, char** argv) {
   const TrainConfig& tc = job.train;
   Gpt2 model(job.model, job.device);
   model.init_weights(job.seed);
+  model.set_gemm_dtype(tc.gemm_dtype());
   parallel::LocalCommunicator dp("dp");  // one process: ZeRO stage 0 over a group of one
   parallel::DistributedAdamW optimizer(model.params(), dp, /*stage=*/0,
                                        {tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.grad_clip});
@@ -131,9 +132,10 @@ int cmd_bench(int argc, char** argv) {
   const double tok_s = steps * tokens_per_step / secs;
   const double gflops = tok_s * job.model.train_flops_per_token(tc.seq_len) / 1e9;
   const int nthreads = omp_get_max_threads();
-  std::printf("tessera bench train: %s, %lld params, B=%lld T=%lld, %d threads\n", job.name.c_str(),
-              static_cast<long long>(job.model.num_params()), static_cast<long long>(tc.batch_size),
-              static_cast<long long>(tc.seq_len), nthreads);
+  std::printf("tessera bench train: %s, %lld params, B=%lld T=%lld, %s, %d threads\n",
+              job.name.c_str(), static_cast<long long>(job.model.num_params()),
+              static_cast<long long>(tc.batch_size), static_cast<long long>(tc.seq_len),
+              tc.precision.c_str(), nthreads);
   std::printf("  %.1f ms/step, %.0f tokens/s, %.1f GFLOP/s\n", secs / steps * 1e3, tok_s, gflops);
   // MFU (PaLM's definition): model FLOPs per second over the card's dense bf16 rate.
   double mfu = 0;
@@ -144,11 +146,12 @@ int cmd_bench(int argc, char** argv) {
                 job.device.str().c_str(), gflops / 1e3, 100 * mfu, peak);
   }
   std::printf(
-      "{\"impl\":\"tessera\",\"device\":\"%s\",\"threads\":%d,\"tokens_per_s\":%.1f,"
+      "{\"impl\":\"tessera\",\"device\":\"%s\",\"precision\":\"%s\",\"threads\":%d,"
+      "\"tokens_per_s\":%.1f,"
       "\"ms_per_step\":%.2f,\"gflops\":%.2f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"params\":%lld,"
       "\"recompute\":%s}\n",
-      job.device.str().c_str(), nthreads, tok_s, secs / steps * 1e3, gflops, mfu, peak,
-      static_cast<long long>(job.model.num_params()), tc.recompute ? "true" : "false");
+      job.device.str().c_str(), tc.precision.c_str(), nthreads, tok_s, secs / steps * 1e3, gflops,
+      mfu, peak, static_cast<long long>(job.model.num_params()), tc.recompute ? "true" : "false");
   return 0;
 }
 

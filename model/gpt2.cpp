@@ -305,7 +305,8 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
     const int64_t index = chunk.base + i;
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
     acquire(block_unit(index), Pass::forward);
-    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[index], heads_local_, par_);
+    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[index], heads_local_, par_,
+                  gemm_);
     release(block_unit(index));
   }
   if (ends_model(a)) {
@@ -326,7 +327,7 @@ double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
   const int head = unit_head_ >= 0 ? unit_head_ : unit_wte_;
   a.targets.copy_from(targets);
   acquire(head, UnitHooks::Pass::forward);
-  classifier_forward(a.losses, a.lnf, head_w(), a.targets, vocab_shard_);
+  classifier_forward(a.losses, a.lnf, head_w(), a.targets, vocab_shard_, gemm_);
   release(head);
   return mean_of(a.losses);
 }
@@ -341,7 +342,7 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     a.targets.copy_from(targets);
     acquire(head, Pass::backward);
     classifier_forward_backward(a.losses, a.dlnf, head_grad(), a.lnf, head_w(), a.targets, dloss,
-                                vocab_shard_);
+                                vocab_shard_, gemm_);
     // f's backward: every rank's vocabulary rows contribute (summed into each rank's rows with
     // sequence parallelism).
     Tensor dlnf = a.dlnf;
@@ -369,10 +370,10 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     acquire(block_unit(index), Pass::backward);
     if (a.recompute) {  // rebuild this block's activations from its saved input
       block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[index], heads_local_,
-                    par_);
+                    par_, gemm_);
     }
     block_backward(a.dresid, block_grads_[index], a.scratch, a.dresid, a.resid[i], acts,
-                   blocks_[index], heads_local_, par_);
+                   blocks_[index], heads_local_, par_, gemm_);
     release(block_unit(index));
     grads_ready(block_unit(index));
   }

@@ -116,6 +116,11 @@ class Gpt2 {
   void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
   UnitHooks* hooks() const { return hooks_; }
 
+  // The type every GEMM's operands are rounded to (train.precision): f32 (the default, exact) or
+  // bf16 (CUDA: tensor cores, fp32 accumulation; weights, activations and gradients stay f32).
+  void set_gemm_dtype(DType gemm) { gemm_ = gemm; }
+  DType gemm_dtype() const { return gemm_; }
+
   // Activations of one micro-batch through layer chunk `chunk`.
   Gpt2Activations make_activations(int64_t batch, int64_t seq_len, bool recompute,
                                    int chunk = 0) const;
@@ -166,6 +171,7 @@ class Gpt2 {
   Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_, dhead_;
   std::vector<BlockWeights> blocks_, block_grads_;  // the stage's layers, chunk by chunk
   UnitHooks* hooks_ = nullptr;
+  DType gemm_ = DType::f32;
   parallel::Communicator* tp_ = nullptr;
   BlockParallel par_;  // tp_ and whether sequence parallelism is on
   int pp_rank_ = 0, pp_size_ = 1;

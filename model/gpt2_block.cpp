@@ -77,20 +77,21 @@ Tensor bias_of_rank(const Tensor& bias, const parallel::Communicator* tp) {
 // Sequence parallelism: the same block with the rows split outside the parallel regions. f is
 // an all-gather of rows, g a reduce-scatter (then the row-parallel bias on every rank's rows).
 void block_forward_sp(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor& x,
-                      const BlockWeights& w, int64_t num_heads, parallel::Communicator& tp) {
+                      const BlockWeights& w, int64_t num_heads, parallel::Communicator& tp,
+                      DType gemm) {
   layernorm_forward(s.rows, a.ln1_mean, a.ln1_rstd, x, w.ln1_w, w.ln1_b);
   parallel::sp_all_gather(tp, a.ln1, s.rows);  // f
-  matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b);
+  matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b, gemm);
   attention_forward(a.att, a.att_lse, a.qkv, num_heads);
-  matmul_forward(s.btc, a.att, w.proj_w, Tensor());
+  matmul_forward(s.btc, a.att, w.proj_w, Tensor(), gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
   bias_add(s.rows, w.proj_b);
   residual_forward(a.res1, x, s.rows);
   layernorm_forward(s.rows, a.ln2_mean, a.ln2_rstd, a.res1, w.ln2_w, w.ln2_b);
   parallel::sp_all_gather(tp, a.ln2, s.rows);  // f
-  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b);
+  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);
   gelu_forward(a.fc_gelu, a.fc);
-  matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, Tensor());
+  matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, Tensor(), gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
   bias_add(s.rows, w.fcproj_b);
   residual_forward(y, a.res1, s.rows);
@@ -98,21 +99,21 @@ void block_forward_sp(Tensor& y, BlockActivations& a, BlockScratch& s, const Ten
 
 void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy,
                        const Tensor& x, const BlockActivations& a, const BlockWeights& w,
-                       int64_t num_heads, parallel::Communicator& tp) {
+                       int64_t num_heads, parallel::Communicator& tp, DType gemm) {
   // MLP branch: g's backward gathers dy's rows, so the biases' gradients come from all rows.
   parallel::sp_all_gather(tp, s.btc, dy);
-  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w);
+  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w, gemm);
   gelu_backward(s.dfc, s.dfc, a.fc);
-  matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w);
+  matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
   layernorm_backward(s.rows2, g.ln2_w, g.ln2_b, s.rows, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);
   residual_backward(s.dres1, dy, s.rows2);
   // Attention branch.
   parallel::sp_all_gather(tp, s.btc, s.dres1);
   Tensor datt = s.dln.carve(0, a.att.shape());
-  matmul_backward(datt, g.proj_w, g.proj_b, s.btc, a.att, w.proj_w);
+  matmul_backward(datt, g.proj_w, g.proj_b, s.btc, a.att, w.proj_w, gemm);
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads);
-  matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w);
+  matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
   layernorm_backward(s.rows2, g.ln1_w, g.ln1_b, s.rows, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);
   residual_backward(dx, s.dres1, s.rows2);
@@ -121,47 +122,47 @@ void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tenso
 }  // namespace
 
 void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor& x,
-                   const BlockWeights& w, int64_t num_heads, const BlockParallel& par) {
+                   const BlockWeights& w, int64_t num_heads, const BlockParallel& par, DType gemm) {
   if (par.sequence_split()) {
-    block_forward_sp(y, a, s, x, w, num_heads, *par.tp);
+    block_forward_sp(y, a, s, x, w, num_heads, *par.tp, gemm);
     return;
   }
   parallel::Communicator* tp = par.tp;
   layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, w.ln1_w, w.ln1_b);
-  matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b);  // column-parallel (f: identity)
+  matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b, gemm);  // column-parallel (f: identity)
   attention_forward(a.att, a.att_lse, a.qkv, num_heads);
-  matmul_forward(s.btc, a.att, w.proj_w, bias_of_rank(w.proj_b, tp));  // row-parallel
-  if (tp) parallel::tp_all_reduce(*tp, s.btc);                         // g
+  matmul_forward(s.btc, a.att, w.proj_w, bias_of_rank(w.proj_b, tp), gemm);  // row-parallel
+  if (tp) parallel::tp_all_reduce(*tp, s.btc);                               // g
   residual_forward(a.res1, x, s.btc);
   layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res1, w.ln2_w, w.ln2_b);
-  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b);  // column-parallel (f: identity)
+  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);  // column-parallel (f: identity)
   gelu_forward(a.fc_gelu, a.fc);
-  matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, bias_of_rank(w.fcproj_b, tp));  // row-parallel
-  if (tp) parallel::tp_all_reduce(*tp, s.btc);                                 // g
+  matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, bias_of_rank(w.fcproj_b, tp), gemm);  // row-parallel
+  if (tp) parallel::tp_all_reduce(*tp, s.btc);                                       // g
   residual_forward(y, a.res1, s.btc);
 }
 
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy, const Tensor& x,
                     const BlockActivations& a, const BlockWeights& w, int64_t num_heads,
-                    const BlockParallel& par) {
+                    const BlockParallel& par, DType gemm) {
   if (par.sequence_split()) {
-    block_backward_sp(dx, g, s, dy, x, a, w, num_heads, *par.tp);
+    block_backward_sp(dx, g, s, dy, x, a, w, num_heads, *par.tp, gemm);
     return;
   }
   parallel::Communicator* tp = par.tp;
   // MLP branch: y = res1 + fcproj(gelu(fc(ln2(res1)))); ∂L/∂(branch output) is dy itself (g's
   // backward is the identity, and the replicated bias gets the full gradient on every rank).
-  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w);
+  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w, gemm);
   gelu_backward(s.dfc, s.dfc, a.fc);
-  matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w);
+  matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f: this rank's columns' share of dln2
   layernorm_backward(s.btc, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);
   residual_backward(s.dres1, dy, s.btc);
   // Attention branch: res1 = x + proj(attn(c_attn(ln1(x)))). datt (B, T, C/tp) borrows dln.
   Tensor datt = s.dln.carve(0, a.att.shape());
-  matmul_backward(datt, g.proj_w, g.proj_b, s.dres1, a.att, w.proj_w);
+  matmul_backward(datt, g.proj_w, g.proj_b, s.dres1, a.att, w.proj_w, gemm);
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads);
-  matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w);
+  matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f
   layernorm_backward(s.btc, g.ln1_w, g.ln1_b, s.dln, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);
   residual_backward(dx, s.dres1, s.btc);

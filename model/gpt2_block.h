@@ -71,14 +71,16 @@ struct BlockScratch {
 };
 
 // y (B, T, C) = block(x (B, T, C)); fills acts. num_heads counts this rank's heads. Collective
-// over par.tp. With sequence parallelism x and y are this rank's (B·T/tp, C) rows.
+// over par.tp. With sequence parallelism x and y are this rank's (B·T/tp, C) rows. `gemm`: the
+// type the linear layers' operands are rounded to (kernels/matmul.h: f32, or bf16 on CUDA).
 void block_forward(Tensor& y, BlockActivations& acts, BlockScratch& scratch, const Tensor& x,
-                   const BlockWeights& w, int64_t num_heads, const BlockParallel& par = {});
+                   const BlockWeights& w, int64_t num_heads, const BlockParallel& par = {},
+                   DType gemm = DType::f32);
 
 // dx (B, T, C) = ∂L/∂x given dy (B, T, C); parameter gradients accumulate into g. dx may alias dy.
 // Collective over par.tp; rows as in block_forward.
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& scratch, const Tensor& dy,
                     const Tensor& x, const BlockActivations& acts, const BlockWeights& w,
-                    int64_t num_heads, const BlockParallel& par = {});
+                    int64_t num_heads, const BlockParallel& par = {}, DType gemm = DType::f32);
 
 }  // namespace tessera

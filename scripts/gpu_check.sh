@@ -92,10 +92,13 @@ run_bench() {
   local peak line
   LD_LIBRARY_PATH="$libpath" .gpu/tessera bench gemm --size 8192 --steps 20 | tee "$out/gemm.log"
   peak=$(sed -n 's/.*"tflops":\([0-9.]*\).*/\1/p' "$out/gemm.log")
-  LD_LIBRARY_PATH="$libpath" .gpu/tessera bench train --config configs/gpt2-124m.yaml \
-    --steps 10 --warmup 3 --peak-tflops "$peak" | tee "$out/tessera_gpt2.log"
   summary+="dense bf16 GEMM 8192^3: $peak TFLOP/s"$'\n'
-  summary+="tessera fp32:          $(tail -1 "$out/tessera_gpt2.log")"$'\n'
+  for precision in fp32 bf16; do
+    LD_LIBRARY_PATH="$libpath" .gpu/tessera bench train --config configs/gpt2-124m.yaml \
+      --set train.precision=$precision --steps 10 --warmup 3 --peak-tflops "$peak" \
+      > "$out/tessera_$precision.log" 2>&1 || true
+    summary+="tessera $precision: $(tail -1 "$out/tessera_$precision.log")"$'\n'
+  done
   for variant in "none" "bf16" "bf16 --compile"; do
     set -- $variant
     line=$(python3 bench/pytorch_gpt2.py "${gpt2[@]}" --amp "$@" 2>"$out/pytorch_$1_$#.err" |

@@ -109,6 +109,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
              {dp.size(), &ctx.tp(), stage, stages, job.parallel.layers_per_stage,
               job.parallel.sequence_parallel, static_cast<int>(job.parallel.virtual_stages)});
   model.init_weights(job.seed);
+  model.set_gemm_dtype(tc.gemm_dtype());
   const LrSchedule schedule{tc.lr, tc.min_lr, tc.warmup_steps, tc.steps};
   const std::string ckpt_root = job.checkpoint.dir + "/checkpoints";
 

@@ -170,6 +170,39 @@ TEST_F(CudaOps, MatmulForwardBackward) {
   }
 }
 
+TEST_F(CudaOps, Bf16GemmsAgreeWithFp32To1e2) {
+  // train.precision: bf16 rounds the GEMM operands (8 bits of mantissa) and accumulates in fp32.
+  const int64_t n = 64, ic = 256, oc = 192, v = 500;
+  const Tensor x = random({n, ic}), w = random({ic, oc}, 0.1f), b = random({oc}),
+               dy = random({n, oc});
+  const Tensor dw0 = random({ic, oc}, 0.01f);
+  Tensor y = Tensor::empty({n, oc}, DType::f32), dx = Tensor::empty({n, ic}, DType::f32);
+  Tensor dw = dw0.to(Device::cpu()), db;
+  matmul_forward(y, x, w, b);
+  matmul_backward(dx, dw, db, dy, x, w);
+  Tensor gy = poisoned_gpu({n, oc}), gdx = poisoned_gpu({n, ic}), gdw = on_gpu(dw0), gdb;
+  matmul_forward(gy, on_gpu(x), on_gpu(w), on_gpu(b), DType::bf16);
+  matmul_backward(gdx, gdw, gdb, on_gpu(dy), on_gpu(x), on_gpu(w), DType::bf16);
+  for (const auto& [gpu, cpu, what] :
+       {std::tuple{gy, y, "matmul out"}, {gdx, dx, "matmul dinp"}, {gdw, dw, "matmul dweight"}}) {
+    const double err = testing::rel_error(gpu.to(Device::cpu()), testing::to_f64(cpu));
+    EXPECT_LT(err, 1e-2) << what;
+    EXPECT_GT(err, 1e-6) << what << ": no rounding at all (did the bf16 path run?)";
+  }
+  // The LM head with bf16 operands; the softmax stays fp32.
+  const Tensor h = random({n, ic}), wte = random({v, ic}, 0.2f), dwte0 = random({v, ic}, 0.01f);
+  const Tensor targets = testing::random_tokens(1, n, v, rng_).view({n});
+  Tensor losses = Tensor::empty({n}, DType::f32), dh = Tensor::empty({n, ic}, DType::f32);
+  Tensor dwte = dwte0.to(Device::cpu());
+  classifier_forward_backward(losses, dh, dwte, h, wte, targets, 1.0f / n);
+  Tensor glosses = poisoned_gpu({n}), gdh = poisoned_gpu({n, ic}), gdwte = on_gpu(dwte0);
+  classifier_forward_backward(glosses, gdh, gdwte, on_gpu(h), on_gpu(wte),
+                              targets.to(Device::cuda(0)), 1.0f / n, {}, DType::bf16);
+  EXPECT_LT(testing::rel_error(glosses.to(Device::cpu()), testing::to_f64(losses)), 1e-2);
+  EXPECT_LT(testing::rel_error(gdh.to(Device::cpu()), testing::to_f64(dh)), 1e-2);
+  EXPECT_LT(testing::rel_error(gdwte.to(Device::cpu()), testing::to_f64(dwte)), 1e-2);
+}
+
 TEST_F(CudaOps, ClassifierLossAndGradients) {
   const int64_t n = 70, c = 48, v = 301;
   const Tensor x = random({n, c}), wte = random({v, c}, 0.5f);

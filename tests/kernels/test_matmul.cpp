@@ -194,8 +194,10 @@ TEST(Matmul, RejectsBadInputs) {
   Tensor i32_inp = Tensor::zeros({4, 3}, DType::i32), bf16_w = Tensor::zeros({3, 5}, DType::bf16);
   EXPECT_THROW(matmul_forward(out, i32_inp, weight, bias), Error);
   EXPECT_THROW(matmul_forward(out, inp, bf16_w, bias), Error);
-  EXPECT_THROW(matmul_forward(out, f32({4, 4}), weight, bias), Error);  // IC mismatch
-  EXPECT_THROW(matmul_forward(out, inp, f32({15}), bias), Error);       // weight not 2-D
+  EXPECT_THROW(matmul_forward(out, f32({4, 4}), weight, bias), Error);       // IC mismatch
+  EXPECT_THROW(matmul_forward(out, inp, f32({15}), bias), Error);            // weight not 2-D
+  EXPECT_THROW(matmul_forward(out, inp, weight, bias, DType::bf16), Error);  // bf16: CUDA only
+  EXPECT_THROW(matmul_backward(dinp, dweight, dbias, dout, inp, weight, DType::bf16), Error);
   Tensor small_out = f32({4, 4}), long_bias = f32({6}), undefined;
   EXPECT_THROW(matmul_forward(small_out, inp, weight, bias), Error);
   EXPECT_THROW(matmul_forward(out, inp, weight, long_bias), Error);

@@ -1,0 +1,18 @@
+// Element type conversion between f32 and bf16: the operands of bf16 GEMMs (train.precision:
+// bf16) and the master-weight copies of mixed precision. Round-to-nearest-even, NaN stays NaN.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+// out = in converted to out's dtype; f32 -> bf16 or bf16 -> f32, same number of elements, one
+// device. Throws Error naming the dtypes otherwise.
+void convert(Tensor& out, const Tensor& in);
+
+namespace cuda {  // launchers on device pointers (kernels/convert.cu)
+void f32_to_bf16(bf16* out, const float* in, int64_t n, CudaStream stream);
+void bf16_to_f32(float* out, const bf16* in, int64_t n, CudaStream stream);
+}  // namespace cuda
+
+}  // namespace tessera
