@@ -20,7 +20,11 @@ class CudaRawAllocator final : public Allocator {
   void* allocate(size_t nbytes) override {
     void* p = nullptr;
     TS_CUDA_CHECK(cudaSetDevice(index_));
-    TS_CUDA_CHECK(cudaMalloc(&p, nbytes));  // 256-byte aligned at least
+    const cudaError_t e = cudaMalloc(&p, nbytes);  // 256-byte aligned at least
+    // A failed cudaMalloc stays the runtime's "last error": clear it, or the next launch check
+    // would report it after the caching allocator has recovered (released cache, retried).
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    TS_CUDA_CHECK(e);
     return p;
   }
   void deallocate(void* ptr, size_t) override {

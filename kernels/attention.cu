@@ -154,6 +154,8 @@ __global__ void attention_dkv_kernel(float* dqkv, const float* dout, const float
 }
 
 dim3 grid(int64_t b, int64_t t, int64_t nh) {
+  TS_CHECK(b * nh <= 65535, "attention on CUDA takes at most 65535 (batch x heads), got ", b * nh,
+           ": use a smaller train.batch_size");
   return dim3(static_cast<unsigned>((t + kWarps - 1) / kWarps), static_cast<unsigned>(b * nh));
 }
 

@@ -3,6 +3,19 @@
 #include "kernels/kernel_util.h"
 
 namespace tessera {
+namespace {
+
+// dst[i] = cast(src[i]) on the host.
+template <typename To, typename From, typename Cast>
+void host_convert(Tensor& out, const Tensor& in, Cast cast) {
+  const From* src = in.data<From>();
+  To* dst = out.data<To>();
+  const int64_t n = in.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = cast(src[i]);
+}
+
+}  // namespace
 
 void convert(Tensor& out, const Tensor& in) {
   TS_CHECK(out.defined() && in.defined(), "convert: undefined tensor");
@@ -10,32 +23,26 @@ void convert(Tensor& out, const Tensor& in) {
               shape_str(out.shape()));
   TS_CHECK(out.device() == in.device(), "convert: ", in.device().str(), " into ",
            out.device().str(), ": move them to one device");
-  const bool down = in.dtype() == DType::f32 && out.dtype() == DType::bf16;
-  const bool up = in.dtype() == DType::bf16 && out.dtype() == DType::f32;
-  TS_CHECK(down || up, "convert: ", dtype_name(in.dtype()), " -> ", dtype_name(out.dtype()),
-           " is not built: f32 <-> bf16 only");
+  const DType from = in.dtype(), to = out.dtype();
+  const bool half =
+      to == DType::bf16 || to == DType::f16 || from == DType::bf16 || from == DType::f16;
+  TS_CHECK(half && (from == DType::f32 || to == DType::f32), "convert: ", dtype_name(from), " -> ",
+           dtype_name(to), " is not built: f32 <-> bf16 or f16 only");
   const int64_t n = in.numel();
   if (out.device().is_cuda()) {
 #ifdef TESSERA_WITH_CUDA
-    if (down) {
-      cuda::f32_to_bf16(out.data<bf16>(), in.data<float>(), n, kernels_detail::kOpStream);
-    } else {
-      cuda::bf16_to_f32(out.data<float>(), in.data<bf16>(), n, kernels_detail::kOpStream);
-    }
+    const CudaStream s = kernels_detail::kOpStream;
+    if (to == DType::bf16) cuda::f32_to_bf16(out.data<bf16>(), in.data<float>(), n, s);
+    if (to == DType::f16) cuda::f32_to_f16(out.data<f16>(), in.data<float>(), n, s);
+    if (from == DType::bf16) cuda::bf16_to_f32(out.data<float>(), in.data<bf16>(), n, s);
+    if (from == DType::f16) cuda::f16_to_f32(out.data<float>(), in.data<f16>(), n, s);
 #endif
     return;
   }
-  if (down) {
-    const float* src = in.data<float>();
-    bf16* dst = out.data<bf16>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
-  } else {
-    const bf16* src = in.data<bf16>();
-    float* dst = out.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) dst[i] = to_float(src[i]);
-  }
+  if (to == DType::bf16) host_convert<bf16, float>(out, in, [](float x) { return to_bf16(x); });
+  if (to == DType::f16) host_convert<f16, float>(out, in, [](float x) { return to_f16(x); });
+  if (from == DType::bf16) host_convert<float, bf16>(out, in, [](bf16 x) { return to_float(x); });
+  if (from == DType::f16) host_convert<float, f16>(out, in, [](f16 x) { return to_float(x); });
 }
 
 }  // namespace tessera

@@ -34,10 +34,15 @@ Dims check_dims(const char* op, const Tensor& x, const char* xname, const Tensor
 
 Tensor gemm_operand(const Tensor& x, DType compute) {
   if (compute == DType::f32) return x;
-  TS_CHECK(compute == DType::bf16, "GEMMs compute in f32 or bf16, not ", dtype_name(compute));
-  TS_CHECK(x.device().is_cuda(), "bf16 GEMMs run on CUDA only: use train.precision: fp32 on ",
+  TS_CHECK(compute == DType::bf16 || compute == DType::f16,
+           "GEMMs compute in f32, bf16 or f16, "
+           "not ",
+           dtype_name(compute));
+  TS_CHECK(x.device().is_cuda(), dtype_name(compute),
+           " GEMMs run on CUDA only: use "
+           "train.precision: fp32 on ",
            x.device().str());
-  Tensor r = Tensor::empty(x.shape(), DType::bf16, x.device());
+  Tensor r = Tensor::empty(x.shape(), compute, x.device());
   convert(r, x);
   return r;
 }

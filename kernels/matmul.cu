@@ -5,8 +5,10 @@
 // operand and A's the second, each with its transpose flag as given.
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 
 #include "kernels/cuda_util.cuh"
 #include "kernels/matmul.h"
@@ -74,6 +76,15 @@ __global__ void column_sum_kernel(float* dbias, const float* dout, int64_t rows,
   dbias[j] += acc;
 }
 
+// The largest power of two up to 256 that divides p's address: what cuBLASLt may assume of it
+// (parameter views are 64-byte aligned, row chunks less).
+uint32_t alignment(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
+
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
     case DType::f32:
@@ -126,6 +137,14 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
   const size_t workspace = kWorkspaceBytes;
   TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  // cuBLASLt's operand A is b's buffer and its B is a's; without these it assumes 256 bytes.
+  const uint32_t align_first = alignment(b), align_second = alignment(a), align_c = alignment(c);
+  for (const auto& [attr, value] :
+       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_first},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_second},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}})
+    TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &value, sizeof(value)));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   TS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,

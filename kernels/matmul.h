@@ -1,7 +1,7 @@
 // Linear layer: Y = X·W + b with W in Hugging Face Conv1D layout (in, out). OpenBLAS on the CPU,
 // cuBLASLt on CUDA. `compute` is the type the product's operands are rounded to: f32 (exact), or
-// bf16 on CUDA (tensor cores; fp32 accumulation, and every tensor passed in or out stays f32: the
-// operands are rounded into scratch copies, as torch.autocast does per op).
+// bf16 or f16 on CUDA (tensor cores; fp32 accumulation, and every tensor passed in or out stays
+// f32: the operands are rounded into scratch copies, as torch.autocast does per op).
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 
@@ -20,7 +20,7 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
                      const Tensor& inp, const Tensor& weight, DType compute = DType::f32);
 
 // `x` as a GEMM operand of type `compute`: x itself for f32, else a rounded copy on x's device.
-// Throws Error for a compute type other than f32 and bf16, or bf16 on the CPU.
+// Throws Error for a compute type other than f32, bf16 and f16, or a 16-bit one on the CPU.
 Tensor gemm_operand(const Tensor& x, DType compute);
 
 namespace cuda {  // launchers on device pointers (kernels/matmul.cu)

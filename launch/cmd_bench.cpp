@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <random>
@@ -15,6 +16,7 @@
 #include "launch/commands.h"
 #include "parallel/zero_optimizer.h"
 #include "trainer/job_config.h"
+#include "trainer/loss_scaler.h"
 #include "trainer/train_loop.h"
 
 namespace tessera::launch {
@@ -112,15 +114,16 @@ int cmd_bench(int argc, char** argv) {
       p[i] = static_cast<int32_t>(rng() % job.model.vocab_size);
   };
   const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
-  const float dloss = 1.0f / static_cast<float>(tokens_per_step);
+  LossScaler scaler(tc.precision == "fp16");  // as tessera train scales fp16 gradients
   auto step = [&] {
+    const float dloss = static_cast<float>(scaler.scale() / static_cast<double>(tokens_per_step));
     for (int64_t m = 0; m < tc.grad_accum; ++m) {
       fill(inputs);
       fill(targets);
       model.forward(acts, inputs);
       model.backward(acts, targets, dloss);
     }
-    optimizer.step(tc.lr);
+    scaler.update(std::isfinite(optimizer.step(tc.lr, {scaler.scale(), scaler.enabled()})));
   };
   for (int64_t i = 0; i < warmup; ++i) step();
   device_synchronize(job.device);

@@ -190,7 +190,7 @@ void DistributedAdamW::tie_unit(int unit, Communicator& group, bool counted_in_n
   tied_counted_ = counted_in_norm;
 }
 
-double DistributedAdamW::step(double lr) {
+double DistributedAdamW::step(double lr, const GradScaling& scaling) {
   TS_CHECK(pending_.empty(), "DistributedAdamW::step before end_micro_batch()");
   // Stage 3: a prefetch still in flight reads the shard the update is about to write, and a
   // gathered unit would keep the old weights: finish and drop them first.
@@ -242,7 +242,15 @@ double DistributedAdamW::step(double lr) {
   if (stage_ >= 1) sq = all_reduce_scalar(dp_, sq, ReduceOp::sum);
   if (tp_split) sq = all_reduce_scalar(*tp_, sq, ReduceOp::sum);
   if (pp_) sq = all_reduce_scalar(*pp_, sq, ReduceOp::sum);
-  const double norm = std::sqrt(sq);
+  const double norm = std::sqrt(sq) / scaling.scale;
+  if (!std::isfinite(norm) && scaling.skip_nonfinite) {
+    if (stage_ >= 2) {
+      grad_shard_.zero_();
+    } else {
+      params_.zero_grads();
+    }
+    return norm;
+  }
   TS_CHECK(std::isfinite(norm), "gradient norm is ", norm, " at step ", t_ + 1,
            ": lower train.lr, or raise train.warmup_steps");
   ++t_;
@@ -252,7 +260,8 @@ double DistributedAdamW::step(double lr) {
               static_cast<float>(config_.eps),
               0.0f,
               t_,
-              clip_coefficient(norm, static_cast<float>(config_.grad_clip))};
+              static_cast<float>(clip_coefficient(norm, static_cast<float>(config_.grad_clip)) /
+                                 scaling.scale)};
 
   // Each entry's part of this rank's chunks, with its own weight decay.
   for (const Segment& g : segments_) {

@@ -34,6 +34,13 @@ struct AdamWConfig {
   double grad_clip = 1.0;  // <= 0 disables
 };
 
+// Gradients computed from a loss multiplied by `scale` (fp16 dynamic loss scaling): step() divides
+// them by it, and with skip_nonfinite an overflow skips the step instead of throwing.
+struct GradScaling {
+  double scale = 1.0;
+  bool skip_nonfinite = false;
+};
+
 // Bytes of model state one rank holds.
 struct ModelStateBytes {
   uint64_t params = 0;
@@ -70,12 +77,13 @@ class DistributedAdamW final : public UnitHooks {
   // into the gradient shard and free the unit gradients).
   void end_micro_batch();
 
-  // One AdamW step at `lr` on this rank's chunks with the reduced gradients (global-norm clipping
-  // over the whole model: collective over dp, tp, pp and the tied group), then stages 1-2
-  // all-gather the parameters and stage 3 drops every gathered unit. Zeroes the gradients. Returns
-  // the global gradient norm before clipping. Throws Error on a non-finite norm, leaving parameters
-  // untouched.
-  double step(double lr);
+  // One AdamW step at `lr` on this rank's chunks with the reduced gradients divided by
+  // scaling.scale (global-norm clipping over the whole model: collective over dp, tp, pp and the
+  // tied group), then stages 1-2 all-gather the parameters and stage 3 drops every gathered unit.
+  // Zeroes the gradients. Returns the global norm of the (unscaled) gradients before clipping. A
+  // non-finite norm leaves parameters, moments and the step count untouched: with
+  // scaling.skip_nonfinite the norm is returned (every rank sees the same one), otherwise Error.
+  double step(double lr, const GradScaling& scaling = {});
 
   int stage() const { return stage_; }
   int64_t steps_taken() const { return t_; }

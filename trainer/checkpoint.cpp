@@ -102,10 +102,13 @@ std::string begin_checkpoint_folder(const std::string& root, int64_t step) {
 void write_checkpoint_metadata(const std::string& dir, const Gpt2Config& config,
                                const TrainerState& state, int64_t adam_steps,
                                const std::string& tokenizer_path) {
-  const json st = {{"step", state.step},
-                   {"train_loss", state.train_loss},
-                   {"loader", {{"epoch", state.loader.epoch}, {"position", state.loader.position}}},
-                   {"adam_steps", adam_steps}};
+  const json st = {
+      {"step", state.step},
+      {"train_loss", state.train_loss},
+      {"loader", {{"epoch", state.loader.epoch}, {"position", state.loader.position}}},
+      {"adam_steps", adam_steps},
+      {"loss_scale",
+       {{"scale", state.loss_scale.scale}, {"good_steps", state.loss_scale.good_steps}}}};
   write_text_atomic(fs::path(dir) / kStateFile, st.dump(2) + "\n");
   write_text_atomic(fs::path(dir) / kConfigFile, hf_config(config).dump(2) + "\n");
   if (!tokenizer_path.empty()) {
@@ -189,6 +192,10 @@ TrainerState read_trainer_state(const std::string& dir, int64_t* adam_steps) {
     state.loader.epoch = st.at("loader").at("epoch").get<uint64_t>();
     state.loader.position = st.at("loader").at("position").get<uint64_t>();
     if (adam_steps) *adam_steps = st.at("adam_steps").get<int64_t>();
+    if (st.contains("loss_scale")) {  // absent in checkpoints written before fp16 existed
+      state.loss_scale.scale = st.at("loss_scale").at("scale").get<double>();
+      state.loss_scale.good_steps = st.at("loss_scale").at("good_steps").get<int64_t>();
+    }
   } catch (const json::exception& e) {
     TS_THROW("checkpoint state '", (fs::path(dir) / kStateFile).string(),
              "' is incomplete: ", e.what());

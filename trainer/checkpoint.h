@@ -9,6 +9,7 @@
 
 #include "model/gpt2.h"
 #include "trainer/dataset.h"
+#include "trainer/loss_scaler.h"
 
 namespace tessera {
 
@@ -23,6 +24,7 @@ struct TrainerState {
   int64_t step = 0;      // optimizer steps completed
   LoaderState loader{};  // training data position after `step` steps
   double train_loss = 0.0;
+  LossScaleState loss_scale{};  // fp16 loss scaling (unused, and at its default, otherwise)
 };
 
 // Writes <root>/step_NNNNNN/ (model, optimizer, state, HF config.json, a copy of tokenizer_path

@@ -57,9 +57,8 @@ void read_train(const ConfigNode& n, TrainConfig& t, const Gpt2Config& m) {
   t.grad_clip = n.get<double>("grad_clip", t.grad_clip);
   t.recompute = n.get<bool>("recompute", t.recompute);
   t.precision = n.get<std::string>("precision", t.precision);
-  n.require(t.precision == "fp32" || t.precision == "bf16", "precision",
-            "must be 'fp32' or 'bf16' (bf16 GEMMs on CUDA; fp16 with loss scaling is not built "
-            "yet)");
+  n.require(t.precision == "fp32" || t.precision == "bf16" || t.precision == "fp16", "precision",
+            "must be 'fp32', 'bf16' or 'fp16' (16-bit GEMMs on CUDA)");
   t.log_every = n.get<int64_t>("log_every", t.log_every);
   n.require(t.log_every > 0, "log_every", "must be positive");
 }
@@ -145,7 +144,7 @@ JobConfig read(ConfigNode& root, const std::vector<std::string>& overrides) {
   read_sample(root.child("sample"), job.sample);
   read_parallel(root.child("parallel"), job.parallel, job.train);
   root.child("train").require(job.train.precision == "fp32" || job.device.is_cuda(), "precision",
-                              "bf16 needs device: cuda (the CPU computes in fp32)");
+                              "bf16 and fp16 need device: cuda (the CPU computes in fp32)");
   root.check_no_unknown_keys();
   return job;
 }

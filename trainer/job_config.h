@@ -32,10 +32,12 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;  // <= 0 disables clipping
   bool recompute = false;  // activation recomputation
-  // fp32, or bf16: GEMM operands rounded to bf16 on CUDA (fp32 accumulation; master weights,
-  // optimizer state, activations and gradients fp32).
+  // fp32, or bf16 / fp16: GEMM operands rounded to that type on CUDA (fp32 accumulation; master
+  // weights, optimizer state, activations and gradients fp32); fp16 adds dynamic loss scaling.
   std::string precision = "fp32";
-  DType gemm_dtype() const { return precision == "bf16" ? DType::bf16 : DType::f32; }
+  DType gemm_dtype() const {
+    return precision == "bf16" ? DType::bf16 : precision == "fp16" ? DType::f16 : DType::f32;
+  }
   int64_t log_every = 1;
 };
 

@@ -121,11 +121,13 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     resume_from = job.checkpoint.resume;
   }
   OptimizerState loaded;
+  LossScaleState loss_scale;
   if (!resume_from.empty()) {
     // Either kind of checkpoint, saved under any layout: this rank reads its part.
     const TrainerState st = load_any_checkpoint(resume_from, model, &loaded);
     train_loader.restore(st.loader);
     summary.first_step = st.step;
+    loss_scale = st.loss_scale;
     log.info("resumed from " + resume_from + " at step " + std::to_string(st.step));
   }
   // Takes its shards of the (initial or loaded) weights; at ZeRO-3 the full units go.
@@ -162,8 +164,8 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
   std::vector<MicroBatch> batches;
   for (int64_t m = 0; m < tc.grad_accum; ++m) batches.emplace_back(local_batch, tc.seq_len);
   MicroBatch val_batch(local_batch, tc.seq_len);
-  const float dloss = 1.0f / static_cast<float>(tokens_per_step);
-  TrainerState state{summary.first_step, train_loader.state(), 0.0};
+  LossScaler scaler(tc.precision == "fp16", loss_scale);
+  TrainerState state{summary.first_step, train_loader.state(), 0.0, scaler.state()};
   const bool sharded = job.checkpoint.format == "sharded" ||
                        (job.checkpoint.format == "auto" && ctx.world().size() > 1);
   const ShardLayout layout{ctx.grid().tp(),
@@ -181,11 +183,18 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     const double lr = schedule.at(step);
     for (parallel::Communicator* c : {&ctx.dp(), &ctx.tp(), &ctx.pp()}) c->reset_stats();
     for (MicroBatch& mb : batches) next_batch(train_loader, mb);
+    // ∂L/∂loss_i for a mean over the step's tokens, times the fp16 loss scale.
+    const float dloss = static_cast<float>(scaler.scale() / static_cast<double>(tokens_per_step));
     const double loss = loss_everywhere(
         ctx, runner.train_step(batches, dloss) / static_cast<double>(tc.grad_accum));
     TS_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
              ": lower train.lr or raise train.warmup_steps");
-    const double norm = optimizer.step(lr);
+    const double scale = scaler.scale();
+    const double norm = optimizer.step(lr, {scale, scaler.enabled()});
+    if (!scaler.update(std::isfinite(norm)))
+      log.warn("step " + std::to_string(step + 1) + ": fp16 gradients overflowed at loss scale " +
+               std::to_string(scale) + "; update skipped, scale now " +
+               std::to_string(scaler.scale()));
     summary.step_traffic = dp.stats();
     summary.state_bytes = optimizer.state_bytes();  // before evaluation gathers anything
     tp_wire = ctx.tp().stats().total_wire_bytes();
@@ -193,7 +202,7 @@ TrainSummary run_training(const JobConfig& job, Logger& log, parallel::ParallelC
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     step_seconds_ema = step == summary.first_step ? secs : 0.9 * step_seconds_ema + 0.1 * secs;
     summary.train_losses.push_back(loss);
-    state = {step + 1, train_loader.state(), loss};
+    state = {step + 1, train_loader.state(), loss, scaler.state()};
 
     if ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps) {
       char line[256];

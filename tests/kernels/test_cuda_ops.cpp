@@ -11,6 +11,7 @@
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/classifier.h"
+#include "kernels/convert.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
@@ -145,6 +146,20 @@ TEST_F(CudaOps, AdamWAndGradNorm) {
   EXPECT_NEAR(gpu, cpu, 1e-12 * cpu);  // both sum in float64
 }
 
+TEST_F(CudaOps, ConvertIsBitForBitTheCpus) {
+  const Tensor x = random({4097}, 300.0f);
+  for (const DType half : {DType::bf16, DType::f16}) {
+    Tensor h = Tensor::empty({4097}, half), back = Tensor::empty({4097}, DType::f32);
+    convert(h, x);
+    convert(back, h);
+    Tensor gh = Tensor::empty({4097}, half, Device::cuda(0)), gback = poisoned_gpu({4097});
+    convert(gh, on_gpu(x));
+    convert(gback, gh);
+    EXPECT_EQ(testing::rel_error(gback.to(Device::cpu()), testing::to_f64(back)), 0.0)
+        << dtype_name(half);
+  }
+}
+
 TEST_F(CudaOps, MatmulForwardBackward) {
   // Odd sizes (no multiple of a tile), with and without bias and input gradient.
   for (const bool with_bias : {true, false}) {
@@ -201,6 +216,27 @@ TEST_F(CudaOps, Bf16GemmsAgreeWithFp32To1e2) {
   EXPECT_LT(testing::rel_error(glosses.to(Device::cpu()), testing::to_f64(losses)), 1e-2);
   EXPECT_LT(testing::rel_error(gdh.to(Device::cpu()), testing::to_f64(dh)), 1e-2);
   EXPECT_LT(testing::rel_error(gdwte.to(Device::cpu()), testing::to_f64(dwte)), 1e-2);
+}
+
+TEST_F(CudaOps, GemmsOnViewsOfAnyAlignment) {
+  // Views that start 4 bytes into an allocation (cuBLASLt assumes 256-byte alignment unless
+  // told otherwise), in fp32 and bf16.
+  const int64_t n = 33, ic = 40, oc = 24;
+  const Tensor x = random({n, ic}), w = random({ic, oc}, 0.2f);
+  Tensor y = Tensor::empty({n, oc}, DType::f32);
+  matmul_forward(y, x, w, Tensor());
+  Tensor gx_store = on_gpu(random({n * ic + 1})), gw_store = on_gpu(random({ic * oc + 1}));
+  Tensor gx = gx_store.carve(1, {n, ic}), gw = gw_store.carve(1, {ic, oc});
+  gx.copy_from(x);
+  gw.copy_from(w);
+  for (const DType compute : {DType::f32, DType::bf16}) {
+    Tensor gy_store = poisoned_gpu({n * oc + 1});
+    Tensor gy = gy_store.carve(1, {n, oc});
+    matmul_forward(gy, gx, gw, Tensor(), compute);
+    EXPECT_LT(testing::rel_error(gy.to(Device::cpu()), testing::to_f64(y)),
+              compute == DType::f32 ? kTol : 1e-2)
+        << dtype_name(compute);
+  }
 }
 
 TEST_F(CudaOps, ClassifierLossAndGradients) {

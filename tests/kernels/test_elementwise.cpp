@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/convert.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/residual.h"
@@ -74,6 +75,30 @@ std::vector<double> gelu_reference_backward(const std::vector<double>& dout,
 
 // Forward and backward match float64 over x ~ N(0, 3) (tanh saturates in the tails); both
 // outputs are overwritten.
+TEST(Convert, RoundsToNearest16BitAndBack) {
+  std::mt19937_64 rng(testing::test_seed());
+  Tensor x = Tensor::empty({1000}, DType::f32);
+  testing::fill_normal(x, rng, 100.0f);
+  x.data<float>()[0] = 1e6f;  // beyond f16's range: +inf there
+  for (const DType half : {DType::bf16, DType::f16}) {
+    Tensor h = Tensor::empty({1000}, half), back = Tensor::empty({1000}, DType::f32);
+    convert(h, x);
+    convert(back, h);
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const float v = x.data<float>()[i];
+      const float want = half == DType::bf16 ? to_float(to_bf16(v)) : to_float(to_f16(v));
+      ASSERT_EQ(back.data<float>()[i], want) << dtype_name(half) << " " << v;
+      if (i > 0) {
+        ASSERT_LE(std::fabs(want - v), std::fabs(v) * (half == DType::bf16 ? 4e-3 : 5e-4));
+      }
+    }
+  }
+  EXPECT_TRUE(std::isinf(to_float(to_f16(1e6f))));
+  Tensor i32 = Tensor::empty({1000}, DType::i32), small = Tensor::empty({10}, DType::bf16);
+  EXPECT_THROW(convert(i32, x), Error);
+  EXPECT_THROW(convert(small, x), Error);
+}
+
 TEST(Gelu, MatchesReference) {
   const uint64_t seed = testing::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));

@@ -53,7 +53,7 @@ struct Trained {
 TEST(Checkpoint, RoundTripsWeightsMomentsAndState) {
   TempDir tmp;
   Trained a(1);
-  const TrainerState st{2, {3, 17}, 4.25};
+  const TrainerState st{2, {3, 17}, 4.25, {1024.0, 7}};
   const std::string dir = save_checkpoint(tmp.path.string(), a.model, &a.opt, st, "", 2);
   EXPECT_EQ(fs::path(dir).filename(), "step_000002");
   EXPECT_EQ(latest_checkpoint(tmp.path.string()), dir);
@@ -67,6 +67,8 @@ TEST(Checkpoint, RoundTripsWeightsMomentsAndState) {
   EXPECT_EQ(loaded.loader.epoch, 3u);
   EXPECT_EQ(loaded.loader.position, 17u);
   EXPECT_EQ(loaded.train_loss, 4.25);
+  EXPECT_EQ(loaded.loss_scale.scale, 1024.0);
+  EXPECT_EQ(loaded.loss_scale.good_steps, 7);
   EXPECT_EQ(b.opt.steps, 2);
   EXPECT_EQ(flat(a.model.params().gather_flat(false)), flat(b.model.params().gather_flat(false)));
   for (const ParameterEntry& e : a.model.params().entries()) {

@@ -91,11 +91,16 @@ TEST(JobConfig, InterleavedPipelineNeedsWhatItRunsOn) {
             std::string::npos);
   EXPECT_NE(with("train.grad_accum=3").find("multiple of parallel.pp"), std::string::npos);
   EXPECT_NE(with("parallel.virtual_stages=0").find("virtual_stages"), std::string::npos);
-  // bf16 GEMMs are a CUDA mode; fp16 is not built.
-  EXPECT_NE(with("train.precision=bf16").find("needs device: cuda"), std::string::npos);
+  // 16-bit GEMMs are CUDA modes.
+  EXPECT_NE(with("train.precision=bf16").find("need device: cuda"), std::string::npos);
+  EXPECT_NE(with("train.precision=fp16").find("need device: cuda"), std::string::npos);
   EXPECT_EQ(with("device=cuda"), "");
   EXPECT_EQ(error_of("device: cuda\ntrain:\n  precision: bf16\n"), "");
-  EXPECT_NE(with("train.precision=fp16").find("not built yet"), std::string::npos);
+  EXPECT_EQ(
+      parse_job_config("device: cuda\ntrain:\n  precision: fp16\n", "job.yaml").train.gemm_dtype(),
+      DType::f16);
+  EXPECT_NE(with("train.precision=int8").find("must be 'fp32', 'bf16' or 'fp16'"),
+            std::string::npos);
   // One layer count per virtual stage: pp x virtual_stages of them.
   EXPECT_NE(with("parallel.layers_per_stage=[2,2]").find("parallel.pp x parallel.virtual_stages"),
             std::string::npos);

@@ -79,5 +79,24 @@ TEST_F(TrainCuda, MatchesTheCpuRunAndResumes) {
         << "step " << 7 + i;
 }
 
+TEST_F(TrainCuda, HalfPrecisionRunsTrain) {
+  // bf16 and fp16 GEMMs (fp16 with loss scaling): the loss falls as the fp32 run's does, within a
+  // few percent of it at the end.
+  if (!need_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  const TrainSummary fp32 =
+      run_training(job("fp32", {"checkpoint.resume=none", "device=cuda"}), log_);
+  for (const char* precision : {"bf16", "fp16"}) {
+    SCOPED_TRACE(precision);
+    const TrainSummary half = run_training(
+        job(precision,
+            {"checkpoint.resume=none", "device=cuda", std::string("train.precision=") + precision}),
+        log_);
+    ASSERT_EQ(half.train_losses.size(), fp32.train_losses.size());
+    EXPECT_LT(half.train_losses.back(), half.train_losses.front() - 1.0);
+    EXPECT_NEAR(half.train_losses.back(), fp32.train_losses.back(),
+                0.05 * fp32.train_losses.back());
+  }
+}
+
 }  // namespace
 }  // namespace tessera
