@@ -93,7 +93,7 @@ run_bench() {
   LD_LIBRARY_PATH="$libpath" .gpu/tessera bench gemm --size 8192 --steps 20 | tee "$out/gemm.log"
   peak=$(sed -n 's/.*"tflops":\([0-9.]*\).*/\1/p' "$out/gemm.log")
   summary+="dense bf16 GEMM 8192^3: $peak TFLOP/s"$'\n'
-  for precision in fp32 bf16; do
+  for precision in fp32 bf16 fp16; do
     LD_LIBRARY_PATH="$libpath" .gpu/tessera bench train --config configs/gpt2-124m.yaml \
       --set train.precision=$precision --steps 10 --warmup 3 --peak-tflops "$peak" \
       > "$out/tessera_$precision.log" 2>&1 || true
