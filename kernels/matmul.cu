@@ -5,7 +5,9 @@
 // operand and A's the second, each with its transpose flag as given.
 #include <cublasLt.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -29,11 +31,33 @@ using cuda_detail::kThreads;
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLAS's recommendation for Hopper
 
-// A cuBLASLt handle and its workspace for one device, made on first use and kept for the
-// process's lifetime (like PyTorch's handle pool): resources, not state that changes results.
+// Owns the cuBLASLt descriptors of one kind of call, and the algorithm the heuristic chose.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    for (cublasLtMatrixLayout_t l : {a, b, c})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// What a plan depends on: m, n, k, the transposes, the two element types, whether there is a
+// bias, and the three alignments the heuristic was told.
+using PlanKey = std::array<int64_t, 11>;
+
+// A cuBLASLt handle, its workspace and the plans made so far for one device, made on first use
+// and kept for the process's lifetime (like PyTorch's handle pool): resources and a cache of
+// decisions that depend only on the key, not state that changes results. `mu` guards all of it.
 struct LtContext {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
+  std::mutex mu;
+  std::map<PlanKey, std::unique_ptr<Plan>> plans;
 };
 
 LtContext& context() {
@@ -53,16 +77,11 @@ LtContext& context() {
   return *contexts[device];
 }
 
-// Owns the cuBLASLt descriptors of one call.
-struct Descriptors {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+// Owns a heuristic preference while a plan is made.
+struct Preference {
   cublasLtMatmulPreference_t pref = nullptr;
-  ~Descriptors() {
+  ~Preference() {
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    for (cublasLtMatrixLayout_t l : {a, b, c})
-      if (l) cublasLtMatrixLayoutDestroy(l);
-    if (op) cublasLtMatmulDescDestroy(op);
   }
 };
 
@@ -98,63 +117,86 @@ cudaDataType_t cuda_type(DType t) {
   }
 }
 
+// The plan for this kind of call: descriptors and the heuristic's algorithm, made once.
+std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, int64_t n, int64_t k,
+                                bool trans_a, bool trans_b, GemmTypes types, bool with_bias) {
+  const cudaDataType_t ab = cuda_type(types.ab), ct = cuda_type(types.c);
+  auto d = std::make_unique<Plan>();
+  TS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // cuBLASLt's first operand is B's buffer: (n × k) column-major when not transposed.
+  const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                                 sizeof(op_first)));
+  TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                                 sizeof(op_second)));
+  if (with_bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                   sizeof(epilogue)));
+  }
+  // Stored shapes (column-major rows × cols, leading dimension = rows).
+  if (trans_b) {
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->a, ab, k, n, k));
+  } else {
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->a, ab, n, k, n));
+  }
+  if (trans_a) {
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->b, ab, m, k, m));
+  } else {
+    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->b, ab, k, m, k));
+  }
+  TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->c, ct, n, m, n));
+  Preference p;
+  TS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p.pref));
+  const size_t workspace = kWorkspaceBytes;
+  TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      p.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  // cuBLASLt's operand A is b's buffer and its B is a's; without these it assumes 256 bytes.
+  for (const auto& [attr, value] :
+       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(key[8])},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(key[9])},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(key[10])},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(key[10])}})
+    TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p.pref, attr, &value, sizeof(value)));
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  TS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, d->op, d->a, d->b, d->c, d->c, p.pref,
+                                                 1, &heuristic, &found));
+  TS_CHECK(found > 0, "cuBLASLt has no algorithm for a (", m, " x ", k, ") by (", k, " x ", n,
+           ") product of ", dtype_name(types.ab), " into ", dtype_name(types.c),
+           with_bias ? " with a bias" : "");
+  d->algo = heuristic.algo;
+  return d;
+}
+
 }  // namespace
 
 void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
           bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types) {
   if (m == 0 || n == 0) return;
-  const cudaDataType_t ab = cuda_type(types.ab), ct = cuda_type(types.c);
   LtContext& ctx = context();
-  Descriptors d;
-  TS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  // cuBLASLt's first operand is B's buffer: (n × k) column-major when not transposed.
-  const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
-                                                 sizeof(op_first)));
-  TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
-                                                 sizeof(op_second)));
-  if (bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                   sizeof(epilogue)));
-    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                   sizeof(bias)));
-  }
-  // Stored shapes (column-major rows × cols, leading dimension = rows).
-  if (trans_b) {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, ab, k, n, k));
-  } else {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, ab, n, k, n));
-  }
-  if (trans_a) {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, ab, m, k, m));
-  } else {
-    TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, ab, k, m, k));
-  }
-  TS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, ct, n, m, n));
-  TS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
-  const size_t workspace = kWorkspaceBytes;
-  TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
-  // cuBLASLt's operand A is b's buffer and its B is a's; without these it assumes 256 bytes.
-  const uint32_t align_first = alignment(b), align_second = alignment(a), align_c = alignment(c);
-  for (const auto& [attr, value] :
-       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_first},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_second},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}})
-    TS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &value, sizeof(value)));
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  TS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
-                                                 &heuristic, &found));
-  TS_CHECK(found > 0, "cuBLASLt has no algorithm for a (", m, " x ", k, ") by (", k, " x ", n,
-           ") product of ", dtype_name(types.ab), " into ", dtype_name(types.c),
-           bias ? " with a bias" : "");
+  const PlanKey key{m,
+                    n,
+                    k,
+                    trans_a,
+                    trans_b,
+                    static_cast<int64_t>(types.ab),
+                    static_cast<int64_t>(types.c),
+                    bias != nullptr,
+                    alignment(b),
+                    alignment(a),
+                    alignment(c)};
+  std::lock_guard<std::mutex> lock(ctx.mu);
+  std::unique_ptr<Plan>& plan = ctx.plans[key];
+  if (!plan) plan = make_plan(ctx, key, m, n, k, trans_a, trans_b, types, bias != nullptr);
+  if (bias)  // the one thing that changes between calls of a plan
+    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                   &bias, sizeof(bias)));
   const float alpha = 1.0f;
-  TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, d.op, &alpha, b, d.a, a, d.b, &beta, c, d.c, c, d.c,
-                                 &heuristic.algo, ctx.workspace, kWorkspaceBytes, stream));
+  TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c,
+                                 plan->c, c, plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes,
+                                 stream));
 }
 
 void column_sum(float* dbias, const float* dout, int64_t rows, int64_t n, CudaStream stream) {
