@@ -52,4 +52,32 @@ __device__ inline float block_reduce(float v, float* scratch) {
   return r;
 }
 
+// Deterministic column sums over many rows, in two passes: a grid of (column blocks × kRowChunks)
+// computes each chunk's partial sums in row order, then add_partials adds the chunks in order.
+// Enough blocks to fill the GPU for any row count, no atomics. (kRowChunks is the launchers'
+// kColumnChunks: their callers size the partials scratch with it.)
+constexpr int kRowChunks = 64;
+
+// out (n) += Σ_{c < kRowChunks} partials (kRowChunks, n), in chunk order.
+static __global__ void add_partials_kernel(float* out, const float* partials, int64_t n) {
+  const int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (j >= n) return;
+  float acc = 0.0f;
+  for (int c = 0; c < kRowChunks; ++c) acc += partials[c * n + j];
+  out[j] += acc;
+}
+
+// Rows [first, end) of chunk `blockIdx.y` out of `rows`.
+__device__ inline void chunk_rows(int64_t rows, int64_t& first, int64_t& end) {
+  first = blockIdx.y * rows / kRowChunks;
+  end = (blockIdx.y + 1) * rows / kRowChunks;
+}
+
+inline dim3 partial_grid(int64_t n) {
+  return dim3(static_cast<unsigned>((n + kThreads - 1) / kThreads), kRowChunks);
+}
+inline unsigned column_blocks(int64_t n) {
+  return static_cast<unsigned>((n + kThreads - 1) / kThreads);
+}
+
 }  // namespace tessera::cuda_detail

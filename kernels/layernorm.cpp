@@ -80,10 +80,13 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
   dout.expect("layernorm_backward dout", inp.shape(), DType::f32);
   dweight.expect("layernorm_backward dweight", weight.shape(), DType::f32);
   dbias.expect("layernorm_backward dbias", weight.shape(), DType::f32);
-  TS_RUN_ON_CUDA(backend, cuda::layernorm_backward(
-                              dinp.data<float>(), dweight.data<float>(), dbias.data<float>(),
-                              dout.data<float>(), inp.data<float>(), weight.data<float>(),
-                              mean.data<float>(), rstd.data<float>(), n, c, kOpStream));
+  TS_RUN_ON_CUDA(backend, {
+    Tensor partials = Tensor::empty({2 * cuda::kLayerNormChunks * c}, DType::f32, inp.device());
+    cuda::layernorm_backward(dinp.data<float>(), dweight.data<float>(), dbias.data<float>(),
+                             partials.data<float>(), dout.data<float>(), inp.data<float>(),
+                             weight.data<float>(), mean.data<float>(), rstd.data<float>(), n, c,
+                             kOpStream);
+  });
   const float* x = inp.data<float>();
   const float* dy = dout.data<float>();
   const float* w = weight.data<float>();

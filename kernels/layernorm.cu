@@ -1,6 +1,6 @@
 // LayerNorm on CUDA (kernels/layernorm.h): a warp per row for the statistics and the input
-// gradient; a thread per channel, walking the rows in order, for the parameter gradients (a fixed
-// summation order: deterministic).
+// gradient; the parameter gradients as column sums in a fixed order (cuda_util.cuh: per row chunk,
+// then the chunks in order): deterministic.
 #include "kernels/cuda_util.cuh"
 #include "kernels/layernorm.h"
 
@@ -54,20 +54,22 @@ __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, 
     dx[j] = r * (dy[j] * weight[j] - mean_dxhat - (x[j] - m) * r * mean_dxhat_xhat);
 }
 
-// dweight (C) += Σ_rows dout · xhat; dbias (C) += Σ_rows dout.
-__global__ void layernorm_backward_params_kernel(float* dweight, float* dbias, const float* dout,
-                                                 const float* inp, const float* mean,
-                                                 const float* rstd, int64_t n, int c) {
+// Per row chunk: partials (2, kRowChunks, C) = Σ dout · xhat, then Σ dout, over the chunk's rows.
+__global__ void layernorm_param_partials_kernel(float* partials, const float* dout,
+                                                const float* inp, const float* mean,
+                                                const float* rstd, int64_t n, int c) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= c) return;
+  int64_t first, end;
+  cuda_detail::chunk_rows(n, first, end);
   float dw = 0.0f, db = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = first; i < end; ++i) {
     const float dy = dout[i * c + j];
     dw += dy * (inp[i * c + j] - mean[i]) * rstd[i];
     db += dy;
   }
-  dweight[j] += dw;
-  dbias[j] += db;
+  partials[blockIdx.y * int64_t{c} + j] = dw;
+  partials[(cuda_detail::kRowChunks + blockIdx.y) * int64_t{c} + j] = db;
 }
 
 unsigned row_blocks(int64_t n) {
@@ -84,16 +86,24 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
   TS_CUDA_CHECK_LAUNCH();
 }
 
-void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean, const float* rstd,
-                        int64_t n, int64_t c, CudaStream stream) {
+void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
+                        const float* dout, const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int64_t n, int64_t c, CudaStream stream) {
+  static_assert(kLayerNormChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
   const int ci = static_cast<int>(c);
   layernorm_backward_input_kernel<<<row_blocks(n), kThreads, 0, stream>>>(dinp, dout, inp, weight,
                                                                           mean, rstd, n, ci);
   TS_CUDA_CHECK_LAUNCH();
-  layernorm_backward_params_kernel<<<static_cast<unsigned>((c + kThreads - 1) / kThreads), kThreads,
-                                     0, stream>>>(dweight, dbias, dout, inp, mean, rstd, n, ci);
+  layernorm_param_partials_kernel<<<cuda_detail::partial_grid(c), kThreads, 0, stream>>>(
+      partials, dout, inp, mean, rstd, n, ci);
+  TS_CUDA_CHECK_LAUNCH();
+  const int64_t chunk_floats = int64_t{cuda_detail::kRowChunks} * c;
+  cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(c), kThreads, 0, stream>>>(
+      dweight, partials, c);
+  TS_CUDA_CHECK_LAUNCH();
+  cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(c), kThreads, 0, stream>>>(
+      dbias, partials + chunk_floats, c);
   TS_CUDA_CHECK_LAUNCH();
 }
 

@@ -21,9 +21,11 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
 namespace cuda {  // launchers on device pointers (kernels/layernorm.cu); n rows of c
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int64_t n, int64_t c, CudaStream stream);
-void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean, const float* rstd,
-                        int64_t n, int64_t c, CudaStream stream);
+// partials (2 · kLayerNormChunks · c) is scratch for the parameter gradients' column sums.
+constexpr int kLayerNormChunks = 64;
+void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
+                        const float* dout, const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int64_t n, int64_t c, CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera

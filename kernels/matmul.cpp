@@ -99,8 +99,11 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
     // dweight (IC, OC) += inp (N, IC)ᵀ · dout (N, OC)
     cuda::gemm(dweight.data<float>(), gemm_operand(inp, compute).raw(), dy.raw(), nullptr, d.ic,
                d.oc, d.n, true, false, 1.0f, kOpStream, types);
-    if (dbias.defined())
-      cuda::column_sum(dbias.data<float>(), dout.data<float>(), d.n, d.oc, kOpStream);
+    if (dbias.defined()) {
+      Tensor partials = Tensor::empty({cuda::kColumnChunks, d.oc}, DType::f32, dout.device());
+      cuda::column_sum(dbias.data<float>(), partials.data<float>(), dout.data<float>(), d.n, d.oc,
+                       kOpStream);
+    }
     return;
   }
 #endif

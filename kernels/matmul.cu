@@ -85,14 +85,16 @@ struct Preference {
   }
 };
 
-// (bias (N) rows of D in column-major terms.) Column sums of dout for the bias gradient: a thread
-// per column walks the rows in order (deterministic). dbias (n) += Σ_rows dout (rows, n).
-__global__ void column_sum_kernel(float* dbias, const float* dout, int64_t rows, int64_t n) {
+// partials (kRowChunks, n): each row chunk's column sums of dout (rows, n), in row order.
+__global__ void column_partials_kernel(float* partials, const float* dout, int64_t rows,
+                                       int64_t n) {
   const int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (j >= n) return;
+  int64_t first, end;
+  cuda_detail::chunk_rows(rows, first, end);
   float acc = 0.0f;
-  for (int64_t i = 0; i < rows; ++i) acc += dout[i * n + j];
-  dbias[j] += acc;
+  for (int64_t i = first; i < end; ++i) acc += dout[i * n + j];
+  partials[blockIdx.y * n + j] = acc;
 }
 
 // The largest power of two up to 256 that divides p's address: what cuBLASLt may assume of it
@@ -199,10 +201,15 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
                                  stream));
 }
 
-void column_sum(float* dbias, const float* dout, int64_t rows, int64_t n, CudaStream stream) {
+void column_sum(float* dbias, float* partials, const float* dout, int64_t rows, int64_t n,
+                CudaStream stream) {
+  static_assert(kColumnChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
-  column_sum_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      dbias, dout, rows, n);
+  column_partials_kernel<<<cuda_detail::partial_grid(n), kThreads, 0, stream>>>(partials, dout,
+                                                                                rows, n);
+  TS_CUDA_CHECK_LAUNCH();
+  cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(n), kThreads, 0, stream>>>(
+      dbias, partials, n);
   TS_CUDA_CHECK_LAUNCH();
 }
 

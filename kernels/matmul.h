@@ -34,8 +34,11 @@ struct GemmTypes {
 // a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b.
 void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
           bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types = {});
-// dbias (n) += Σ over rows of dout (rows, n), in row order.
-void column_sum(float* dbias, const float* dout, int64_t rows, int64_t n, CudaStream stream);
+// dbias (n) += Σ over rows of dout (rows, n), in a fixed order; partials (kColumnChunks, n) is
+// scratch.
+constexpr int kColumnChunks = 64;
+void column_sum(float* dbias, float* partials, const float* dout, int64_t rows, int64_t n,
+                CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera
