@@ -41,21 +41,10 @@ void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
   }
 }
 
-double grad_norm_squared(const Tensor& grads) {
-  const auto backend = kernels_detail::backend_f32("grad_norm_squared", {{"grads", grads}});
-#ifdef TESSERA_WITH_CUDA
-  if (backend == kernels_detail::Backend::cuda) {
-    Tensor partials = Tensor::empty({cuda::kNormPartials * 8}, DType::u8, grads.device());
-    cuda::grad_norm_partials(static_cast<double*>(partials.raw()), grads.data<float>(),
-                             grads.numel(), kernels_detail::kOpStream);
-    const Tensor host = partials.to(Device::cpu());  // waits for the kernel
-    const double* p = static_cast<const double*>(host.raw());
-    double total = 0.0;
-    for (int i = 0; i < cuda::kNormPartials; ++i) total += p[i];
-    return total;
-  }
-#endif
-  (void)backend;
+namespace {
+
+// Σ g² of one f32 CPU tensor, in float64 over fixed chunks.
+double host_norm_squared(const Tensor& grads) {
   const float* g = grads.data<float>();
   const int64_t n = grads.numel();
   const int64_t chunks = std::min<int64_t>(kernels_detail::kReduceChunks, std::max<int64_t>(n, 1));
@@ -68,6 +57,38 @@ double grad_norm_squared(const Tensor& grads) {
   }
   double total = 0.0;
   for (double x : partial) total += x;
+  return total;
+}
+
+}  // namespace
+
+double grad_norm_squared(const std::vector<Tensor>& grads) {
+  if (grads.empty()) return 0.0;
+  for (const Tensor& g : grads)
+    kernels_detail::backend_f32("grad_norm_squared", {{"grads", grads.front()}, {"grads", g}});
+#ifdef TESSERA_WITH_CUDA
+  if (grads.front().device().is_cuda()) {
+    // Every tensor's partials into one buffer, then one copy back (one synchronization).
+    const int64_t per = cuda::kNormPartials;
+    Tensor partials = Tensor::empty({static_cast<int64_t>(grads.size()) * per * 8}, DType::u8,
+                                    grads.front().device());
+    double* p = static_cast<double*>(partials.raw());
+    for (size_t i = 0; i < grads.size(); ++i)
+      cuda::grad_norm_partials(p + i * per, grads[i].data<float>(), grads[i].numel(),
+                               kernels_detail::kOpStream);
+    const Tensor host = partials.to(Device::cpu());  // waits for the kernels
+    const double* h = static_cast<const double*>(host.raw());
+    double total = 0.0;
+    for (size_t i = 0; i < grads.size(); ++i) {
+      double one = 0.0;
+      for (int64_t k = 0; k < per; ++k) one += h[i * per + k];
+      total += one;
+    }
+    return total;
+  }
+#endif
+  double total = 0.0;
+  for (const Tensor& g : grads) total += host_norm_squared(g);
   return total;
 }
 

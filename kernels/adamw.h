@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -22,8 +23,9 @@ struct AdamWStep {
 // m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; p -= lr·m̂ / (√v̂ + eps). params, m, v updated in place.
 void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, const AdamWStep& step);
 
-// Σ g² over all elements, accumulated in float64 in fixed chunks (deterministic for any threads).
-double grad_norm_squared(const Tensor& grads);
+// Σ g² over all elements of every tensor (one device), accumulated in float64 in fixed chunks per
+// tensor and summed in order (deterministic for any threads); one synchronization on CUDA.
+double grad_norm_squared(const std::vector<Tensor>& grads);
 
 // The clip_grad_norm_ coefficient: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables.
 float clip_coefficient(double norm, float max_norm);

@@ -233,12 +233,13 @@ double DistributedAdamW::step(double lr, const GradScaling& scaling) {
       }
     }
   }
-  double sq = 0.0;
+  std::vector<Tensor> counted;
   for (const Segment& g : segments_) {
     if (tp_split && g.entry->split.replicated() && tp_->rank() != 0) continue;
     if (g.unit == tied_unit_ && !tied_counted_) continue;
-    sq += grad_norm_squared(grad_chunk(g.unit).carve(g.lo - chunk_offset(g.unit), {g.hi - g.lo}));
+    counted.push_back(grad_chunk(g.unit).carve(g.lo - chunk_offset(g.unit), {g.hi - g.lo}));
   }
+  double sq = grad_norm_squared(counted);
   if (stage_ >= 1) sq = all_reduce_scalar(dp_, sq, ReduceOp::sum);
   if (tp_split) sq = all_reduce_scalar(*tp_, sq, ReduceOp::sum);
   if (pp_) sq = all_reduce_scalar(*pp_, sq, ReduceOp::sum);

@@ -91,8 +91,8 @@ TEST(AdamW, RejectsBadInputs) {
   AdamWStep zero_step = h;
   zero_step.t = 0;
   EXPECT_THROW(adamw_update(p, m, v, g, zero_step), Error);
-  EXPECT_THROW(grad_norm_squared(Tensor::zeros({8}, DType::i32)), Error);
-  EXPECT_THROW(grad_norm_squared(Tensor()), Error);
+  EXPECT_THROW(grad_norm_squared({Tensor::zeros({8}, DType::i32)}), Error);
+  EXPECT_THROW(grad_norm_squared({Tensor()}), Error);
 }
 
 // Σ g² equals the float64 sum (products of floats are exact in float64) for sizes below, at and
@@ -105,9 +105,14 @@ TEST(GradNorm, MatchesFloat64Sum) {
     const Tensor g = randn({n}, rng, 0.01f);
     double expected = 0.0;
     for (double x : testing::to_f64(g)) expected += x * x;
-    EXPECT_NEAR(grad_norm_squared(g), expected, 1e-12 * expected) << n;
+    EXPECT_NEAR(grad_norm_squared({g}), expected, 1e-12 * expected) << n;
   }
-  EXPECT_EQ(grad_norm_squared(Tensor::zeros({0}, DType::f32)), 0.0);
+  EXPECT_EQ(grad_norm_squared({Tensor::zeros({0}, DType::f32)}), 0.0);
+  EXPECT_EQ(grad_norm_squared({}), 0.0);
+  // Several tensors: the sum of their sums.
+  const Tensor a = randn({333}, rng, 1.0f), b = randn({70000}, rng, 0.1f);
+  EXPECT_EQ(grad_norm_squared({a, b}), grad_norm_squared({a}) + grad_norm_squared({b}));
+  EXPECT_THROW(grad_norm_squared({a, Tensor::zeros({3}, DType::i32)}), Error);
 }
 
 // Bit-identical for 1, 2 and 3 threads.
@@ -116,10 +121,10 @@ TEST(GradNorm, DeterministicAcrossThreadCounts) {
   const Tensor g = randn({100003}, rng);
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  const double one = grad_norm_squared(g);
+  const double one = grad_norm_squared({g});
   for (int threads : {2, 3}) {
     omp_set_num_threads(threads);
-    EXPECT_EQ(grad_norm_squared(g), one) << threads << " threads";
+    EXPECT_EQ(grad_norm_squared({g}), one) << threads << " threads";
   }
   omp_set_num_threads(saved);
 }

@@ -142,7 +142,7 @@ TEST_F(CudaOps, AdamWAndGradNorm) {
   expect_close(gp, p, "adamw params");
   expect_close(gm, m, "adamw m");
   expect_close(gv, v, "adamw v");
-  const double cpu = grad_norm_squared(g), gpu = grad_norm_squared(on_gpu(g));
+  const double cpu = grad_norm_squared({g}), gpu = grad_norm_squared({on_gpu(g)});
   EXPECT_NEAR(gpu, cpu, 1e-12 * cpu);  // both sum in float64
 }
 
