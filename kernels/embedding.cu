@@ -1,5 +1,6 @@
-// Token + position embedding on CUDA (kernels/embedding.h): a thread per output value forward; a
-// thread per channel backward, walking the positions in order (no atomics: deterministic).
+// Token + position embedding on CUDA (kernels/embedding.h): a thread per output value forward;
+// backward, a block per wte row that occurs in the tokens (their positions grouped on the host)
+// and a thread per position-channel of wpe, each summing in order (no atomics: deterministic).
 #include "kernels/cuda_util.cuh"
 #include "kernels/embedding.h"
 
@@ -23,16 +24,27 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* tokens, cons
   }
 }
 
-__global__ void embedding_backward_kernel(float* dwte, float* dwpe, const float* dout,
-                                          const int32_t* tokens, int64_t bt, int64_t t, int64_t c,
-                                          int64_t vocab_start, int64_t rows) {
-  const int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (j >= c) return;
-  for (int64_t pos = 0; pos < bt; ++pos) {
-    const float dy = dout[pos * c + j];
-    const int64_t row = tokens[pos] - vocab_start;
-    if (row >= 0 && row < rows) dwte[row * c + j] += dy;
-    if (dwpe) dwpe[(pos % t) * c + j] += dy;
+// A block per group (one wte row that occurs in the tokens), threads over channels: the row's
+// positions summed in order, then added once.
+__global__ void embedding_backward_wte_kernel(float* dwte, const float* dout,
+                                              const int32_t* group_rows, const int32_t* offsets,
+                                              const int32_t* positions, int64_t c) {
+  const int64_t g = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
+    float acc = 0.0f;
+    for (int32_t k = offsets[g]; k < offsets[g + 1]; ++k) acc += dout[positions[k] * c + j];
+    dwte[group_rows[g] * c + j] += acc;
+  }
+}
+
+// A thread per (position t, channel): dwpe[t] += Σ_b dout[b, t], b in order.
+__global__ void embedding_backward_wpe_kernel(float* dwpe, const float* dout, int64_t b, int64_t t,
+                                              int64_t c) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * c;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t s = 0; s < b; ++s) acc += dout[s * t * c + i];
+    dwpe[i] += acc;
   }
 }
 
@@ -47,13 +59,19 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
   TS_CUDA_CHECK_LAUNCH();
 }
 
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                        int64_t b, int64_t t, int64_t c, int64_t vocab_start, int64_t rows,
-                        CudaStream stream) {
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* group_rows,
+                        const int32_t* offsets, const int32_t* positions, int64_t groups, int64_t b,
+                        int64_t t, int64_t c, CudaStream stream) {
   if (b * t * c == 0) return;
-  embedding_backward_kernel<<<static_cast<unsigned>((c + kThreads - 1) / kThreads), kThreads, 0,
-                              stream>>>(dwte, dwpe, dout, tokens, b * t, t, c, vocab_start, rows);
-  TS_CUDA_CHECK_LAUNCH();
+  if (groups > 0) {
+    embedding_backward_wte_kernel<<<static_cast<unsigned>(groups), kThreads, 0, stream>>>(
+        dwte, dout, group_rows, offsets, positions, c);
+    TS_CUDA_CHECK_LAUNCH();
+  }
+  if (dwpe) {
+    embedding_backward_wpe_kernel<<<blocks_for(t * c), kThreads, 0, stream>>>(dwpe, dout, b, t, c);
+    TS_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace tessera::cuda

@@ -24,9 +24,11 @@ namespace cuda {  // launchers on device pointers (kernels/embedding.cu); tokens
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                        int64_t b, int64_t t, int64_t c, int64_t vocab_start, int64_t rows,
                        CudaStream stream);
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                        int64_t b, int64_t t, int64_t c, int64_t vocab_start, int64_t rows,
-                        CudaStream stream);
+// dwte rows group_rows[g] += Σ dout rows positions[offsets[g] .. offsets[g + 1]) (in that order);
+// dwpe (T, C) += Σ_b dout[b, t] when dwpe is non-null.
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* group_rows,
+                        const int32_t* offsets, const int32_t* positions, int64_t groups, int64_t b,
+                        int64_t t, int64_t c, CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera
