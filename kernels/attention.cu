@@ -1,9 +1,12 @@
-// Causal attention on CUDA (kernels/attention.h), FlashAttention-style in fp32: a warp per query
-// row walks the keys up to it with an online softmax, so no T×T matrix exists; lanes split the
-// head dimension (hs ≤ 128, up to 4 values per lane, kept in registers). Backward recomputes
-// the probabilities from the saved log-sum-exp: D = rowsum(dO ∘ O) first, then a warp per query
-// row for dq and a warp per key row for dk and dv, each summing in a fixed order (no atomics:
-// deterministic).
+// Causal attention on CUDA (kernels/attention.h), FlashAttention-style in fp32: no T×T matrix
+// exists. A block of 8 warps takes 8 consecutive rows of one (batch, head); the keys (queries,
+// for dk and dv) come through shared memory 32 at a time, one per lane: each lane scores its key
+// with a whole dot product, the warp takes the tile's maximum and sum with one reduction each,
+// and each lane accumulates its share of the head dimension (hs ≤ 128: up to 4 values per lane)
+// from the tile's rows with the probabilities broadcast by shuffles. Forward keeps an online
+// softmax and saves the log-sum-exp; backward recomputes the probabilities from it: D =
+// rowsum(dO ∘ O), then one kernel for dq (rows are queries) and one for dk and dv (rows are
+// keys), each summing in a fixed order (no atomics: deterministic).
 #include <cfloat>
 
 #include "kernels/attention.h"
@@ -13,23 +16,60 @@ namespace tessera::cuda {
 namespace {
 
 using cuda_detail::kThreads;
+using cuda_detail::warp_max;
 using cuda_detail::warp_sum;
 constexpr int kWarps = kThreads / 32;  // rows per block
-constexpr int kMaxPerLane = 4;         // hs ≤ 32 · 4
+constexpr int kTile = 32;              // keys (or queries) per shared-memory tile: one per lane
+constexpr int kMaxHs = 128;            // largest head size
+constexpr int kMaxPerLane = kMaxHs / 32;
+constexpr int kPad = kMaxHs + 1;  // row stride of tiles read one row per lane: no bank conflicts
+constexpr unsigned kFullMask = 0xffffffffu;
 
-// Where (b, h)'s rows start and how far apart they are, in floats.
+// One (batch, head): the head's columns of q, k, v (qkv, rows 3C apart) and of out/dout (rows C
+// apart), and the row of lse/delta values.
 struct Head {
-  int64_t t, hs, c;  // sequence length, head size, model width
-  __device__ int64_t qkv_row(int64_t b, int64_t i) const { return (b * t + i) * 3 * c; }
-  __device__ int64_t out_row(int64_t b, int64_t i) const { return (b * t + i) * c; }
+  int64_t t, hs, c;
+  const float* q;      // q of row 0; k at + c, v at + 2c
+  int64_t stats;       // index of row 0 in lse / delta: (b · NH + h) · T
+  int64_t out_offset;  // offset of row 0 in out / dout: b · T · C + h · hs
+  int64_t qkv_offset;  // offset of row 0's q in qkv: b · T · 3C + h · hs
 };
 
-// v[r] = row[lane + 32 r] for the lane's share of one head-sized row (0 past hs).
-__device__ inline void load(float (&v)[kMaxPerLane], const float* row, int64_t hs, int lane) {
+__device__ inline Head head_of(const float* qkv, int64_t t, int64_t c, int64_t nh) {
+  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh, hs = c / nh;
+  const int64_t qkv_offset = b * t * 3 * c + h * hs;
+  return {
+      t,         hs, c, qkv + qkv_offset, static_cast<int64_t>(blockIdx.y) * t, b * t * c + h * hs,
+      qkv_offset};
+}
+
+// tile[r * stride + d] = src[(first + r) · row_stride + d] for the tile's rows (zeros past t),
+// d < hs. The whole block takes part.
+__device__ inline void load_tile(float* tile, int stride, const float* src, int64_t row_stride,
+                                 int64_t first, int rows, const Head& hd) {
+  for (int64_t e = threadIdx.x; e < rows * hd.hs; e += kThreads) {
+    const int64_t r = e / hd.hs, d = e % hd.hs, i = first + r;
+    tile[r * stride + d] = i < hd.t ? src[i * row_stride + d] : 0.0f;
+  }
+}
+
+// Σ_d a[d] · b[d] over d < hs, by one thread (shared-memory rows).
+__device__ inline float dot(const float* a, const float* b, int64_t hs) {
+  float s = 0.0f;
+  for (int64_t d = 0; d < hs; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// acc[r] += Σ_k weight_k · tile[k][lane + 32 r], weight_k being lane k's `weight`.
+__device__ inline void accumulate(float (&acc)[kMaxPerLane], float weight, const float* tile,
+                                  int stride, int64_t hs, int lane) {
+  for (int k = 0; k < kTile; ++k) {
+    const float wk = __shfl_sync(kFullMask, weight, k);
 #pragma unroll
-  for (int r = 0; r < kMaxPerLane; ++r) {
-    const int64_t d = lane + 32 * r;
-    v[r] = d < hs ? row[d] : 0.0f;
+    for (int r = 0; r < kMaxPerLane; ++r) {
+      const int64_t d = lane + 32 * r;
+      if (d < hs) acc[r] += wk * tile[k * stride + d];
+    }
   }
 }
 
@@ -42,115 +82,121 @@ __device__ inline void store(float* row, const float (&v)[kMaxPerLane], float sc
   }
 }
 
-// Σ_d a[d] · row[d] over the whole warp.
-__device__ inline float dot(const float (&a)[kMaxPerLane], const float* row, int64_t hs, int lane) {
-  float s = 0.0f;
-#pragma unroll
-  for (int r = 0; r < kMaxPerLane; ++r) {
-    const int64_t d = lane + 32 * r;
-    if (d < hs) s += a[r] * row[d];
-  }
-  return warp_sum(s);
-}
-
 // grid (ceil(T / kWarps), B · NH). out (B, T, C), lse (B, NH, T), qkv (B, T, 3C).
-__global__ void attention_forward_kernel(float* out, float* lse, const float* qkv, Head hd,
-                                         int64_t nh, float scale) {
-  const int lane = threadIdx.x % 32;
-  const int64_t i = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
-  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh;
-  if (i >= hd.t) return;  // the whole warp
-  const float* base = qkv + h * hd.hs;
-  float q[kMaxPerLane], acc[kMaxPerLane] = {};
-  load(q, base + hd.qkv_row(b, i), hd.hs, lane);
+__global__ void attention_forward_kernel(float* out, float* lse, const float* qkv, int64_t t,
+                                         int64_t c, int64_t nh, float scale) {
+  __shared__ float ks[kTile * kPad], vs[kTile * kMaxHs], qs[kWarps * kMaxHs];
+  const Head hd = head_of(qkv, t, c, nh);
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  const int64_t i0 = blockIdx.x * int64_t{kWarps}, i = i0 + w;
+  load_tile(qs, kMaxHs, hd.q, 3 * c, i0, kWarps, hd);
+  float acc[kMaxPerLane] = {};
   float m = -FLT_MAX, l = 0.0f;
-  for (int64_t j = 0; j <= i; ++j) {
-    const float* k = base + hd.qkv_row(b, j) + hd.c;
-    const float s = dot(q, k, hd.hs, lane) * scale;
-    const float m_new = fmaxf(m, s);
-    const float correction = expf(m - m_new), p = expf(s - m_new);
-    l = l * correction + p;
-    const float* v = k + hd.c;
+  const int64_t last = (i0 + kWarps < t ? i0 + kWarps : t) - 1;  // the block's last row
+  for (int64_t j0 = 0; j0 <= last; j0 += kTile) {
+    __syncthreads();  // the previous tile is consumed (and qs is written, the first time)
+    load_tile(ks, kPad, hd.q + c, 3 * c, j0, kTile, hd);
+    load_tile(vs, kMaxHs, hd.q + 2 * c, 3 * c, j0, kTile, hd);
+    __syncthreads();
+    if (i >= t || j0 > i) continue;  // the whole warp: nothing of this tile is visible to row i
+    const bool visible = j0 + lane <= i;
+    const float s = visible ? dot(qs + w * kMaxHs, ks + lane * kPad, hd.hs) * scale : -FLT_MAX;
+    const float m_new = fmaxf(m, warp_max(s));
+    const float p = visible ? expf(s - m_new) : 0.0f, correction = expf(m - m_new);
+    l = l * correction + warp_sum(p);
 #pragma unroll
-    for (int r = 0; r < kMaxPerLane; ++r) {
-      const int64_t d = lane + 32 * r;
-      acc[r] = acc[r] * correction + (d < hd.hs ? p * v[d] : 0.0f);
-    }
+    for (int r = 0; r < kMaxPerLane; ++r) acc[r] *= correction;
+    accumulate(acc, p, vs, kMaxHs, hd.hs, lane);
     m = m_new;
   }
-  store(out + hd.out_row(b, i) + h * hd.hs, acc, 1.0f / l, hd.hs, lane);
-  if (lane == 0) lse[blockIdx.y * hd.t + i] = m + logf(l);
+  if (i >= t) return;
+  store(out + hd.out_offset + i * c, acc, 1.0f / l, hd.hs, lane);
+  if (lane == 0) lse[hd.stats + i] = m + logf(l);
 }
 
-// delta (B, NH, T) = Σ_d dout · out over each head's row.
-__global__ void attention_delta_kernel(float* delta, const float* dout, const float* out, Head hd,
-                                       int64_t nh) {
+// delta (B, NH, T) = Σ_d dout · out over each head's row: a warp per row.
+__global__ void attention_delta_kernel(float* delta, const float* dout, const float* out,
+                                       const float* qkv, int64_t t, int64_t c, int64_t nh) {
+  const Head hd = head_of(qkv, t, c, nh);
   const int lane = threadIdx.x % 32;
   const int64_t i = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
-  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh;
-  if (i >= hd.t) return;
-  float o[kMaxPerLane];
-  load(o, out + hd.out_row(b, i) + h * hd.hs, hd.hs, lane);
-  const float d = dot(o, dout + hd.out_row(b, i) + h * hd.hs, hd.hs, lane);
-  if (lane == 0) delta[blockIdx.y * hd.t + i] = d;
+  if (i >= t) return;
+  const float* o = out + hd.out_offset + i * c;
+  const float* d_o = dout + hd.out_offset + i * c;
+  float s = 0.0f;
+  for (int64_t d = lane; d < hd.hs; d += 32) s += o[d] * d_o[d];
+  s = warp_sum(s);
+  if (lane == 0) delta[hd.stats + i] = s;
 }
 
-// dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, p_ij = exp(scale q_i·k_j − lse_i),
-// dp_ij = dO_i·v_j. A warp per query row i.
+// dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j with p_ij = exp(scale q_i·k_j − lse_i),
+// dp_ij = dO_i·v_j. Rows are queries; keys come through shared memory.
 __global__ void attention_dq_kernel(float* dqkv, const float* dout, const float* qkv,
-                                    const float* lse, const float* delta, Head hd, int64_t nh,
-                                    float scale) {
-  const int lane = threadIdx.x % 32;
-  const int64_t i = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
-  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh;
-  if (i >= hd.t) return;
-  const float* base = qkv + h * hd.hs;
-  float q[kMaxPerLane], d_o[kMaxPerLane], dq[kMaxPerLane] = {};
-  load(q, base + hd.qkv_row(b, i), hd.hs, lane);
-  load(d_o, dout + hd.out_row(b, i) + h * hd.hs, hd.hs, lane);
-  const float lse_i = lse[blockIdx.y * hd.t + i], delta_i = delta[blockIdx.y * hd.t + i];
-  for (int64_t j = 0; j <= i; ++j) {
-    const float* k = base + hd.qkv_row(b, j) + hd.c;
-    const float p = expf(dot(q, k, hd.hs, lane) * scale - lse_i);
-    const float ds = p * (dot(d_o, k + hd.c, hd.hs, lane) - delta_i);
-#pragma unroll
-    for (int r = 0; r < kMaxPerLane; ++r) {
-      const int64_t d = lane + 32 * r;
-      if (d < hd.hs) dq[r] += ds * k[d];
+                                    const float* lse, const float* delta, int64_t t, int64_t c,
+                                    int64_t nh, float scale) {
+  __shared__ float ks[kTile * kPad], vs[kTile * kPad], qs[kWarps * kMaxHs], dos[kWarps * kMaxHs];
+  const Head hd = head_of(qkv, t, c, nh);
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  const int64_t i0 = blockIdx.x * int64_t{kWarps}, i = i0 + w;
+  load_tile(qs, kMaxHs, hd.q, 3 * c, i0, kWarps, hd);
+  load_tile(dos, kMaxHs, dout + hd.out_offset, c, i0, kWarps, hd);
+  const float lse_i = i < t ? lse[hd.stats + i] : 0.0f;
+  const float delta_i = i < t ? delta[hd.stats + i] : 0.0f;
+  float dq[kMaxPerLane] = {};
+  const int64_t last = (i0 + kWarps < t ? i0 + kWarps : t) - 1;
+  for (int64_t j0 = 0; j0 <= last; j0 += kTile) {
+    __syncthreads();
+    load_tile(ks, kPad, hd.q + c, 3 * c, j0, kTile, hd);
+    load_tile(vs, kPad, hd.q + 2 * c, 3 * c, j0, kTile, hd);
+    __syncthreads();
+    if (i >= t || j0 > i) continue;
+    float ds = 0.0f;
+    if (j0 + lane <= i) {
+      const float p = expf(dot(qs + w * kMaxHs, ks + lane * kPad, hd.hs) * scale - lse_i);
+      ds = p * (dot(dos + w * kMaxHs, vs + lane * kPad, hd.hs) - delta_i);
     }
+    accumulate(dq, ds, ks, kPad, hd.hs, lane);
   }
-  store(dqkv + hd.qkv_row(b, i) + h * hd.hs, dq, scale, hd.hs, lane);
+  if (i >= t) return;
+  store(dqkv + hd.qkv_offset + i * 3 * c, dq, scale, hd.hs, lane);
 }
 
-// dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. A warp per key
-// row j.
+// dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
+// queries (with dO, lse and D) come through shared memory.
 __global__ void attention_dkv_kernel(float* dqkv, const float* dout, const float* qkv,
-                                     const float* lse, const float* delta, Head hd, int64_t nh,
-                                     float scale) {
-  const int lane = threadIdx.x % 32;
-  const int64_t j = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
-  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh;
-  if (j >= hd.t) return;
-  const float* base = qkv + h * hd.hs;
-  float k[kMaxPerLane], v[kMaxPerLane], dk[kMaxPerLane] = {}, dv[kMaxPerLane] = {};
-  load(k, base + hd.qkv_row(b, j) + hd.c, hd.hs, lane);
-  load(v, base + hd.qkv_row(b, j) + 2 * hd.c, hd.hs, lane);
-  for (int64_t i = j; i < hd.t; ++i) {
-    const float* q = base + hd.qkv_row(b, i);
-    const float* d_o = dout + hd.out_row(b, i) + h * hd.hs;
-    const float p = expf(dot(k, q, hd.hs, lane) * scale - lse[blockIdx.y * hd.t + i]);
-    const float ds = p * (dot(v, d_o, hd.hs, lane) - delta[blockIdx.y * hd.t + i]);
-#pragma unroll
-    for (int r = 0; r < kMaxPerLane; ++r) {
-      const int64_t d = lane + 32 * r;
-      if (d < hd.hs) {
-        dv[r] += p * d_o[d];
-        dk[r] += ds * q[d];
-      }
+                                     const float* lse, const float* delta, int64_t t, int64_t c,
+                                     int64_t nh, float scale) {
+  __shared__ float qs[kTile * kPad], dos[kTile * kPad], kk[kWarps * kMaxHs], vv[kWarps * kMaxHs];
+  __shared__ float lse_t[kTile], delta_t[kTile];
+  const Head hd = head_of(qkv, t, c, nh);
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  const int64_t j0 = blockIdx.x * int64_t{kWarps}, j = j0 + w;
+  load_tile(kk, kMaxHs, hd.q + c, 3 * c, j0, kWarps, hd);
+  load_tile(vv, kMaxHs, hd.q + 2 * c, 3 * c, j0, kWarps, hd);
+  float dk[kMaxPerLane] = {}, dv[kMaxPerLane] = {};
+  for (int64_t i0 = j0; i0 < t; i0 += kTile) {
+    __syncthreads();
+    load_tile(qs, kPad, hd.q, 3 * c, i0, kTile, hd);
+    load_tile(dos, kPad, dout + hd.out_offset, c, i0, kTile, hd);
+    if (threadIdx.x < kTile) {
+      const int64_t i = i0 + threadIdx.x;
+      lse_t[threadIdx.x] = i < t ? lse[hd.stats + i] : 0.0f;
+      delta_t[threadIdx.x] = i < t ? delta[hd.stats + i] : 0.0f;
     }
+    __syncthreads();
+    if (j >= t) continue;
+    const int64_t i = i0 + lane;
+    float p = 0.0f, ds = 0.0f;
+    if (i >= j && i < t) {
+      p = expf(dot(kk + w * kMaxHs, qs + lane * kPad, hd.hs) * scale - lse_t[lane]);
+      ds = p * (dot(vv + w * kMaxHs, dos + lane * kPad, hd.hs) - delta_t[lane]);
+    }
+    accumulate(dv, p, dos, kPad, hd.hs, lane);
+    accumulate(dk, ds, qs, kPad, hd.hs, lane);
   }
-  store(dqkv + hd.qkv_row(b, j) + h * hd.hs + hd.c, dk, scale, hd.hs, lane);
-  store(dqkv + hd.qkv_row(b, j) + h * hd.hs + 2 * hd.c, dv, 1.0f, hd.hs, lane);
+  if (j >= t) return;
+  store(dqkv + hd.qkv_offset + j * 3 * c + c, dk, scale, hd.hs, lane);
+  store(dqkv + hd.qkv_offset + j * 3 * c + 2 * c, dv, 1.0f, hd.hs, lane);
 }
 
 dim3 grid(int64_t b, int64_t t, int64_t nh) {
@@ -159,35 +205,34 @@ dim3 grid(int64_t b, int64_t t, int64_t nh) {
   return dim3(static_cast<unsigned>((t + kWarps - 1) / kWarps), static_cast<unsigned>(b * nh));
 }
 
+void check_head(int64_t c, int64_t nh) {
+  TS_CHECK(c / nh <= kMaxHs, "attention on CUDA takes head sizes up to ", kMaxHs, ", got ", c / nh);
+}
+
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
                        int64_t nh, CudaStream stream) {
-  const int64_t hs = c / nh;
-  TS_CHECK(hs <= 32 * kMaxPerLane, "attention on CUDA takes head sizes up to ", 32 * kMaxPerLane,
-           ", got ", hs);
+  check_head(c, nh);
   if (b * t == 0) return;
   attention_forward_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(
-      out, lse, qkv, Head{t, hs, c}, nh, 1.0f / sqrtf(static_cast<float>(hs)));
+      out, lse, qkv, t, c, nh, 1.0f / sqrtf(static_cast<float>(c / nh)));
   TS_CUDA_CHECK_LAUNCH();
 }
 
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
                         const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
                         int64_t nh, CudaStream stream) {
-  const int64_t hs = c / nh;
-  TS_CHECK(hs <= 32 * kMaxPerLane, "attention on CUDA takes head sizes up to ", 32 * kMaxPerLane,
-           ", got ", hs);
+  check_head(c, nh);
   if (b * t == 0) return;
-  const Head hd{t, hs, c};
-  const float scale = 1.0f / sqrtf(static_cast<float>(hs));
-  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(delta, dout, out, hd, nh);
+  const float scale = 1.0f / sqrtf(static_cast<float>(c / nh));
+  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(delta, dout, out, qkv, t, c, nh);
   TS_CUDA_CHECK_LAUNCH();
-  attention_dq_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, hd, nh,
-                                                               scale);
+  attention_dq_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, t, c,
+                                                               nh, scale);
   TS_CUDA_CHECK_LAUNCH();
-  attention_dkv_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, hd, nh,
-                                                                scale);
+  attention_dkv_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, t, c,
+                                                                nh, scale);
   TS_CUDA_CHECK_LAUNCH();
 }
 
