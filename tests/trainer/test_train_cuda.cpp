@@ -16,30 +16,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TrainCuda : public ::testing::Test {
+class TrainCuda : public testing::TinyJobTest {
  protected:
-  void SetUp() override {
-    root_ =
-        fs::temp_directory_path() / ("tessera_train_cuda_" + std::to_string(testing::test_seed()));
-    fs::remove_all(root_);
-    testing::write_brown_like_corpus((root_ / "corpus").string());
-  }
-  void TearDown() override { fs::remove_all(root_); }
-
-  JobConfig job(const std::string& run, std::vector<std::string> extra = {}) {
-    std::vector<std::string> o = testing::tiny_job_overrides(root_.string(), run);
-    o.insert(o.end(), extra.begin(), extra.end());
-    return parse_job_config("name: test\n", "test.yaml", o);
-  }
   bool need_gpu() {
     if (cuda_available()) return true;
     if (std::getenv("TESSERA_REQUIRE_CUDA")) ADD_FAILURE() << "TESSERA_REQUIRE_CUDA set, no GPU";
     return false;
   }
-
-  fs::path root_;
-  std::ostringstream log_text_;
-  Logger log_{0, LogLevel::warn, &log_text_};
 };
 
 TEST_F(TrainCuda, WithoutADeviceIsOneClearError) {

@@ -18,25 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TrainLoop : public ::testing::Test {
- protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() / ("tessera_train_" + std::to_string(testing::test_seed()));
-    fs::remove_all(root_);
-    testing::write_brown_like_corpus((root_ / "corpus").string());
-  }
-  void TearDown() override { fs::remove_all(root_); }
-
-  JobConfig job(const std::string& run, std::vector<std::string> extra = {}) {
-    std::vector<std::string> o = testing::tiny_job_overrides(root_.string(), run);
-    o.insert(o.end(), extra.begin(), extra.end());
-    return parse_job_config("name: test\n", "test.yaml", o);
-  }
-
-  fs::path root_;
-  std::ostringstream log_text_;
-  Logger log_{0, LogLevel::info, &log_text_};
-};
+class TrainLoop : public testing::TinyJobTest {};
 
 TEST_F(TrainLoop, LossFallsAndResumeContinuesBitForBit) {
   const TrainSummary full = run_training(job("full", {"checkpoint.resume=none"}), log_);
