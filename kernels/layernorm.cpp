@@ -23,33 +23,19 @@ int64_t check(const char* op, const Tensor& x, const Tensor& weight, const Tenso
   return n;
 }
 
-}  // namespace
-
-void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
-                       const Tensor& weight, const Tensor& bias) {
-  const auto backend = backend_f32("layernorm_forward", {{"out", out},
-                                                         {"mean", mean},
-                                                         {"rstd", rstd},
-                                                         {"inp", inp},
-                                                         {"weight", weight},
-                                                         {"bias", bias}});
-  const int64_t c = weight.numel();
-  const int64_t n = check("layernorm_forward", inp, weight, mean, rstd);
-  out.expect("layernorm_forward out", inp.shape(), DType::f32);
-  bias.expect("layernorm_forward bias", weight.shape(), DType::f32);
-  TS_RUN_ON_CUDA(
-      backend, cuda::layernorm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(),
-                                       inp.data<float>(), weight.data<float>(), bias.data<float>(),
-                                       n, c, kOpStream));
-  const float* x = inp.data<float>();
-  const float* w = weight.data<float>();
-  const float* b = bias.data<float>();
-  float* y = out.data<float>();
-  float* mu = mean.data<float>();
-  float* rs = rstd.data<float>();
+// The rows of layernorm_forward; with `add` non-null each row is first x + add, stored to res and
+// normalized from there (the same float operations as the two ops one after the other).
+void forward_rows(float* y, float* mu, float* rs, float* res, const float* x, const float* add,
+                  const float* w, const float* b, int64_t n, int64_t c) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x + i * c;
+    if (add) {
+      float* ri = res + i * c;
+      const float* ai = add + i * c;
+      for (int64_t j = 0; j < c; ++j) ri[j] = xi[j] + ai[j];
+      xi = ri;
+    }
     float sum = 0.0f;
     for (int64_t j = 0; j < c; ++j) sum += xi[j];
     const float m = sum / c;
@@ -61,6 +47,48 @@ void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& in
     mu[i] = m;
     rs[i] = r;
   }
+}
+
+// Both forward ops: checks, then the CPU rows or the CUDA launcher. res and add are undefined
+// for the plain layernorm.
+void forward(const char* op, Tensor& out, Tensor& mean, Tensor& rstd, Tensor* res,
+             const Tensor& inp, const Tensor* add, const Tensor& weight, const Tensor& bias) {
+  const auto backend = backend_f32(op, {{"out", out},
+                                        {"mean", mean},
+                                        {"rstd", rstd},
+                                        {"inp", inp},
+                                        {"weight", weight},
+                                        {"bias", bias}});
+  const int64_t c = weight.numel();
+  const int64_t n = check(op, inp, weight, mean, rstd);
+  out.expect("layernorm out", inp.shape(), DType::f32);
+  bias.expect("layernorm bias", weight.shape(), DType::f32);
+  if (add) {
+    backend_f32(op, {{"inp", inp}, {"res", *res}, {"b", *add}});
+    res->expect("residual res", inp.shape(), DType::f32);
+    add->expect("residual b", inp.shape(), DType::f32);
+  }
+  float* r = add ? res->data<float>() : nullptr;
+  const float* a = add ? add->data<float>() : nullptr;
+  TS_RUN_ON_CUDA(
+      backend, cuda::layernorm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(), r,
+                                       inp.data<float>(), a, weight.data<float>(),
+                                       bias.data<float>(), n, c, kOpStream));
+  forward_rows(out.data<float>(), mean.data<float>(), rstd.data<float>(), r, inp.data<float>(), a,
+               weight.data<float>(), bias.data<float>(), n, c);
+}
+
+}  // namespace
+
+void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
+                       const Tensor& weight, const Tensor& bias) {
+  forward("layernorm_forward", out, mean, rstd, nullptr, inp, nullptr, weight, bias);
+}
+
+void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& rstd,
+                                const Tensor& a, const Tensor& b, const Tensor& weight,
+                                const Tensor& bias) {
+  forward("residual_layernorm_forward", out, mean, rstd, &res, a, &b, weight, bias);
 }
 
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,

@@ -11,12 +11,21 @@ using cuda_detail::kThreads;
 using cuda_detail::warp_sum;
 constexpr int kRowsPerBlock = kThreads / 32;
 
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp,
-                                         const float* weight, const float* bias, int64_t n, int c) {
+// With add non-null the row is inp + add, written to res first; each lane reads back only what it
+// wrote, and add's row is read before out's (which may alias it) is written.
+__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, float* res,
+                                         const float* inp, const float* add, const float* weight,
+                                         const float* bias, int64_t n, int c) {
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= n) return;            // the whole warp
   const float* x = inp + row * c;  // (C)
+  if (add) {
+    float* r = res + row * c;
+    const float* a = add + row * c;
+    for (int j = lane; j < c; j += 32) r[j] = x[j] + a[j];
+    x = r;
+  }
   float sum = 0.0f;
   for (int j = lane; j < c; j += 32) sum += x[j];
   const float m = warp_sum(sum) / c;
@@ -78,11 +87,12 @@ unsigned row_blocks(int64_t n) {
 
 }  // namespace
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                       const float* bias, int64_t n, int64_t c, CudaStream stream) {
+void layernorm_forward(float* out, float* mean, float* rstd, float* res, const float* inp,
+                       const float* b, const float* weight, const float* bias, int64_t n, int64_t c,
+                       CudaStream stream) {
   if (n == 0) return;
-  layernorm_forward_kernel<<<row_blocks(n), kThreads, 0, stream>>>(out, mean, rstd, inp, weight,
-                                                                   bias, n, static_cast<int>(c));
+  layernorm_forward_kernel<<<row_blocks(n), kThreads, 0, stream>>>(
+      out, mean, rstd, res, inp, b, weight, bias, n, static_cast<int>(c));
   TS_CUDA_CHECK_LAUNCH();
 }
 

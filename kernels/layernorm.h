@@ -13,14 +13,23 @@ constexpr float kLayerNormEps = 1e-5f;
 void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
                        const Tensor& weight, const Tensor& bias);
 
+// The residual add fused with the layernorm after it: res (N, C) = a + b, then out, mean and rstd
+// = layernorm_forward of res (bit for bit on the CPU), in one pass over the rows. out may alias b.
+void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& rstd,
+                                const Tensor& a, const Tensor& b, const Tensor& weight,
+                                const Tensor& bias);
+
 // dinp (N, C) = ∂L/∂inp; dweight (C) += Σ dout·x̂; dbias (C) += Σ dout.
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd);
 
 namespace cuda {  // launchers on device pointers (kernels/layernorm.cu); n rows of c
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                       const float* bias, int64_t n, int64_t c, CudaStream stream);
+// With `b` non-null, the row is a + b (stored to res) before it is normalized: the fused residual;
+// with b null, inp is normalized as it is (res unused).
+void layernorm_forward(float* out, float* mean, float* rstd, float* res, const float* inp,
+                       const float* b, const float* weight, const float* bias, int64_t n, int64_t c,
+                       CudaStream stream);
 // partials (2 · kLayerNormChunks · c) is scratch for the parameter gradients' column sums.
 constexpr int kLayerNormChunks = 64;
 void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,

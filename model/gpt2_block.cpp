@@ -86,8 +86,7 @@ void block_forward_sp(Tensor& y, BlockActivations& a, BlockScratch& s, const Ten
   matmul_forward(s.btc, a.att, w.proj_w, Tensor(), gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
   bias_add(s.rows, w.proj_b);
-  residual_forward(a.res1, x, s.rows);
-  layernorm_forward(s.rows, a.ln2_mean, a.ln2_rstd, a.res1, w.ln2_w, w.ln2_b);
+  residual_layernorm_forward(a.res1, s.rows, a.ln2_mean, a.ln2_rstd, x, s.rows, w.ln2_w, w.ln2_b);
   parallel::sp_all_gather(tp, a.ln2, s.rows);  // f
   matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);
   gelu_forward(a.fc_gelu, a.fc);
@@ -133,8 +132,7 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
   attention_forward(a.att, a.att_lse, a.qkv, num_heads);
   matmul_forward(s.btc, a.att, w.proj_w, bias_of_rank(w.proj_b, tp), gemm);  // row-parallel
   if (tp) parallel::tp_all_reduce(*tp, s.btc);                               // g
-  residual_forward(a.res1, x, s.btc);
-  layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res1, w.ln2_w, w.ln2_b);
+  residual_layernorm_forward(a.res1, a.ln2, a.ln2_mean, a.ln2_rstd, x, s.btc, w.ln2_w, w.ln2_b);
   matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);  // column-parallel (f: identity)
   gelu_forward(a.fc_gelu, a.fc);
   matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, bias_of_rank(w.fcproj_b, tp), gemm);  // row-parallel

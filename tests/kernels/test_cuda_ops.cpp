@@ -103,6 +103,21 @@ TEST_F(CudaOps, LayerNormForwardBackward) {
   }
 }
 
+TEST_F(CudaOps, FusedResidualLayerNorm) {
+  const int64_t n = 45, c = 768;
+  const Tensor a = random({n, c}, 2.0f), b = random({n, c}), w = random({c}), bias = random({c});
+  Tensor res = Tensor::empty({n, c}, DType::f32), y = Tensor::empty({n, c}, DType::f32);
+  Tensor mean = Tensor::empty({n}, DType::f32), rstd = Tensor::empty({n}, DType::f32);
+  residual_layernorm_forward(res, y, mean, rstd, a, b, w, bias);
+  Tensor gres = poisoned_gpu({n, c}), gy = on_gpu(b);  // out aliases b, as in the block
+  Tensor gmean = poisoned_gpu({n}), grstd = poisoned_gpu({n});
+  residual_layernorm_forward(gres, gy, gmean, grstd, on_gpu(a), gy, on_gpu(w), on_gpu(bias));
+  expect_close(gres, res, "residual");
+  expect_close(gy, y, "layernorm out");
+  expect_close(gmean, mean, "mean");
+  expect_close(grstd, rstd, "rstd");
+}
+
 TEST_F(CudaOps, EmbeddingForwardBackwardWithAVocabularyShard) {
   const int64_t b = 3, t = 17, c = 40, vocab = 50, start = 20, rows = 25, max_t = 32;
   const Tensor tokens = testing::random_tokens(b, t, vocab, rng_);

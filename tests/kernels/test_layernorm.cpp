@@ -10,6 +10,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/residual.h"
 #include "tests/support/numeric.h"
 
 namespace tessera {
@@ -176,6 +177,37 @@ TEST(LayerNorm, DeterministicAcrossThreadCounts) {
 }
 
 // Wrong dtypes and shapes throw Error instead of reading out of bounds.
+// The fused residual + layernorm is the two ops one after the other, bit for bit, also when its
+// output overwrites its second input.
+TEST(LayerNorm, FusedResidualIsBitForBitTheTwoOps) {
+  std::mt19937_64 rng(testing::test_seed());
+  const int64_t n = 37, c = 96;
+  auto normal = [&](const Shape& s, float sd) {
+    Tensor t = Tensor::empty(s, DType::f32);
+    testing::fill_normal(t, rng, sd);
+    return t;
+  };
+  const Tensor a = normal({n, c}, 2.0f), b = normal({n, c}, 1.0f), w = normal({c}, 1.0f),
+               bias = normal({c}, 0.5f);
+  auto flat = [](const Tensor& t) {
+    return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+  };
+  Tensor res = Tensor::empty({n, c}, DType::f32), y = Tensor::empty({n, c}, DType::f32);
+  Tensor mean = Tensor::empty({n}, DType::f32), rstd = Tensor::empty({n}, DType::f32);
+  residual_forward(res, a, b);
+  layernorm_forward(y, mean, rstd, res, w, bias);
+
+  Tensor fres = Tensor::empty({n, c}, DType::f32), fy = b.to(Device::cpu());  // out aliases b
+  Tensor fmean = Tensor::empty({n}, DType::f32), frstd = Tensor::empty({n}, DType::f32);
+  residual_layernorm_forward(fres, fy, fmean, frstd, a, fy, w, bias);
+  EXPECT_EQ(flat(fres), flat(res));
+  EXPECT_EQ(flat(fy), flat(y));
+  EXPECT_EQ(flat(fmean), flat(mean));
+  EXPECT_EQ(flat(frstd), flat(rstd));
+  Tensor short_b = Tensor::empty({n - 1, c}, DType::f32);
+  EXPECT_THROW(residual_layernorm_forward(fres, fy, fmean, frstd, a, short_b, w, bias), Error);
+}
+
 TEST(LayerNorm, RejectsBadInputs) {
   const auto f32 = [](const Shape& s) { return Tensor::zeros(s, DType::f32); };
   Tensor inp = f32({4, 6}), w = f32({6}), b = f32({6}), out = f32({4, 6}), mean = f32({4}),
