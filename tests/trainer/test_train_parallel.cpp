@@ -157,6 +157,9 @@ TEST_F(TrainParallel, EveryLayoutMatchesOneProcessAndCheckpointsMoveBetweenLayou
                                           "parallel.tp=" + std::to_string(tp), "parallel.zero=1"}));
   EXPECT_EQ(other.first_step, 4);
   expect_same_losses(other.train_losses, ref.train_losses, 4);
+  // Two pipeline stages need an even world whose dp still splits the batch (every world the CMake
+  // file runs this under: 2, 4 and 8 ranks; a single process stops here).
+  if (world % 2 != 0 || 4 % (world / 2) != 0) return;
   const TrainSummary interleaved =
       train_mpi(job("resumed_interleaved", {"checkpoint.resume=" + step4, "parallel.pp=2",
                                             "parallel.virtual_stages=2", "parallel.zero=1"}));
