@@ -43,7 +43,8 @@ int cmd_generate(int argc, char** argv) {
   set_compute_threads(threads);
 
   std::string dir = checkpoint;
-  if (!std::filesystem::exists(std::filesystem::path(dir) / "model.safetensors")) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "model.safetensors") &&
+      !is_sharded_checkpoint(dir)) {
     dir = latest_checkpoint(checkpoint);
     TS_CHECK(!dir.empty(), "no checkpoint in '", checkpoint,
              "': pass a step_NNNNNN folder or a run's checkpoints/ folder");
