@@ -1,5 +1,6 @@
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <optional>
 
 #include <mpi.h>
 
@@ -72,8 +73,30 @@ int cmd_train(int argc, char** argv) {
     log.error("tessera train: " + (err ? err->message() : std::string(e.what())));
     MPI_Abort(MPI_COMM_WORLD, 1);
   };
+  // A bad job file fails every rank the same way: said once, by rank 0, and every rank exits
+  // with 1. A rank that alone fails to read it (a file missing on one node) says so and aborts.
+  std::optional<JobConfig> loaded;
+  std::string config_error;
   try {
-    const JobConfig job = load_job_config(config, sets);
+    loaded = load_job_config(config, sets);
+  } catch (const std::exception& e) {
+    const Error* err = dynamic_cast<const Error*>(&e);
+    config_error = err ? err->message() : std::string(e.what());
+  }
+  int ok = loaded.has_value() ? 1 : 0, all_ok = 0, any_ok = 0;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&ok, &any_ok, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (!any_ok) {
+    if (mpi.world_rank() == 0) log.error("tessera train (every rank): " + config_error);
+    return 1;
+  }
+  if (!all_ok) {
+    if (!ok) log.error("tessera train: " + config_error);
+    MPI_Barrier(MPI_COMM_WORLD);  // the failing ranks have printed
+    if (mpi.world_rank() == 0) MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  try {
+    const JobConfig& job = *loaded;
     log.info("job '" + job.name + "' from " + job.path + " on " + std::to_string(mpi.world_size()) +
              " ranks");
     const parallel::GridShape shape{static_cast<int>(job.parallel.tp),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A rank that stops mid-training (SIGSTOP: alive but silent, the way a hung GPU or a stuck NFS read
 # looks) makes the other ranks fail within parallel.timeout_s with an error that names it, and
-# the whole job exits nonzero; a rank killed outright (SIGKILL) ends the job too.
+# the whole job exits nonzero; a rank killed outright (SIGKILL) ends the job too; a bad job file is
+# one error line, not one per rank.
 # usage: test_rank_failure.sh <build/tessera> <mpiexec> [mpiexec flags...]
 set -uo pipefail
 tessera=$1 mpiexec=$2
@@ -85,4 +86,13 @@ SIGNAL=KILL run "$@"
 echo "SIGKILL: exit $rc after ${secs}s"
 [ "$rc" -ne 0 ] || { echo "FAIL: job exited 0"; exit 1; }
 awk -v s="$secs" 'BEGIN { exit !(s < 4 + 2) }' || { echo "FAIL: took ${secs}s, timeout is 4 s"; exit 1; }
+
+# A bad job file fails every rank alike: the error is printed once, by rank 0, and the job exits 1.
+OMP_NUM_THREADS=1 "$mpiexec" "$@" -np 3 "$tessera" train --config "$work/job.yaml" \
+  --set train.warmup_steps=-1 > "$work/out.txt" 2>&1
+rc=$?
+errors=$(grep -c "ERROR" "$work/out.txt")
+echo "bad config: exit $rc, $errors error line(s)"
+[ "$rc" -ne 0 ] && [ "$errors" -eq 1 ] && grep -q "(every rank): .*warmup_steps" "$work/out.txt" ||
+  { echo "FAIL: want one error line naming warmup_steps:"; cat "$work/out.txt"; exit 1; }
 echo "PASS"
