@@ -34,20 +34,26 @@ void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_
   count_ += shape_numel(shape);
 }
 
-void ParameterSet::allocate(Device device, int shards) {
-  TS_CHECK(!allocated_, "ParameterSet::allocate called twice");
-  TS_CHECK(shards >= 1, "ParameterSet::allocate: shards must be >= 1, got ", shards);
-  device_ = device;
+void ParameterSet::lay_out(int shards) {
+  TS_CHECK(!allocated_, "ParameterSet laid out (or allocated) twice");
+  TS_CHECK(shards >= 1, "ParameterSet: shards must be >= 1, got ", shards);
   total_ = 0;
   for (ParameterUnit& u : units_) {
     u.offset = total_;
     u.numel = round_up(std::max<int64_t>(u.numel, 1), kAlign * shards);
     for (size_t i = u.first_entry; i < u.end_entry; ++i) entries_[i].offset += u.offset;
-    unit_params_.push_back(Tensor::zeros({u.numel}, DType::f32, device));
-    unit_grads_.push_back(Tensor::zeros({u.numel}, DType::f32, device));
     total_ += u.numel;
   }
   allocated_ = true;
+}
+
+void ParameterSet::allocate(Device device, int shards) {
+  lay_out(shards);
+  device_ = device;
+  for (const ParameterUnit& u : units_) {
+    unit_params_.push_back(Tensor::zeros({u.numel}, DType::f32, device));
+    unit_grads_.push_back(Tensor::zeros({u.numel}, DType::f32, device));
+  }
 }
 
 const ParameterEntry& ParameterSet::entry(const std::string& name) const {

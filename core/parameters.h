@@ -74,6 +74,9 @@ class ParameterSet {
   // Allocates each unit's flat parameter and gradient buffers on `device` (zeros), padding each
   // unit to a multiple of 16 · shards elements. Throws Error unless shards >= 1.
   void allocate(Device device, int shards = 1);
+  // The same offsets and padding without any buffer: a layout to read (units, entries, total),
+  // whose params and grads do not exist. No add() afterwards.
+  void lay_out(int shards = 1);
 
   const std::vector<ParameterEntry>& entries() const { return entries_; }
   const std::vector<ParameterUnit>& units() const { return units_; }

@@ -75,7 +75,7 @@ double Gpt2Config::train_flops_per_token(int64_t t) const {
          12.0 * static_cast<double>(n_layer) * static_cast<double>(t) * c;
 }
 
-Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
+Gpt2::Gpt2(const Gpt2Config& config, const Gpt2Layout& layout, Unallocated)
     : config_(config),
       tp_(layout.tp),
       pp_rank_(layout.pp_rank),
@@ -145,6 +145,16 @@ Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
       params_.add("transformer.wte.weight", {v_local, c}, true, vocab_rows);
     }
   }
+}
+
+ParameterSet Gpt2::parameter_layout(const Gpt2Config& config, const Gpt2Layout& layout) {
+  Gpt2 part(config, layout, Unallocated{});
+  part.params_.lay_out(layout.param_shards);
+  return part.params_;
+}
+
+Gpt2::Gpt2(const Gpt2Config& config, Device device, Gpt2Layout layout)
+    : Gpt2(config, layout, Unallocated{}) {
   params_.allocate(device, layout.param_shards);
 
   auto bind = [&](const char* name, Tensor& p, Tensor& g) {

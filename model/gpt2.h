@@ -82,6 +82,10 @@ class Gpt2 {
   // Error when n_head or vocab_size does not divide by N, or the layers do not split over stages.
   Gpt2(const Gpt2Config& config, Device device = Device::cpu(), Gpt2Layout layout = {});
 
+  // The ParameterSet such a model part would have, laid out but without buffers: units, entries,
+  // offsets (what a sharded checkpoint's index records), at no memory cost.
+  static ParameterSet parameter_layout(const Gpt2Config& config, const Gpt2Layout& layout);
+
   const Gpt2Config& config() const { return config_; }
   int tp_rank() const { return tp_ ? tp_->rank() : 0; }
   int tp_size() const { return tp_ ? tp_->size() : 1; }
@@ -151,6 +155,9 @@ class Gpt2 {
   void logits(Tensor& out, const Gpt2Activations& acts, bool last_only) const;
 
  private:
+  // Registers the part's parameters (the constructor up to allocation).
+  struct Unallocated {};
+  Gpt2(const Gpt2Config& config, const Gpt2Layout& layout, Unallocated);
   // A layer chunk, and where its blocks start in blocks_ (and its units after unit_first_block_).
   struct Chunk {
     parallel::StageLayers layers;

@@ -34,15 +34,18 @@ parallel::ProcessGrid grid_of(const ShardLayout& l) {
   return parallel::ProcessGrid({l.tp, l.pp, l.dp}, l.tp * l.pp * l.dp);
 }
 
-// The model part of (tp rank, stage) in layout l, laid out without its ranks (its tp group is an
-// LocalCommunicator, which `comm` keeps alive).
-std::unique_ptr<Gpt2> offline_part(const Gpt2Config& config, const ShardLayout& l, int tp_rank,
-                                   int stage, std::unique_ptr<parallel::Communicator>& comm) {
+// Where the model part of (tp rank, stage) sits in layout l, without its ranks: its tp group is a
+// LocalCommunicator, which `comm` keeps alive.
+Gpt2Layout offline_layout(const ShardLayout& l, int tp_rank, int stage,
+                          std::unique_ptr<parallel::Communicator>& comm) {
   comm = std::make_unique<parallel::LocalCommunicator>("tp", tp_rank, l.tp);
-  return std::make_unique<Gpt2>(
-      config, Device::cpu(),
-      Gpt2Layout{l.dp, l.tp > 1 ? comm.get() : nullptr, stage, l.pp, l.layers_per_stage,
-                 /*sequence_parallel=*/false, l.virtual_stages});
+  return Gpt2Layout{l.dp,
+                    l.tp > 1 ? comm.get() : nullptr,
+                    stage,
+                    l.pp,
+                    l.layers_per_stage,
+                    /*sequence_parallel=*/false,
+                    l.virtual_stages};
 }
 
 json layout_json(const ShardLayout& l) {
@@ -61,8 +64,7 @@ json make_index(const Gpt2Config& config, const ShardLayout& l) {
   for (int s = 0; s < l.pp; ++s)
     for (int i = 0; i < l.tp; ++i) {
       std::unique_ptr<parallel::Communicator> comm;
-      const std::unique_ptr<Gpt2> part = offline_part(config, l, i, s, comm);
-      const ParameterSet& ps = part->params();
+      const ParameterSet ps = Gpt2::parameter_layout(config, offline_layout(l, i, s, comm));
       json units = json::array();
       for (const ParameterUnit& u : ps.units()) {
         json entries = json::array();
@@ -291,10 +293,10 @@ void convert_checkpoint(const std::string& from, const std::string& to, const Sh
     for (int s = 0; s < target->pp; ++s)
       for (int i = 0; i < target->tp; ++i) {
         std::unique_ptr<parallel::Communicator> comm;
-        const std::unique_ptr<Gpt2> part = offline_part(config, *target, i, s, comm);
+        Gpt2 part(config, Device::cpu(), offline_layout(*target, i, s, comm));
         OptimizerState moments;
-        fill(*part, moments);
-        const ParameterSet& ps = part->params();
+        fill(part, moments);
+        const ParameterSet& ps = part.params();
         for (int j = 0; j < target->dp; ++j) {
           write_shard(tmp / rank_file(grid.rank_of({i, j, s})), ps, [&](int unit, int kind) {
             const ParameterUnit& u = ps.units()[unit];

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "model/generate.h"
+#include "parallel/communicator.h"
 #include "tests/support/numeric.h"
 
 namespace tessera {
@@ -32,6 +33,25 @@ TEST(Gpt2, ParameterNamesCountAndLayout) {
     EXPECT_EQ(e.weight_decay, e.shape.size() == 2) << e.name;
   }
   EXPECT_THROW(model.params().param("transformer.h.3.ln_1.weight"), Error);
+}
+
+TEST(Gpt2, ParameterLayoutIsTheModelsWithoutBuffers) {
+  parallel::LocalCommunicator tp("tp", 1, 2);
+  const Gpt2Layout layout{.param_shards = 3, .tp = &tp, .pp_rank = 1, .pp_size = 2};
+  const Gpt2Config cfg{3, 2, 32, 54, 12};  // an even vocabulary for two tp ranks
+  const Gpt2 model(cfg, Device::cpu(), layout);
+  const ParameterSet plan = Gpt2::parameter_layout(cfg, layout);
+  EXPECT_EQ(plan.total(), model.params().total());
+  ASSERT_EQ(plan.entries().size(), model.params().entries().size());
+  for (size_t i = 0; i < plan.entries().size(); ++i) {
+    EXPECT_EQ(plan.entries()[i].name, model.params().entries()[i].name);
+    EXPECT_EQ(plan.entries()[i].offset, model.params().entries()[i].offset);
+    EXPECT_EQ(plan.entries()[i].shape, model.params().entries()[i].shape);
+  }
+  ASSERT_EQ(plan.units().size(), model.params().units().size());
+  for (size_t u = 0; u < plan.units().size(); ++u)
+    EXPECT_EQ(plan.units()[u].numel, model.params().units()[u].numel);
+  EXPECT_ANY_THROW(plan.unit_params(0));  // no buffers
 }
 
 TEST(Gpt2, InitFollowsGpt2) {
