@@ -48,6 +48,9 @@ Device parse_device(const std::string& name) {
 Allocator& cuda_allocator(int) {
   TS_THROW("this Tessera was built without CUDA: rebuild with nvcc on PATH and -DTESSERA_CUDA=ON");
 }
+Allocator& pinned_host_allocator() {
+  return cpu_allocator();
+}
 bool cuda_available() {
   return false;
 }

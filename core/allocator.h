@@ -24,6 +24,11 @@ Allocator& cpu_allocator();
 // The allocator for CUDA device `index`; throws Error in a build without CUDA.
 Allocator& cuda_allocator(int index);
 
+// Page-locked host memory (cudaMallocHost, cached like device memory), so that copies from a CUDA
+// device run at full PCIe/NVLink speed: what Tensor::to(cpu) copies into from a CUDA tensor
+// (checkpoints, losses). The plain host allocator in a build without CUDA.
+Allocator& pinned_host_allocator();
+
 // The allocator for `device`.
 Allocator& allocator_for(Device device);
 

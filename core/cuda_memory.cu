@@ -36,6 +36,22 @@ class CudaRawAllocator final : public Allocator {
   int index_;
 };
 
+// cudaMallocHost/cudaFreeHost: the raw allocator under the pinned host cache.
+class PinnedRawAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMallocHost(&p, nbytes);
+    if (e != cudaSuccess) (void)cudaGetLastError();  // as for cudaMalloc: no stale last error
+    TS_CUDA_CHECK(e);
+    return p;
+  }
+  void deallocate(void* ptr, size_t) override {
+    if (ptr) cudaFreeHost(ptr);
+  }
+  Device device() const override { return Device::cpu(); }
+};
+
 cudaMemcpyKind copy_kind(Device dst, Device src) {
   if (dst.is_cpu()) return src.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost;
   return src.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice;
@@ -55,6 +71,11 @@ Allocator& cuda_allocator(int index) {
     allocators[index] =
         std::make_unique<CachingAllocator>(std::make_unique<CudaRawAllocator>(index));
   return *allocators[index];
+}
+
+Allocator& pinned_host_allocator() {
+  static CachingAllocator pinned(std::make_unique<PinnedRawAllocator>());
+  return pinned;
 }
 
 bool cuda_available() {

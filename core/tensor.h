@@ -98,7 +98,8 @@ class Tensor {
   void zero_();
   // Copies src's bytes into this tensor (same dtype and numel; any pair of devices).
   void copy_from(const Tensor& src);
-  // A new tensor on `device` holding the same values.
+  // A new tensor on `device` holding the same values (in page-locked host memory when a CUDA
+  // tensor comes to the CPU: pinned_host_allocator).
   Tensor to(Device device) const;
 
   // Shape-and-dtype check with a message naming the tensor: throws Error on mismatch.
