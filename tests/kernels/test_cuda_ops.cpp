@@ -17,6 +17,7 @@
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 #include "kernels/residual.h"
+#include "tests/support/cuda_test.h"
 #include "tests/support/numeric.h"
 
 namespace tessera {
@@ -26,13 +27,7 @@ constexpr double kTol = 1e-5;
 
 class CudaOps : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (!cuda_available()) {
-      // scripts/gpu_check.sh sets TESSERA_REQUIRE_CUDA: there a missing device is a failure.
-      if (std::getenv("TESSERA_REQUIRE_CUDA")) FAIL() << "TESSERA_REQUIRE_CUDA set, no CUDA device";
-      GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
-    }
-  }
+  void SetUp() override { TS_REQUIRE_CUDA_DEVICE(); }
   Tensor random(const Shape& shape, float stddev = 1.0f) {
     Tensor t = Tensor::empty(shape, DType::f32);
     testing::fill_normal(t, rng_, stddev);

@@ -9,6 +9,7 @@
 
 #include "model/gpt2.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/support/cuda_test.h"
 #include "tests/support/numeric.h"
 
 namespace tessera {
@@ -21,12 +22,7 @@ constexpr double kTol = 1e-4;  // a whole model: fp32 sums in other orders (cuBL
 
 class Gpt2Cuda : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (!cuda_available()) {
-      if (std::getenv("TESSERA_REQUIRE_CUDA")) FAIL() << "TESSERA_REQUIRE_CUDA set, no CUDA device";
-      GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
-    }
-  }
+  void SetUp() override { TS_REQUIRE_CUDA_DEVICE(); }
   std::mt19937_64 rng_{testing::test_seed()};
 };
 

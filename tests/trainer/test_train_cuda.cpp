@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "tests/support/cuda_test.h"
 #include "tests/support/numeric.h"
 #include "tests/support/train_fixture.h"
 #include "trainer/train_loop.h"
@@ -16,14 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TrainCuda : public testing::TinyJobTest {
- protected:
-  bool need_gpu() {
-    if (cuda_available()) return true;
-    if (std::getenv("TESSERA_REQUIRE_CUDA")) ADD_FAILURE() << "TESSERA_REQUIRE_CUDA set, no GPU";
-    return false;
-  }
-};
+class TrainCuda : public testing::TinyJobTest {};
 
 TEST_F(TrainCuda, WithoutADeviceIsOneClearError) {
   if (cuda_available()) GTEST_SKIP() << "this machine has a CUDA device";
@@ -37,7 +31,7 @@ TEST_F(TrainCuda, WithoutADeviceIsOneClearError) {
 }
 
 TEST_F(TrainCuda, MatchesTheCpuRunAndResumes) {
-  if (!need_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  TS_REQUIRE_CUDA_DEVICE();
   const TrainSummary cpu = run_training(job("cpu", {"checkpoint.resume=none"}), log_);
   const TrainSummary gpu =
       run_training(job("gpu", {"checkpoint.resume=none", "device=cuda"}), log_);
@@ -65,7 +59,7 @@ TEST_F(TrainCuda, MatchesTheCpuRunAndResumes) {
 TEST_F(TrainCuda, HalfPrecisionRunsTrain) {
   // bf16 and fp16 GEMMs (fp16 with loss scaling): the loss falls as the fp32 run's does, within a
   // few percent of it at the end.
-  if (!need_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  TS_REQUIRE_CUDA_DEVICE();
   const TrainSummary fp32 =
       run_training(job("fp32", {"checkpoint.resume=none", "device=cuda"}), log_);
   for (const char* precision : {"bf16", "fp16"}) {
