@@ -10,6 +10,7 @@
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
+#include "kernels/residual.h"
 
 namespace tessera {
 namespace {
@@ -96,6 +97,25 @@ void BM_LayernormForward(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * 2 * kN * kC * 4);
 }
 BENCHMARK(BM_LayernormForward);
+
+// The block's residual add and ln_2: as two ops (two passes over the rows), and fused (one).
+void BM_ResidualThenLayernorm(benchmark::State& state) {
+  const bool fused = state.range(0) == 1;
+  Tensor a = random_tensor({kN, kC}, 12), b = random_tensor({kN, kC}, 13);
+  Tensor w = random_tensor({kC}, 14), bias = random_tensor({kC}, 15);
+  Tensor res = Tensor::empty({kN, kC}, DType::f32), y = Tensor::empty({kN, kC}, DType::f32);
+  Tensor mean = Tensor::empty({kN}, DType::f32), rstd = Tensor::empty({kN}, DType::f32);
+  for (auto _ : state) {
+    if (fused) {
+      residual_layernorm_forward(res, y, mean, rstd, a, b, w, bias);
+    } else {
+      residual_forward(res, a, b);
+      layernorm_forward(y, mean, rstd, res, w, bias);
+    }
+  }
+  state.SetLabel(fused ? "fused" : "two ops");
+}
+BENCHMARK(BM_ResidualThenLayernorm)->Arg(0)->Arg(1);
 
 void BM_GeluForwardBackward(benchmark::State& state) {
   Tensor x = random_tensor({kN, 4 * kC}, 11), y = Tensor::empty({kN, 4 * kC}, DType::f32);
