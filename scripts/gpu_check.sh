@@ -17,7 +17,8 @@
 # With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tests=(test_caching_allocator test_cuda_ops test_gpt2_cuda test_train_cuda)
+tests=(test_caching_allocator test_cuda_ops test_gpt2_cuda test_train_cuda test_comm_nccl)
+ompi_plugins=/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3  # Debian 12's Open MPI components
 
 build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_NATIVE=OFF \
@@ -29,7 +30,10 @@ build() {
   cp build-gpu/tessera .gpu/tessera
   # Libraries ldd resolves, except the C runtime (newer there), the driver, cuBLAS and NCCL (there
   # in the CUDA toolkit and PyTorch's nvidia-* wheels; far too large to carry: 64 MiB in all).
-  ldd .gpu/bin/* .gpu/tessera | awk '/=> \//{print $3}' | sort -u |
+  # Open MPI's components too: test_comm_nccl bootstraps NCCL over MPI, and there it runs as a
+  # singleton (no mpirun) with these loaded from the carried folder.
+  cp -r "$ompi_plugins" .gpu/lib/openmpi3
+  ldd .gpu/bin/* .gpu/tessera .gpu/lib/openmpi3/*.so | awk '/=> \//{print $3}' | sort -u |
     grep -v -E '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|libcuda|libcublas[A-Za-z]*|libnccl)\.so' |
     while read -r lib; do cp -L "$lib" .gpu/lib/; done
   tar -C .gpu -cJf .gpu/lib.tar.xz lib
@@ -65,7 +69,11 @@ run_tests() {
   for bin in .gpu/bin/*; do
     name=$(basename "$bin")
     # TESSERA_REQUIRE_CUDA: a CUDA test fails instead of skipping when it finds no device.
-    if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" "$bin" \
+    # An MPI test binary runs as a one-rank singleton: no mpirun, no orted, the carried components.
+    if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" OMPI_MCA_ess_singleton_isolated=1 \
+        OMPI_MCA_mca_base_component_path=/tmp/tessera-gpu/lib/openmpi3 \
+        OMPI_MCA_mca_base_component_show_load_errors=0 OMPI_ALLOW_RUN_AS_ROOT=1 \
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$bin" \
         --gtest_output="xml:$out/$name.xml" > "$out/$name.log" 2>&1; then
       result=passed
     else
