@@ -12,7 +12,7 @@ int64_t round_up(int64_t n, int64_t m) {
 }  // namespace
 
 void ParameterSet::begin_unit(const std::string& name) {
-  TS_CHECK(!allocated_, "parameter unit '", name, "' added after allocate()");
+  TS_CHECK(!laid_out_, "parameter unit '", name, "' added after allocate()");
   for (const ParameterUnit& u : units_)
     TS_CHECK(u.name != name, "parameter unit '", name, "' registered twice");
   units_.push_back({name, 0, 0, entries_.size(), entries_.size()});
@@ -20,7 +20,7 @@ void ParameterSet::begin_unit(const std::string& name) {
 
 void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_decay,
                        TpSplit split, bool tp_partial) {
-  TS_CHECK(!allocated_, "parameter '", name, "' added after allocate()");
+  TS_CHECK(!laid_out_, "parameter '", name, "' added after allocate()");
   TS_CHECK(!units_.empty(), "parameter '", name, "' added before begin_unit()");
   TS_CHECK(index_.find(name) == index_.end(), "parameter '", name, "' registered twice");
   ParameterUnit& u = units_.back();
@@ -35,7 +35,7 @@ void ParameterSet::add(const std::string& name, const Shape& shape, bool weight_
 }
 
 void ParameterSet::lay_out(int shards) {
-  TS_CHECK(!allocated_, "ParameterSet laid out (or allocated) twice");
+  TS_CHECK(!laid_out_, "ParameterSet laid out (or allocated) twice");
   TS_CHECK(shards >= 1, "ParameterSet: shards must be >= 1, got ", shards);
   total_ = 0;
   for (ParameterUnit& u : units_) {
@@ -44,7 +44,7 @@ void ParameterSet::lay_out(int shards) {
     for (size_t i = u.first_entry; i < u.end_entry; ++i) entries_[i].offset += u.offset;
     total_ += u.numel;
   }
-  allocated_ = true;
+  laid_out_ = true;
 }
 
 void ParameterSet::allocate(Device device, int shards) {
@@ -63,12 +63,12 @@ const ParameterEntry& ParameterSet::entry(const std::string& name) const {
 }
 
 Tensor ParameterSet::param(const ParameterEntry& e) const {
-  TS_CHECK(allocated_, "parameter '", e.name, "' used before allocate()");
+  TS_CHECK(!unit_params_.empty(), "parameter '", e.name, "' used before allocate()");
   return unit_params_[e.unit].carve(e.offset - units_[e.unit].offset, e.shape);
 }
 
 Tensor ParameterSet::grad(const ParameterEntry& e) const {
-  TS_CHECK(allocated_, "gradient of '", e.name, "' used before allocate()");
+  TS_CHECK(!unit_grads_.empty(), "gradient of '", e.name, "' used before allocate()");
   return unit_grads_[e.unit].carve(e.offset - units_[e.unit].offset, e.shape);
 }
 

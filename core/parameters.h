@@ -108,7 +108,7 @@ class ParameterSet {
   int64_t total_ = 0;
   int64_t count_ = 0;
   Device device_ = Device::cpu();
-  bool allocated_ = false;
+  bool laid_out_ = false;
   std::vector<Tensor> unit_params_, unit_grads_;
 };
 

@@ -142,8 +142,8 @@ void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const T
 void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
          const Tensor& targets, float dloss, const Dims& d, const VocabShard& shard,
          DType compute) {
+  check_gemm_compute(compute, x.device());
   TS_RUN_ON_CUDA(d.backend, run_cuda(losses, dx, dwte, x, wte, targets, dloss, d, compute));
-  gemm_operand(x, compute);  // on the CPU: f32 only (throws for bf16)
   const int64_t chunk = chunk_rows(d.v);
   std::vector<float> logits(std::min(chunk, d.n) * d.v);
   std::vector<float> stats;

@@ -12,28 +12,14 @@ namespace tessera::kernels_detail {
 // communicator's compute stream also defaults to. The launchers themselves take any stream.
 inline constexpr CudaStream kOpStream = nullptr;
 
-// Throws Error unless `t` is an f32 CPU tensor; `op` and `name` go into the message. The CUDA
-// backend replaces this check with a dispatch once its launchers exist.
-inline void require_cpu_f32(const char* op, const char* name, const Tensor& t) {
-  TS_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TS_CHECK(t.device().is_cpu(), op, " on ", t.device().str(),
-           " is not built yet (CUDA backend): move ", name, " to cpu");
-  TS_CHECK(t.dtype() == DType::f32, op, ": ", name, " must be f32, got ", dtype_name(t.dtype()));
-}
-
 struct Named {
   const char* name;
   const Tensor& tensor;
 };
 
-// require_cpu_f32 for each named tensor.
-inline void require_cpu_f32(const char* op, std::initializer_list<Named> tensors) {
-  for (const Named& t : tensors) require_cpu_f32(op, t.name, t.tensor);
-}
-
 enum class Backend : uint8_t { cpu, cuda };
 
-// For ops with both implementations: every tensor defined, f32 and on the first one's device.
+// Every tensor defined, f32 and on the first one's device.
 // Returns where the op runs; throws Error naming the tensor that is not.
 inline Backend backend_f32(const char* op, std::initializer_list<Named> tensors) {
   const Named& first = *tensors.begin();

@@ -32,16 +32,17 @@ Dims check_dims(const char* op, const Tensor& x, const char* xname, const Tensor
 
 }  // namespace
 
-Tensor gemm_operand(const Tensor& x, DType compute) {
-  if (compute == DType::f32) return x;
+void check_gemm_compute(DType compute, Device device) {
+  if (compute == DType::f32) return;
   TS_CHECK(compute == DType::bf16 || compute == DType::f16,
-           "GEMMs compute in f32, bf16 or f16, "
-           "not ",
-           dtype_name(compute));
-  TS_CHECK(x.device().is_cuda(), dtype_name(compute),
-           " GEMMs run on CUDA only: use "
-           "train.precision: fp32 on ",
-           x.device().str());
+           "GEMMs compute in f32, bf16 or f16, not ", dtype_name(compute));
+  TS_CHECK(device.is_cuda(), dtype_name(compute),
+           " GEMMs run on CUDA only: use train.precision: fp32 on ", device.str());
+}
+
+Tensor gemm_operand(const Tensor& x, DType compute) {
+  check_gemm_compute(compute, x.device());
+  if (compute == DType::f32) return x;
   Tensor r = Tensor::empty(x.shape(), compute, x.device());
   convert(r, x);
   return r;
@@ -57,11 +58,11 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
   TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
   if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
+  check_gemm_compute(compute, out.device());
   TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), gemm_operand(inp, compute).raw(),
                                      gemm_operand(weight, compute).raw(),
                                      bias.defined() ? bias.data<float>() : nullptr, d.n, d.oc, d.ic,
                                      false, false, 0.0f, kOpStream, {compute, DType::f32}));
-  gemm_operand(inp, compute);  // on the CPU: f32 only (throws for bf16)
   float* y = out.data<float>();
   float beta = 0.0f;
   if (bias.defined()) {
@@ -89,6 +90,7 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
     backend_f32("matmul_backward", {{"dout", dout}, {"dbias", dbias}});
     dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
   }
+  check_gemm_compute(compute, dout.device());
 #ifdef TESSERA_WITH_CUDA
   if (backend == kernels_detail::Backend::cuda) {
     const Tensor dy = gemm_operand(dout, compute);
@@ -108,7 +110,6 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   }
 #endif
   (void)backend;
-  gemm_operand(dout, compute);  // on the CPU: f32 only (throws for bf16)
   const float* dy = dout.data<float>();
   if (dinp.defined()) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.n, d.ic, d.oc, 1.0f, dy, d.oc,

@@ -19,8 +19,12 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight, DType compute = DType::f32);
 
-// `x` as a GEMM operand of type `compute`: x itself for f32, else a rounded copy on x's device.
-// Throws Error for a compute type other than f32, bf16 and f16, or a 16-bit one on the CPU.
+// Throws Error unless GEMMs on `device` can take operands of type `compute`: f32 anywhere, bf16
+// and f16 on CUDA.
+void check_gemm_compute(DType compute, Device device);
+
+// `x` as a GEMM operand of type `compute` (checked as above): x itself for f32, else a rounded
+// copy on x's device.
 Tensor gemm_operand(const Tensor& x, DType compute);
 
 namespace cuda {  // launchers on device pointers (kernels/matmul.cu)

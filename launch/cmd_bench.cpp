@@ -14,6 +14,7 @@
 
 #include "kernels/matmul.h"
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "parallel/zero_optimizer.h"
 #include "trainer/job_config.h"
 #include "trainer/loss_scaler.h"
@@ -71,15 +72,8 @@ int cmd_bench(int argc, char** argv) {
       "steps", po::value(&steps)->default_value(10), "timed steps")(
       "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
       "threads", po::value(&threads)->default_value(0), "compute threads (0: the config's)");
-  po::positional_options_description pos;
-  pos.add("what", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, opts, vm, "what")) return 0;
   TS_CHECK(what == "train" || what == "gemm", "unknown benchmark '", what,
            "': use 'tessera bench train' or 'tessera bench gemm'");
   TS_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup >= 0");

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "trainer/sharded_checkpoint.h"
 
 namespace tessera::launch {
@@ -50,15 +51,8 @@ int cmd_checkpoint(int argc, char** argv) {
       "layer chunks per pipeline rank (interleaved 1F1B)")(
       "layers-per-stage", po::value(&layers),
       "layers of each (virtual) stage, e.g. 3,3 (default: even)");
-  po::positional_options_description pos;
-  pos.add("what", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, opts, vm, "what")) return 0;
   TS_CHECK(what == "convert", "unknown checkpoint action '", what,
            "': use 'tessera checkpoint convert'");
   const bool layout =

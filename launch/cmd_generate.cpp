@@ -4,6 +4,7 @@
 
 #include "core/safetensors.h"
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "model/generate.h"
 #include "trainer/checkpoint.h"
 #include "trainer/sharded_checkpoint.h"
@@ -33,18 +34,11 @@ int cmd_generate(int argc, char** argv) {
       "also write the prompt's token ids and logits (T, V) to this safetensors file, the prompt "
       "in its metadata (bench/hf_export_check.py compares them with transformers')");
   po::variables_map vm;
-  // No positional arguments: a stray word is an error, not silently dropped.
-  po::store(po::command_line_parser(argc, argv).options(opts).positional({}).run(), vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, opts, vm)) return 0;
   set_compute_threads(threads);
 
   std::string dir = checkpoint;
-  if (!std::filesystem::exists(std::filesystem::path(dir) / "model.safetensors") &&
-      !is_sharded_checkpoint(dir)) {
+  if (!holds_weights(dir)) {
     dir = latest_checkpoint(checkpoint);
     TS_CHECK(!dir.empty(), "no checkpoint in '", checkpoint,
              "': pass a step_NNNNNN folder or a run's checkpoints/ folder");

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "trainer/job_data.h"
 
 namespace tessera::launch {
@@ -16,13 +17,7 @@ int cmd_prepare(int argc, char** argv) {
                                                  "YAML job file")(
       "set,s", po::value(&sets)->composing(), "override a config key (repeatable)");
   po::variables_map vm;
-  // No positional arguments: a stray word is an error, not silently dropped.
-  po::store(po::command_line_parser(argc, argv).options(opts).positional({}).run(), vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, opts, vm)) return 0;
   const JobConfig job = load_job_config(config, sets);
   Logger log;
   const JobData d = prepare_job_data(job, log);

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "parallel/mpi_session.h"
 #include "trainer/train_loop.h"
 
@@ -46,13 +47,7 @@ int cmd_train(int argc, char** argv) {
       "set,s", po::value(&sets)->composing(),
       "override a config key, e.g. --set train.steps=100 (repeatable)");
   po::variables_map vm;
-  // No positional arguments: a stray word is an error, not silently dropped.
-  po::store(po::command_line_parser(argc, argv).options(opts).positional({}).run(), vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, opts, vm)) return 0;
 
   if (!launched_by_mpirun()) {
     const JobConfig job = load_job_config(config, sets);
@@ -68,9 +63,13 @@ int cmd_train(int argc, char** argv) {
   parallel::MpiSession mpi;
   Logger log(mpi.world_rank(), mpi.world_rank() == 0 ? LogLevel::info : LogLevel::warn, &std::cerr,
              mpi.world_size());
-  auto abort_job = [&](const std::exception& e) {
+  // What to tell the user: an Error's message without its source location.
+  auto message_of = [](const std::exception& e) {
     const Error* err = dynamic_cast<const Error*>(&e);
-    log.error("tessera train: " + (err ? err->message() : std::string(e.what())));
+    return err ? err->message() : std::string(e.what());
+  };
+  auto abort_job = [&](const std::exception& e) {
+    log.error("tessera train: " + message_of(e));
     MPI_Abort(MPI_COMM_WORLD, 1);
   };
   // A bad job file fails every rank the same way: said once, by rank 0, and every rank exits
@@ -80,8 +79,7 @@ int cmd_train(int argc, char** argv) {
   try {
     loaded = load_job_config(config, sets);
   } catch (const std::exception& e) {
-    const Error* err = dynamic_cast<const Error*>(&e);
-    config_error = err ? err->message() : std::string(e.what());
+    config_error = message_of(e);
   }
   int ok = loaded.has_value() ? 1 : 0, all_ok = 0, any_ok = 0;
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);

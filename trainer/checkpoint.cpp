@@ -20,7 +20,6 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kConfigFile = "config.json";
 constexpr const char* kTokenizerFile = "tokenizer.json";
-constexpr const char* kShardIndexFile = "index.json";  // sharded checkpoints (sharded_checkpoint.h)
 
 std::string step_name(int64_t step) {
   char buf[32];
@@ -172,15 +171,25 @@ std::string latest_checkpoint(const std::string& root) {
   std::string name;
   if (in >> name) {
     const fs::path dir = fs::path(root) / name;
-    if (fs::exists(dir / kModelFile) || fs::exists(dir / kShardIndexFile)) return dir.string();
+    if (holds_weights(dir.string())) return dir.string();
   }
   // No pointer (or a stale one): the newest complete folder.
   std::vector<fs::path> all = step_folders(root);
   for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if ((fs::exists(*it / kModelFile) || fs::exists(*it / kShardIndexFile)) &&
-        fs::exists(*it / kStateFile))
-      return it->string();
+    if (holds_weights(it->string()) && has_trainer_state(it->string())) return it->string();
   return "";
+}
+
+bool is_sharded_checkpoint(const std::string& dir) {
+  return fs::exists(fs::path(dir) / kShardIndexFile);
+}
+
+bool holds_weights(const std::string& dir) {
+  return fs::exists(fs::path(dir) / kModelFile) || is_sharded_checkpoint(dir);
+}
+
+bool has_trainer_state(const std::string& dir) {
+  return fs::exists(fs::path(dir) / kStateFile);
 }
 
 TrainerState read_trainer_state(const std::string& dir, int64_t* adam_steps) {

@@ -66,6 +66,15 @@ TrainerState read_trainer_state(const std::string& dir, int64_t* adam_steps = nu
 // is none.
 std::string latest_checkpoint(const std::string& root);
 
+// The index a sharded checkpoint folder holds (trainer/sharded_checkpoint.h writes it).
+inline constexpr const char* kShardIndexFile = "index.json";
+// Whether dir holds a sharded checkpoint (an index.json).
+bool is_sharded_checkpoint(const std::string& dir);
+// Whether dir holds weights of either kind: model.safetensors, or a sharded checkpoint's index.
+bool holds_weights(const std::string& dir);
+// Whether dir has a trainer_state.json (checkpoints do; a plain Hugging Face folder does not).
+bool has_trainer_state(const std::string& dir);
+
 // The model shape recorded in a checkpoint's config.json.
 Gpt2Config read_checkpoint_model_config(const std::string& dir);
 

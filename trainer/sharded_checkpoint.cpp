@@ -19,7 +19,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr const char* kIndexFile = "index.json";
 constexpr const char* kFormat = "tessera-sharded";
 constexpr int kVersion = 1;
 const char* const kKinds[3] = {"params", "exp_avg", "exp_avg_sq"};
@@ -112,10 +111,6 @@ std::string ShardLayout::str() const {
       virtual_stages > 1 ? ::tessera::detail::cat(" virtual_stages=", virtual_stages) : "");
 }
 
-bool is_sharded_checkpoint(const std::string& dir) {
-  return fs::exists(fs::path(dir) / kIndexFile);
-}
-
 std::string save_sharded_checkpoint(const std::string& root, const Gpt2& model,
                                     const parallel::DistributedAdamW& optimizer,
                                     parallel::ParallelContext& ctx, const ShardLayout& layout,
@@ -130,7 +125,7 @@ std::string save_sharded_checkpoint(const std::string& root, const Gpt2& model,
   ctx.world().barrier();  // every shard is on disk
   std::string folder = (fs::path(root) / checkpoint_step_name(state.step)).string();
   if (writer) {
-    write_text_atomic((tmp / kIndexFile).string(),
+    write_text_atomic((tmp / kShardIndexFile).string(),
                       make_index(model.config(), layout).dump(1) + "\n");
     write_checkpoint_metadata(tmp.string(), model.config(), state, optimizer.steps_taken(),
                               tokenizer_path);
@@ -145,7 +140,7 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
   config_ = read_checkpoint_model_config(dir);
   sharded_ = is_sharded_checkpoint(dir);
   if (!sharded_) return;
-  const fs::path index_path = fs::path(dir) / kIndexFile;
+  const fs::path index_path = fs::path(dir) / kShardIndexFile;
   std::ifstream in(index_path);
   try {
     const json index = json::parse(in);
@@ -228,8 +223,7 @@ TrainerState load_any_checkpoint(const std::string& dir, Gpt2& local,
                                  OptimizerState* local_moments) {
   const CheckpointReader reader(dir);
   check_checkpoint_model(dir, local.config());
-  const bool weights_only_folder =
-      !local_moments && !fs::exists(fs::path(dir) / "trainer_state.json");
+  const bool weights_only_folder = !local_moments && !has_trainer_state(dir);
   const TrainerState state =
       weights_only_folder
           ? TrainerState{}
@@ -309,7 +303,7 @@ void convert_checkpoint(const std::string& from, const std::string& to, const Sh
           });
         }
       }
-    write_text_atomic((tmp / kIndexFile).string(), make_index(config, *target).dump(1) + "\n");
+    write_text_atomic((tmp / kShardIndexFile).string(), make_index(config, *target).dump(1) + "\n");
   }
   const fs::path tokenizer = fs::path(from) / "tokenizer.json";
   write_checkpoint_metadata(tmp.string(), config, state, adam_steps,

@@ -31,9 +31,6 @@ struct ShardLayout {
   std::string str() const;
 };
 
-// Whether dir holds a sharded checkpoint (an index.json).
-bool is_sharded_checkpoint(const std::string& dir);
-
 // Writes <root>/step_NNNNNN/ for state.step: this rank's shard from `optimizer`, and on world rank
 // 0 the index and metadata; the folder appears complete or not at all. Collective over ctx's
 // world; returns the folder on every rank. Throws Error on any I/O failure (the folder stays .tmp).
