@@ -23,6 +23,7 @@ const Gpt2Config kCfg{/*n_layer=*/2, /*n_head=*/4, /*d_model=*/32, /*vocab_size=
 constexpr int64_t kT = 8;
 // eps 1e-6: see test_zero.cpp (round-off-level gradients and Adam's normalisation).
 const AdamWConfig kAdam{0.9, 0.95, 1e-6, 0.1, 1.0};
+constexpr double kLr = 2e-3;
 
 struct Trained {
   std::vector<double> losses;
@@ -60,7 +61,7 @@ Trained train(ParallelContext* ctx, int stage, uint64_t seed, int64_t batch, int
     l.data<float>()[0] = static_cast<float>(loss / 2);
     dp.all_reduce(l, ReduceOp::avg);
     out.losses.push_back(l.data<float>()[0]);
-    opt.step(2e-3);
+    opt.step(kLr);
   }
   opt.gather_all_params();
   for (const ParameterEntry& e : model.params().entries()) {
@@ -117,7 +118,8 @@ TEST(TensorParallel, GradientsArePartsOfTheWholeModels) {
 }
 
 // Four steps under every (tp, dp) the world allows and every ZeRO stage: the losses and this
-// rank's part of the weights equal one process's.
+// rank's part of the weights equal one process's (weights up to Adam's amplified round-off; one
+// seed in 142 had a c_proj.bias element 4.7e-6 apart, 0.2% of a step, before that allowance).
 TEST(TensorParallel, TrainingMatchesOneProcessWithZero) {
   const uint64_t seed = testing::shared_seed();
   const int64_t batch = 4;
@@ -148,7 +150,7 @@ TEST(TensorParallel, TrainingMatchesOneProcessWithZero) {
         const std::vector<double>& g = got.weights[i++];
         if (e.name.ends_with("c_attn.bias")) continue;
         const Tensor want = tp_cut(whole.params().param(e.name), e.split);
-        EXPECT_LT(testing::rel_error(g, testing::to_f64(want)), 1e-4) << e.name;
+        EXPECT_LT(testing::adamw_weight_error(g, testing::to_f64(want), 4 * kLr), 1e-4) << e.name;
       }
     }
   }

@@ -81,7 +81,9 @@ TEST_P(Zero, MatchesOneProcess) {
   for (size_t i = 0; i < ref.losses.size(); ++i)
     EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-5 * std::abs(ref.losses[i])) << "step " << i;
   for (size_t i = 0; i < ref.weights.size(); ++i)
-    EXPECT_LT(testing::rel_error(got.weights[i], ref.weights[i]), 1e-4) << "entry " << i;
+    EXPECT_LT(testing::adamw_weight_error(got.weights[i], ref.weights[i], 1e-3 * (1 + 2 + 3 + 4)),
+              1e-4)
+        << "entry " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, Zero, ::testing::Values(0, 1, 2, 3));

@@ -39,6 +39,14 @@ double rel_error(const Tensor& a, const std::vector<double>& b);
 // leave it out with this (the gradient itself is still compared).
 std::vector<double> without_key_bias(std::vector<double> c_attn_bias);
 
+// rel_error of weights after AdamW steps, each element's difference first lessened by a slack of
+// 1% of the learning rates summed over the steps. Where a gradient element is near Adam's eps at
+// some step, m/(√v + eps) changes by up to δg/eps for a round-off δg in it, so two correct runs
+// that sum in different orders may differ there by a small fraction of lr; a wrong gradient or
+// weight moves elements by whole steps and still fails.
+double adamw_weight_error(const std::vector<double>& got, const std::vector<double>& want,
+                          double lr_sum);
+
 // Central finite differences of a scalar function f of x (float64), step h per element.
 std::vector<double> finite_diff(const std::function<double(const std::vector<double>&)>& f,
                                 std::vector<double> x, double h = 1e-6);
