@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/kernel_util.h"
+#include "kernels/matmul.h"
 #include "kernels/vec_math.h"
 
 namespace tessera {
@@ -57,14 +58,21 @@ void tile_scores(float* scores, const float* q, const float* k, Span qs, Span ks
 
 }  // namespace
 
-void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads) {
+void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads,
+                       DType compute) {
   const auto backend = backend_f32("attention_forward", {{"out", out}, {"lse", lse}, {"qkv", qkv}});
   const Dims d = check("attention_forward", qkv, num_heads);
   out.expect("attention_forward out", {d.b, d.t, d.c}, DType::f32);
   lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
-  TS_RUN_ON_CUDA(
-      backend, cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b,
-                                       d.t, d.c, d.nh, kOpStream));
+  check_gemm_compute(compute, qkv.device());
+  TS_RUN_ON_CUDA(backend, {
+    if (compute == DType::f32)
+      cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
+                              d.c, d.nh, kOpStream);
+    else
+      cuda::attention_forward_tc(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
+                                 d.c, d.nh, compute, kOpStream);
+  });
   const float* x = qkv.data<float>();
   float* o = out.data<float>();
   float* l = lse.data<float>();
@@ -120,7 +128,7 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
 }
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& lse, int64_t num_heads) {
+                        const Tensor& lse, int64_t num_heads, DType compute) {
   const auto backend =
       backend_f32("attention_backward",
                   {{"dqkv", dqkv}, {"dout", dout}, {"qkv", qkv}, {"out", out}, {"lse", lse}});
@@ -129,11 +137,17 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
   out.expect("attention_backward out", {d.b, d.t, d.c}, DType::f32);
   lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
+  check_gemm_compute(compute, qkv.device());
   TS_RUN_ON_CUDA(backend, {
     Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
-    cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
-                             qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t, d.c,
-                             d.nh, kOpStream);
+    if (compute == DType::f32)
+      cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+                               qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
+                               d.c, d.nh, kOpStream);
+    else
+      cuda::attention_backward_tc(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+                                  qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
+                                  d.c, d.nh, compute, kOpStream);
   });
   const float* x = qkv.data<float>();
   const float* o = out.data<float>();

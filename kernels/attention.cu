@@ -220,14 +220,20 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int6
   TS_CUDA_CHECK_LAUNCH();
 }
 
+void attention_delta(float* delta, const float* dout, const float* out, const float* qkv, int64_t b,
+                     int64_t t, int64_t c, int64_t nh, CudaStream stream) {
+  if (b * t == 0) return;
+  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(delta, dout, out, qkv, t, c, nh);
+  TS_CUDA_CHECK_LAUNCH();
+}
+
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
                         const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
                         int64_t nh, CudaStream stream) {
   check_head(c, nh);
   if (b * t == 0) return;
   const float scale = 1.0f / sqrtf(static_cast<float>(c / nh));
-  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(delta, dout, out, qkv, t, c, nh);
-  TS_CUDA_CHECK_LAUNCH();
+  attention_delta(delta, dout, out, qkv, b, t, c, nh, stream);
   attention_dq_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, t, c,
                                                                nh, scale);
   TS_CUDA_CHECK_LAUNCH();

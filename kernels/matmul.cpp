@@ -37,7 +37,8 @@ void check_gemm_compute(DType compute, Device device) {
   TS_CHECK(compute == DType::bf16 || compute == DType::f16,
            "GEMMs compute in f32, bf16 or f16, not ", dtype_name(compute));
   TS_CHECK(device.is_cuda(), dtype_name(compute),
-           " GEMMs run on CUDA only: use train.precision: fp32 on ", device.str());
+           " matrix products (GEMMs, attention) run on CUDA only: use train.precision: fp32 on ",
+           device.str());
 }
 
 Tensor gemm_operand(const Tensor& x, DType compute) {

@@ -82,7 +82,7 @@ void block_forward_sp(Tensor& y, BlockActivations& a, BlockScratch& s, const Ten
   layernorm_forward(s.rows, a.ln1_mean, a.ln1_rstd, x, w.ln1_w, w.ln1_b);
   parallel::sp_all_gather(tp, a.ln1, s.rows);  // f
   matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b, gemm);
-  attention_forward(a.att, a.att_lse, a.qkv, num_heads);
+  attention_forward(a.att, a.att_lse, a.qkv, num_heads, gemm);
   matmul_forward(s.btc, a.att, w.proj_w, Tensor(), gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
   bias_add(s.rows, w.proj_b);
@@ -111,7 +111,7 @@ void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tenso
   parallel::sp_all_gather(tp, s.btc, s.dres1);
   Tensor datt = s.dln.carve(0, a.att.shape());
   matmul_backward(datt, g.proj_w, g.proj_b, s.btc, a.att, w.proj_w, gemm);
-  attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads);
+  attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
   layernorm_backward(s.rows2, g.ln1_w, g.ln1_b, s.rows, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);
@@ -129,7 +129,7 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
   parallel::Communicator* tp = par.tp;
   layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, w.ln1_w, w.ln1_b);
   matmul_forward(a.qkv, a.ln1, w.attn_w, w.attn_b, gemm);  // column-parallel (f: identity)
-  attention_forward(a.att, a.att_lse, a.qkv, num_heads);
+  attention_forward(a.att, a.att_lse, a.qkv, num_heads, gemm);
   matmul_forward(s.btc, a.att, w.proj_w, bias_of_rank(w.proj_b, tp), gemm);  // row-parallel
   if (tp) parallel::tp_all_reduce(*tp, s.btc);                               // g
   residual_layernorm_forward(a.res1, a.ln2, a.ln2_mean, a.ln2_rstd, x, s.btc, w.ln2_w, w.ln2_b);
@@ -159,7 +159,7 @@ void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& 
   // Attention branch: res1 = x + proj(attn(c_attn(ln1(x)))). datt (B, T, C/tp) borrows dln.
   Tensor datt = s.dln.carve(0, a.att.shape());
   matmul_backward(datt, g.proj_w, g.proj_b, s.dres1, a.att, w.proj_w, gemm);
-  attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads);
+  attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f
   layernorm_backward(s.btc, g.ln1_w, g.ln1_b, s.dln, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);

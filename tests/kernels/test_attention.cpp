@@ -195,5 +195,21 @@ TEST(Attention, RejectsBadShapes) {
   EXPECT_THROW(attention_forward(out, lse, i32, 2), Error);
 }
 
+// 16-bit products run on CUDA's tensor cores only: on the CPU the request is an error that says
+// which precision to use.
+TEST(Attention, SixteenBitProductsOnTheCpuAreAClearError) {
+  Tensor qkv = Tensor::zeros({1, 4, 24}, DType::f32), out = Tensor::zeros({1, 4, 8}, DType::f32);
+  Tensor lse = Tensor::zeros({1, 2, 4}, DType::f32), dqkv = Tensor::zeros({1, 4, 24}, DType::f32);
+  for (const DType half : {DType::bf16, DType::f16}) {
+    try {
+      attention_forward(out, lse, qkv, 2, half);
+      FAIL() << "ran " << dtype_name(half) << " attention on the CPU";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("train.precision: fp32"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(attention_backward(dqkv, out, qkv, out, lse, 2, half), Error);
+  }
+}
+
 }  // namespace
 }  // namespace tessera

@@ -297,6 +297,46 @@ TEST_F(CudaOps, CausalAttentionForwardBackward) {
   }
 }
 
+TEST_F(CudaOps, SixteenBitAttentionAgreesWithFp32To1e2) {
+  // train.precision: bf16 / fp16 runs attention's products on the tensor cores: q, k, v, dout, P
+  // and dS rounded to 16 bits, fp32 softmax and accumulation. Head sizes 16, 64, 128.
+  for (const DType half : {DType::bf16, DType::f16})
+    for (const auto& [b, t, c, nh] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 37, 64, 4},
+                                      {1, 130, 256, 4},
+                                      {2, 65, 256, 2},
+                                      {1, 200, 192, 3}}) {
+      SCOPED_TRACE(std::string(dtype_name(half)) + ", T " + std::to_string(t) + ", hs " +
+                   std::to_string(c / nh));
+      const Tensor qkv = random({b, t, 3 * c}), dy = random({b, t, c});
+      Tensor y = Tensor::empty({b, t, c}, DType::f32), lse = Tensor::empty({b, nh, t}, DType::f32);
+      Tensor dqkv = Tensor::empty({b, t, 3 * c}, DType::f32);
+      attention_forward(y, lse, qkv, nh);
+      attention_backward(dqkv, dy, qkv, y, lse, nh);
+
+      const Tensor gqkv = on_gpu(qkv), gdy = on_gpu(dy);
+      Tensor gy = poisoned_gpu({b, t, c}), glse = poisoned_gpu({b, nh, t}),
+             gdqkv = poisoned_gpu({b, t, 3 * c});
+      attention_forward(gy, glse, gqkv, nh, half);
+      attention_backward(gdqkv, gdy, gqkv, gy, glse, nh, half);
+      for (const auto& [got, want, what] :
+           {std::tuple<const Tensor&, const Tensor&, const char*>{gy, y, "out"},
+            {glse, lse, "lse"},
+            {gdqkv, dqkv, "dqkv"}}) {
+        const double err = testing::rel_error(got.to(Device::cpu()), testing::to_f64(want));
+        EXPECT_LT(err, 1e-2) << what;
+        EXPECT_GT(err, 1e-6) << what << ": no rounding at all (did the 16-bit path run?)";
+      }
+      // Deterministic: the same inputs give the same bits.
+      Tensor gy2 = poisoned_gpu({b, t, c}), glse2 = poisoned_gpu({b, nh, t}),
+             gdqkv2 = poisoned_gpu({b, t, 3 * c});
+      attention_forward(gy2, glse2, gqkv, nh, half);
+      attention_backward(gdqkv2, gdy, gqkv, gy2, glse2, nh, half);
+      EXPECT_EQ(testing::to_f64(gy2.to(Device::cpu())), testing::to_f64(gy.to(Device::cpu())));
+      EXPECT_EQ(testing::to_f64(gdqkv2.to(Device::cpu())),
+                testing::to_f64(gdqkv.to(Device::cpu())));
+    }
+}
+
 TEST_F(CudaOps, MixedDevicesAreOneClearError) {
   const Tensor x = random({8});
   Tensor gy = poisoned_gpu({8});

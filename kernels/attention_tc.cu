@@ -1,0 +1,454 @@
+// Causal attention on the tensor cores (kernels/attention.h, the 16-bit launchers): the tiling of
+// the fp32 kernels in attention.cu, with every product a WMMA 16×16×16 multiply of bf16 (or fp16)
+// operands into fp32 accumulators. q, k, v, dout stay f32 in device memory and are rounded as
+// their tiles enter shared memory; softmax statistics, lse, D and every accumulator are fp32.
+//
+// A block of 4 warps takes 64 rows of one (batch, head), 16 per warp, against 64-column tiles of
+// the other side. Each warp's tile products go to shared memory (WMMA's register layout is not
+// specified, so row-wise work reads them there): lane l works on row l / 2, half l % 2 of the
+// columns. Forward keeps an online softmax (O is rescaled in shared memory before P·V is added);
+// P is rounded to 16 bits before P·V, its row sum taken from the rounded values. Backward
+// recomputes P from the saved lse: one kernel for dq (rows are queries) and one for dk and dv
+// (rows are keys), each accumulating over tiles in a fixed order: deterministic, no atomics.
+// Tiles start on multiples of 64 on both sides, so every tile a block visits holds column (or
+// row) 0 of its 64 and no row's maximum is ever −∞.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "kernels/attention.h"
+#include "kernels/cuda_util.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kWarps = 4;
+constexpr int kThreadsTc = 32 * kWarps;
+constexpr int kRows = 16 * kWarps;  // rows of the block's own side
+constexpr int kCols = 64;           // rows of the other side per tile
+constexpr int kMaxHs = 128;
+constexpr int kPad16 = 8;  // row padding of 16-bit tiles, in elements (keeps WMMA's 32-byte rule)
+constexpr int kPad32 = 4;  // row padding of fp32 tiles
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <class T>
+__device__ inline T to_16(float x);
+template <>
+__device__ inline __nv_bfloat16 to_16(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ inline __half to_16(float x) {
+  return __float2half_rn(x);
+}
+__device__ inline float to_32(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+__device__ inline float to_32(__half x) {
+  return __half2float(x);
+}
+
+// Shared-memory arrays cut one after another from one allocation, each 128-byte aligned (WMMA
+// wants 32). Run with base 0 on the host it measures the allocation.
+struct Carver {
+  uintptr_t base;
+  size_t used = 0;
+  template <class T>
+  __host__ __device__ T* take(size_t n) {
+    T* p = reinterpret_cast<T*>(base + used);
+    used += (n * sizeof(T) + 127) / 128 * 128;
+    return p;
+  }
+};
+
+// The row strides of a block's tiles for head size hs.
+struct Strides {
+  int hs;
+  __host__ __device__ int h16() const { return hs + kPad16; }     // (rows, hs) 16-bit
+  __host__ __device__ int h32() const { return hs + kPad32; }     // (rows, hs) fp32
+  __host__ __device__ int c16() const { return kCols + kPad16; }  // (rows, kCols) 16-bit
+  __host__ __device__ int c32() const { return kCols + kPad32; }  // (rows, kCols) fp32
+};
+
+// tile (rows, hs) = src rows [first, first + rows) as T, zeros past t. The whole block takes part.
+template <class T>
+__device__ void load_rows(T* tile, int ld, const float* src, int64_t src_ld, int64_t first,
+                          int rows, int64_t t, int hs) {
+  for (int e = threadIdx.x; e < rows * hs; e += kThreadsTc) {
+    const int r = e / hs, d = e % hs;
+    const int64_t i = first + r;
+    tile[r * ld + d] = to_16<T>(i < t ? src[i * src_ld + d] : 0.0f);
+  }
+}
+
+template <class T>
+__device__ void zero_rows(T* tile, int ld, int rows, int cols) {
+  for (int e = threadIdx.x; e < rows * cols; e += kThreadsTc) tile[e / cols * ld + e % cols] = T{};
+}
+
+// One warp: c (16, n) = a (16, k) · op(b) [+ c], c fp32 in shared memory. b is stored (k, n)
+// row-major when kTransB is false, (n, k) row-major when it is true; n and k multiples of 16.
+template <bool kTransB, class T>
+__device__ void warp_gemm(float* c, int ldc, const T* a, int lda, const T* b, int ldb, int n, int k,
+                          bool accumulate) {
+  using LayoutB = std::conditional_t<kTransB, wmma::col_major, wmma::row_major>;
+  for (int n0 = 0; n0 < n; n0 += 16) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    if (accumulate)
+      wmma::load_matrix_sync(acc, c + n0, ldc, wmma::mem_row_major);
+    else
+      wmma::fill_fragment(acc, 0.0f);
+    for (int k0 = 0; k0 < k; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> fb;
+      wmma::load_matrix_sync(fa, a + k0, lda);
+      wmma::load_matrix_sync(fb, kTransB ? b + n0 * ldb + k0 : b + k0 * ldb + n0, ldb);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(c + n0, acc, ldc, wmma::mem_row_major);
+  }
+}
+
+// The (batch, head) of blockIdx.y: offsets of its row 0 in qkv (q; k at + c, v at + 2c), in
+// out / dout, and in lse / delta.
+struct HeadTc {
+  int64_t qkv, out, stats;
+};
+__device__ inline HeadTc head_tc(int64_t t, int64_t c, int64_t nh, int hs) {
+  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh;
+  return {b * t * 3 * c + h * hs, b * t * c + h * hs, static_cast<int64_t>(blockIdx.y) * t};
+}
+
+// Each kernel's shared-memory tiles, cut in one order on the device and measured on the host.
+template <class T>
+struct ForwardTiles {
+  T* qs;      // (64, hs) the block's queries
+  T* ks;      // (64, hs) keys of the tile
+  T* vs;      // (64, hs) values of the tile
+  T* ps;      // (64, 64) probabilities, rounded
+  float* ss;  // (64, 64) scores
+  float* os;  // (64, hs) unnormalised output
+  __host__ __device__ ForwardTiles(Carver& cv, Strides st)
+      : qs(cv.take<T>(kRows * st.h16())),
+        ks(cv.take<T>(kCols * st.h16())),
+        vs(cv.take<T>(kCols * st.h16())),
+        ps(cv.take<T>(kRows * st.c16())),
+        ss(cv.take<float>(kRows * st.c32())),
+        os(cv.take<float>(kRows * st.h32())) {}
+};
+
+template <class T>
+struct DqTiles {
+  T* qs;       // (64, hs) the block's queries
+  T* dos;      // (64, hs) their output gradients
+  T* ks;       // (64, hs) keys of the tile
+  T* vs;       // (64, hs) values of the tile
+  T* dss;      // (64, 64) dS, rounded
+  float* ss;   // (64, 64) scores
+  float* dps;  // (64, 64) dP = dO Vᵀ
+  float* dqs;  // (64, hs) dq accumulators
+  __host__ __device__ DqTiles(Carver& cv, Strides st)
+      : qs(cv.take<T>(kRows * st.h16())),
+        dos(cv.take<T>(kRows * st.h16())),
+        ks(cv.take<T>(kCols * st.h16())),
+        vs(cv.take<T>(kCols * st.h16())),
+        dss(cv.take<T>(kRows * st.c16())),
+        ss(cv.take<float>(kRows * st.c32())),
+        dps(cv.take<float>(kRows * st.c32())),
+        dqs(cv.take<float>(kRows * st.h32())) {}
+};
+
+template <class T>
+struct DkvTiles {
+  T* ks;           // (64, hs) the block's keys
+  T* vs;           // (64, hs) their values
+  T* qs;           // (64, hs) queries of the tile
+  T* dos;          // (64, hs) their output gradients
+  T* pts;          // (64, 64) Pᵀ, rounded
+  T* dsts;         // (64, 64) dSᵀ, rounded
+  float* sts;      // (64, 64) Sᵀ
+  float* dpts;     // (64, 64) dPᵀ = V dOᵀ
+  float* dks;      // (64, hs) dk accumulators
+  float* dvs;      // (64, hs) dv accumulators
+  float* lse_t;    // (64) the tile's queries' lse
+  float* delta_t;  // (64) and D
+  __host__ __device__ DkvTiles(Carver& cv, Strides st)
+      : ks(cv.take<T>(kRows * st.h16())),
+        vs(cv.take<T>(kRows * st.h16())),
+        qs(cv.take<T>(kCols * st.h16())),
+        dos(cv.take<T>(kCols * st.h16())),
+        pts(cv.take<T>(kRows * st.c16())),
+        dsts(cv.take<T>(kRows * st.c16())),
+        sts(cv.take<float>(kRows * st.c32())),
+        dpts(cv.take<float>(kRows * st.c32())),
+        dks(cv.take<float>(kRows * st.h32())),
+        dvs(cv.take<float>(kRows * st.h32())),
+        lse_t(cv.take<float>(kCols)),
+        delta_t(cv.take<float>(kCols)) {}
+};
+
+// Bytes of shared memory Tiles takes for head size hs.
+template <class Tiles>
+size_t smem_bytes(int hs) {
+  Carver cv{0};
+  const Tiles tiles(cv, Strides{hs});
+  (void)tiles;
+  return cv.used;
+}
+
+// grid (ceil(T / 64), B · NH). out (B, T, C), lse (B, NH, T), qkv (B, T, 3C).
+template <class T>
+__global__ void __launch_bounds__(kThreadsTc)
+    forward_tc_kernel(float* out, float* lse, const float* qkv, int64_t t, int64_t c, int64_t nh,
+                      int hs, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const Strides st{hs};
+  Carver cv{reinterpret_cast<uintptr_t>(smem)};
+  const auto [qs, ks, vs, ps, ss, os] = ForwardTiles<T>(cv, st);
+  const HeadTc hd = head_tc(t, c, nh, hs);
+  const float* q = qkv + hd.qkv;
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
+  const int64_t i0 = blockIdx.x * int64_t{kRows}, i = i0 + r;
+  const bool idle = i0 + 16 * w >= t;  // the warp's rows are all past the end
+  load_rows(qs, st.h16(), q, 3 * c, i0, kRows, t, hs);
+  zero_rows(os, st.h32(), kRows, hs);
+  float m = -INFINITY, l = 0.0f;  // row r's running maximum and sum
+  float* srow = ss + r * st.c32() + 32 * half;
+  T* prow = ps + r * st.c16() + 32 * half;
+  float* orow = os + r * st.h32() + half * (hs / 2);
+  for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
+    __syncthreads();  // the previous tile is consumed (and qs, os are written, the first time)
+    load_rows(ks, st.h16(), q + c, 3 * c, j0, kCols, t, hs);
+    load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kCols, t, hs);
+    __syncthreads();
+    if (idle) continue;
+    warp_gemm<true>(ss + 16 * w * st.c32(), st.c32(), qs + 16 * w * st.h16(), st.h16(), ks,
+                    st.h16(), kCols, hs, false);  // S = Q Kᵀ
+    __syncwarp();
+    float mx = -INFINITY;
+    for (int k = 0; k < 32; ++k) {
+      const float s = j0 + 32 * half + k <= i ? srow[k] * scale : -INFINITY;
+      srow[k] = s;
+      mx = fmaxf(mx, s);
+    }
+    const float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1)));
+    const float correction = expf(m - m_new);  // 0 on the first tile
+    float sum = 0.0f;
+    for (int k = 0; k < 32; ++k) {
+      const T p = to_16<T>(expf(srow[k] - m_new));
+      prow[k] = p;
+      sum += to_32(p);
+    }
+    l = l * correction + sum + __shfl_xor_sync(kFullMask, sum, 1);
+    m = m_new;
+    for (int d = 0; d < hs / 2; ++d) orow[d] *= correction;
+    __syncwarp();
+    warp_gemm<false>(os + 16 * w * st.h32(), st.h32(), ps + 16 * w * st.c16(), st.c16(), vs,
+                     st.h16(), hs, kCols, true);  // O += P V
+    __syncwarp();
+  }
+  if (i >= t) return;
+  float* dst = out + hd.out + i * c + half * (hs / 2);
+  for (int d = 0; d < hs / 2; ++d) dst[d] = orow[d] / l;
+  if (half == 0) lse[hd.stats + i] = m + logf(l);
+}
+
+// dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T / 64), B · NH).
+template <class T>
+__global__ void __launch_bounds__(kThreadsTc)
+    dq_tc_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
+                 const float* delta, int64_t t, int64_t c, int64_t nh, int hs, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const Strides st{hs};
+  Carver cv{reinterpret_cast<uintptr_t>(smem)};
+  const auto [qs, dos, ks, vs, dss, ss, dps, dqs] = DqTiles<T>(cv, st);
+  const HeadTc hd = head_tc(t, c, nh, hs);
+  const float* q = qkv + hd.qkv;
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
+  const int64_t i0 = blockIdx.x * int64_t{kRows}, i = i0 + r;
+  const bool idle = i0 + 16 * w >= t;
+  load_rows(qs, st.h16(), q, 3 * c, i0, kRows, t, hs);
+  load_rows(dos, st.h16(), dout + hd.out, c, i0, kRows, t, hs);
+  zero_rows(dqs, st.h32(), kRows, hs);
+  const float lse_i = i < t ? lse[hd.stats + i] : 0.0f;
+  const float delta_i = i < t ? delta[hd.stats + i] : 0.0f;
+  const int off16 = 16 * w * st.c32();
+  for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
+    __syncthreads();
+    load_rows(ks, st.h16(), q + c, 3 * c, j0, kCols, t, hs);
+    load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kCols, t, hs);
+    __syncthreads();
+    if (idle) continue;
+    warp_gemm<true>(ss + off16, st.c32(), qs + 16 * w * st.h16(), st.h16(), ks, st.h16(), kCols, hs,
+                    false);  // S = Q Kᵀ
+    warp_gemm<true>(dps + off16, st.c32(), dos + 16 * w * st.h16(), st.h16(), vs, st.h16(), kCols,
+                    hs, false);  // dP = dO Vᵀ
+    __syncwarp();
+    const float* srow = ss + r * st.c32() + 32 * half;
+    const float* dprow = dps + r * st.c32() + 32 * half;
+    T* dsrow = dss + r * st.c16() + 32 * half;
+    for (int k = 0; k < 32; ++k) {
+      const float p = j0 + 32 * half + k <= i ? expf(srow[k] * scale - lse_i) : 0.0f;
+      dsrow[k] = to_16<T>(p * (dprow[k] - delta_i));
+    }
+    __syncwarp();
+    warp_gemm<false>(dqs + 16 * w * st.h32(), st.h32(), dss + 16 * w * st.c16(), st.c16(), ks,
+                     st.h16(), hs, kCols, true);  // dQ += dS K
+    __syncwarp();
+  }
+  if (i >= t) return;
+  const float* acc = dqs + r * st.h32() + half * (hs / 2);
+  float* dst = dqkv + hd.qkv + i * 3 * c + half * (hs / 2);
+  for (int d = 0; d < hs / 2; ++d) dst[d] = acc[d] * scale;
+}
+
+// dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
+// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH).
+template <class T>
+__global__ void __launch_bounds__(kThreadsTc)
+    dkv_tc_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
+                  const float* delta, int64_t t, int64_t c, int64_t nh, int hs, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const Strides st{hs};
+  Carver cv{reinterpret_cast<uintptr_t>(smem)};
+  const auto [ks, vs, qs, dos, pts, dsts, sts, dpts, dks, dvs, lse_t, delta_t] =
+      DkvTiles<T>(cv, st);
+  const HeadTc hd = head_tc(t, c, nh, hs);
+  const float* q = qkv + hd.qkv;
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
+  const int64_t j0 = blockIdx.x * int64_t{kRows}, j = j0 + r;
+  const bool idle = j0 + 16 * w >= t;
+  load_rows(ks, st.h16(), q + c, 3 * c, j0, kRows, t, hs);
+  load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kRows, t, hs);
+  zero_rows(dks, st.h32(), kRows, hs);
+  zero_rows(dvs, st.h32(), kRows, hs);
+  const int off16 = 16 * w * st.c16(), off32 = 16 * w * st.c32(), offh = 16 * w * st.h32();
+  for (int64_t i0 = j0; i0 < t; i0 += kCols) {
+    __syncthreads();
+    load_rows(qs, st.h16(), q, 3 * c, i0, kCols, t, hs);
+    load_rows(dos, st.h16(), dout + hd.out, c, i0, kCols, t, hs);
+    if (threadIdx.x < kCols) {
+      const int64_t i = i0 + threadIdx.x;
+      lse_t[threadIdx.x] = i < t ? lse[hd.stats + i] : 0.0f;
+      delta_t[threadIdx.x] = i < t ? delta[hd.stats + i] : 0.0f;
+    }
+    __syncthreads();
+    if (idle) continue;
+    warp_gemm<true>(sts + off32, st.c32(), ks + 16 * w * st.h16(), st.h16(), qs, st.h16(), kCols,
+                    hs, false);  // Sᵀ = K Qᵀ
+    warp_gemm<true>(dpts + off32, st.c32(), vs + 16 * w * st.h16(), st.h16(), dos, st.h16(), kCols,
+                    hs, false);  // dPᵀ = V dOᵀ
+    __syncwarp();
+    const float* strow = sts + r * st.c32() + 32 * half;
+    const float* dptrow = dpts + r * st.c32() + 32 * half;
+    T* ptrow = pts + r * st.c16() + 32 * half;
+    T* dstrow = dsts + r * st.c16() + 32 * half;
+    for (int k = 0; k < 32; ++k) {
+      const int col = 32 * half + k;
+      const int64_t i = i0 + col;
+      const float p = i >= j && i < t ? expf(strow[k] * scale - lse_t[col]) : 0.0f;
+      ptrow[k] = to_16<T>(p);
+      dstrow[k] = to_16<T>(p * (dptrow[k] - delta_t[col]));
+    }
+    __syncwarp();
+    warp_gemm<false>(dvs + offh, st.h32(), pts + off16, st.c16(), dos, st.h16(), hs, kCols,
+                     true);  // dV += Pᵀ dO
+    warp_gemm<false>(dks + offh, st.h32(), dsts + off16, st.c16(), qs, st.h16(), hs, kCols,
+                     true);  // dK += dSᵀ Q
+    __syncwarp();
+  }
+  if (j >= t) return;
+  const int first = half * (hs / 2);
+  float* dst = dqkv + hd.qkv + j * 3 * c + c + first;
+  for (int d = 0; d < hs / 2; ++d) {
+    dst[d] = dks[r * st.h32() + first + d] * scale;
+    dst[c + d] = dvs[r * st.h32() + first + d];
+  }
+}
+
+// Lets `kernel` use `bytes` of shared memory, or throws Error saying the head is too large for
+// this GPU.
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t bytes, int hs) {
+  int device = 0, limit = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&device));
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  TS_CHECK(bytes <= static_cast<size_t>(limit), "16-bit attention with head size ", hs, " needs ",
+           bytes, " bytes of shared memory per block, this GPU has ", limit,
+           ": use train.precision: fp32 or a smaller head");
+  TS_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+int check_head_tc(int64_t b, int64_t c, int64_t nh, DType compute) {
+  TS_CHECK(compute == DType::bf16 || compute == DType::f16,
+           "attention on the tensor cores takes bf16 or f16, not ", dtype_name(compute));
+  const int64_t hs = c / nh;
+  TS_CHECK(hs % 16 == 0 && hs <= kMaxHs,
+           "16-bit attention takes head sizes that are multiples of 16 up to ", kMaxHs, ", got ",
+           hs, ": use train.precision: fp32");
+  TS_CHECK(b * nh <= 65535, "attention on CUDA takes at most 65535 (batch x heads), got ", b * nh,
+           ": use a smaller train.batch_size");
+  return static_cast<int>(hs);
+}
+
+dim3 grid_tc(int64_t b, int64_t t, int64_t nh) {
+  return dim3(static_cast<unsigned>((t + kRows - 1) / kRows), static_cast<unsigned>(b * nh));
+}
+
+template <class T>
+void forward_tc(float* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
+                int64_t nh, int hs, CudaStream stream) {
+  const size_t smem = smem_bytes<ForwardTiles<T>>(hs);
+  allow_smem(forward_tc_kernel<T>, smem, hs);
+  forward_tc_kernel<T><<<grid_tc(b, t, nh), kThreadsTc, smem, stream>>>(
+      out, lse, qkv, t, c, nh, hs, 1.0f / sqrtf(static_cast<float>(hs)));
+  TS_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void backward_tc(float* dqkv, const float* delta, const float* dout, const float* qkv,
+                 const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh, int hs,
+                 CudaStream stream) {
+  const float scale = 1.0f / sqrtf(static_cast<float>(hs));
+  const size_t dq_smem = smem_bytes<DqTiles<T>>(hs), dkv_smem = smem_bytes<DkvTiles<T>>(hs);
+  allow_smem(dq_tc_kernel<T>, dq_smem, hs);
+  dq_tc_kernel<T><<<grid_tc(b, t, nh), kThreadsTc, dq_smem, stream>>>(dqkv, dout, qkv, lse, delta,
+                                                                      t, c, nh, hs, scale);
+  TS_CUDA_CHECK_LAUNCH();
+  allow_smem(dkv_tc_kernel<T>, dkv_smem, hs);
+  dkv_tc_kernel<T><<<grid_tc(b, t, nh), kThreadsTc, dkv_smem, stream>>>(dqkv, dout, qkv, lse, delta,
+                                                                        t, c, nh, hs, scale);
+  TS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void attention_forward_tc(float* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
+                          int64_t nh, DType compute, CudaStream stream) {
+  const int hs = check_head_tc(b, c, nh, compute);
+  if (b * t == 0) return;
+  if (compute == DType::bf16)
+    forward_tc<__nv_bfloat16>(out, lse, qkv, b, t, c, nh, hs, stream);
+  else
+    forward_tc<__half>(out, lse, qkv, b, t, c, nh, hs, stream);
+}
+
+void attention_backward_tc(float* dqkv, float* delta, const float* dout, const float* qkv,
+                           const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
+                           int64_t nh, DType compute, CudaStream stream) {
+  const int hs = check_head_tc(b, c, nh, compute);
+  if (b * t == 0) return;
+  attention_delta(delta, dout, out, qkv, b, t, c, nh, stream);
+  if (compute == DType::bf16)
+    backward_tc<__nv_bfloat16>(dqkv, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
+  else
+    backward_tc<__half>(dqkv, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
+}
+
+}  // namespace tessera::cuda
