@@ -14,6 +14,11 @@
 #                                and gtest XML go to $OUT (or .gpu/out); a summary is printed last.
 #                                `run tests` or `run bench` runs one part (tests include the
 #                                Hugging Face check).
+#   scripts/gpu_check.sh run sanitize   there: compute-sanitizer over the CUDA op tests (memcheck
+#                                on all of them; racecheck and synccheck on the attention kernels)
+#   scripts/gpu_check.sh run profile    there: GPU time per kernel of one bf16 GPT-2 124M training
+#                                step (Nsight Compute, bench/kernel_times.py)
+# Neither of the last two runs by default: each takes minutes of device time.
 # With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,6 +120,46 @@ run_bench() {
   done
 }
 
+# compute-sanitizer's memcheck over every CUDA op test, racecheck (shared-memory hazards) and
+# synccheck over the attention kernels, which share tiles between warps.
+run_sanitize() {
+  local status=0 tool filter
+  if ! command -v compute-sanitizer >/dev/null; then
+    summary+="sanitize: no compute-sanitizer on this machine"$'\n'
+    return 0
+  fi
+  for tool in memcheck racecheck synccheck; do
+    filter='*'
+    [ "$tool" = memcheck ] || filter='*Attention*'
+    if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" compute-sanitizer --tool "$tool" \
+        --error-exitcode 9 .gpu/bin/test_cuda_ops --gtest_filter="$filter" \
+        > "$out/sanitize_$tool.log" 2>&1; then
+      summary+="compute-sanitizer $tool: clean  $(grep -E 'ERROR SUMMARY' "$out/sanitize_$tool.log" | tail -1)"$'\n'
+    else
+      summary+="compute-sanitizer $tool: FAILED (see sanitize_$tool.log)  $(grep -E 'ERROR SUMMARY' "$out/sanitize_$tool.log" | tail -1)"$'\n'
+      grep -m 20 -E '^========= ' "$out/sanitize_$tool.log" || true
+      status=1
+    fi
+  done
+  return $status
+}
+
+# One bf16 training step of GPT-2 124M under Nsight Compute, each kernel's GPU time grouped by name.
+run_profile() {
+  if ! command -v ncu >/dev/null; then
+    summary+="profile: no ncu on this machine"$'\n'
+    return 0
+  fi
+  LD_LIBRARY_PATH="$libpath" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+    .gpu/tessera bench train --config configs/gpt2-124m.yaml --set train.precision=bf16 \
+    --steps 1 --warmup 0 > "$out/ncu_step.csv" 2> "$out/ncu_step.err" || {
+    summary+="profile: ncu FAILED  $(tail -3 "$out/ncu_step.err")"$'\n'
+    return 1
+  }
+  python3 bench/kernel_times.py "$out/ncu_step.csv" | tee "$out/kernel_times.txt"
+  summary+="profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -12 "$out/kernel_times.txt")"$'\n'
+}
+
 case "${1:-}" in
   build) build ;;
   run)
@@ -125,14 +170,20 @@ case "${1:-}" in
     libpath=$(library_path /tmp/tessera-gpu/lib)
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
     summary="" status=0
-    if [ "${2:-tests}" = tests ] || [ -z "${2:-}" ]; then run_tests || status=1; fi
-    if [ "${2:-bench}" = bench ] || [ -z "${2:-}" ]; then run_bench || status=1; fi
+    case "${2:-}" in
+      "") run_tests || status=1; run_bench || status=1 ;;
+      tests) run_tests || status=1 ;;
+      bench) run_bench || status=1 ;;
+      sanitize) run_sanitize || status=1 ;;
+      profile) run_profile || status=1 ;;
+      *) echo "usage: scripts/gpu_check.sh run [tests|bench|sanitize|profile]" >&2; exit 2 ;;
+    esac
     head -12 "$out/nvidia-smi.txt" || true
     echo "$summary"
     exit $status
     ;;
   *)
-    echo "usage: scripts/gpu_check.sh build | run [tests|bench]" >&2
+    echo "usage: scripts/gpu_check.sh build | run [tests|bench|sanitize|profile]" >&2
     exit 2
     ;;
 esac
