@@ -85,6 +85,7 @@ bool cuda_available() {
 
 void device_memcpy(void* dst, Device dst_device, const void* src, Device src_device,
                    size_t nbytes) {
+  if (nbytes == 0) return;  // empty tensors have no storage pointer to copy
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     std::memcpy(dst, src, nbytes);
     return;
@@ -99,6 +100,7 @@ void device_synchronize(Device device) {
 }
 
 void device_memset_zero(void* dst, Device device, size_t nbytes) {
+  if (nbytes == 0) return;
   if (device.is_cpu()) {
     std::memset(dst, 0, nbytes);
     return;

@@ -7,37 +7,55 @@
 
 namespace tessera {
 
-void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads,
-                  const AdamWStep& step) {
-  const auto backend = kernels_detail::backend_f32(
-      "adamw_update", {{"params", params}, {"m", m}, {"v", v}, {"grads", grads}});
-  const int64_t n = params.numel();
-  TS_CHECK(m.numel() == n && v.numel() == n && grads.numel() == n,
-           "adamw_update: params, m, v and grads must have the same number of elements");
+void adamw_update(std::vector<AdamWTensors>& sets, const AdamWStep& step) {
   TS_CHECK_GE(step.t, 1, "adamw_update: the step count is 1-based");
+  if (sets.empty()) return;
+  kernels_detail::Backend backend{};
+  for (size_t i = 0; i < sets.size(); ++i) {
+    const AdamWTensors& s = sets[i];
+    backend = kernels_detail::backend_f32("adamw_update", {{"params", sets.front().params},
+                                                           {"params", s.params},
+                                                           {"m", s.m},
+                                                           {"v", s.v},
+                                                           {"grads", s.grads}});
+    const int64_t n = s.params.numel();
+    TS_CHECK(s.m.numel() == n && s.v.numel() == n && s.grads.numel() == n, "adamw_update: set ", i,
+             ": params, m, v and grads must have the same number of elements");
+  }
   // Bias corrections in float64 as torch computes them (Python floats): in f32, 1 − β₂ᵗ keeps
   // only a few digits at small t (up to ~1e-5 relative error in the step for β₂ = 0.999).
   const double bc1 = 1.0 - std::pow(double{step.beta1}, static_cast<double>(step.t));
   const double bc2 = 1.0 - std::pow(double{step.beta2}, static_cast<double>(step.t));
   const float step_size = static_cast<float>(step.lr / bc1);
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  TS_RUN_ON_CUDA(backend, cuda::adamw_update(params.data<float>(), m.data<float>(), v.data<float>(),
-                                             grads.data<float>(), n, step, step_size, bc2_sqrt,
-                                             kernels_detail::kOpStream));
-  float* p = params.data<float>();
-  float* pm = m.data<float>();
-  float* pv = v.data<float>();
-  const float* g = grads.data<float>();
-  const float decay = 1.0f - step.lr * step.weight_decay;
+  auto decay = [&](const AdamWTensors& s) {
+    return s.decay ? 1.0f - step.lr * step.weight_decay : 1.0f;
+  };
+  TS_RUN_ON_CUDA(backend, {
+    std::vector<cuda::AdamWSet> flat;
+    for (AdamWTensors& s : sets)
+      flat.push_back({s.params.data<float>(), s.m.data<float>(), s.v.data<float>(),
+                      s.grads.data<float>(), s.params.numel(), decay(s)});
+    cuda::adamw_update(flat.data(), static_cast<int64_t>(flat.size()), step, step_size, bc2_sqrt,
+                       kernels_detail::kOpStream);
+  });
+  for (AdamWTensors& s : sets) {
+    float* p = s.params.data<float>();
+    float* pm = s.m.data<float>();
+    float* pv = s.v.data<float>();
+    const float* g = s.grads.data<float>();
+    const float d = decay(s);
+    const int64_t n = s.params.numel();
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i] * step.grad_scale;
-    const float mi = step.beta1 * pm[i] + (1.0f - step.beta1) * gi;
-    const float vi = step.beta2 * pv[i] + (1.0f - step.beta2) * gi * gi;
-    pm[i] = mi;
-    pv[i] = vi;
-    // Same algebra as torch: p -= (lr / bc1) · m / (√v / √bc2 + eps).
-    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) / bc2_sqrt + step.eps);
+    for (int64_t i = 0; i < n; ++i) {
+      const float gi = g[i] * step.grad_scale;
+      const float mi = step.beta1 * pm[i] + (1.0f - step.beta1) * gi;
+      const float vi = step.beta2 * pv[i] + (1.0f - step.beta2) * gi * gi;
+      pm[i] = mi;
+      pv[i] = vi;
+      // Same algebra as torch: p -= (lr / bc1) · m / (√v / √bc2 + eps).
+      p[i] = p[i] * d - step_size * mi / (std::sqrt(vi) / bc2_sqrt + step.eps);
+    }
   }
 }
 

@@ -1,4 +1,5 @@
-// AdamW and the gradient norm on CUDA (kernels/adamw.h): one grid-stride pass each; the norm's
+// AdamW and the gradient norm on CUDA (kernels/adamw.h): one grid-stride pass each; AdamW over up
+// to kAdamWSetsPerLaunch tensors per launch, their pointers in the kernel's parameters; the norm's
 // per-block float64 partials are summed on the host in block order (deterministic).
 #include "kernels/adamw.h"
 #include "kernels/cuda_util.cuh"
@@ -10,18 +11,30 @@ using cuda_detail::blocks_for;
 using cuda_detail::kThreads;
 using cuda_detail::warp_sum;
 
-// p = p·decay − step_size · m / (√v / bc2_sqrt + eps), with m, v updated from g·grad_scale.
-__global__ void adamw_kernel(float* p, float* m, float* v, const float* g, int64_t n, float beta1,
-                             float beta2, float eps, float grad_scale, float decay, float step_size,
+// Up to kAdamWSetsPerLaunch sets and where each starts in their concatenation.
+struct AdamWBatch {
+  AdamWSet set[kAdamWSetsPerLaunch];
+  int64_t start[kAdamWSetsPerLaunch + 1];
+};
+
+// Over the concatenated elements of the batch's sets: p = p·decay − step_size · m / (√v / bc2_sqrt
+// + eps), with m, v updated from g·grad_scale. A thread's elements only increase, so the set it is
+// in only moves forward.
+__global__ void adamw_kernel(const __grid_constant__ AdamWBatch batch, int count, float beta1,
+                             float beta2, float eps, float grad_scale, float step_size,
                              float bc2_sqrt) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+  int s = 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < batch.start[count];
        i += int64_t{gridDim.x} * blockDim.x) {
-    const float gi = g[i] * grad_scale;
-    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    while (i >= batch.start[s + 1]) ++s;
+    const AdamWSet& set = batch.set[s];
+    const int64_t k = i - batch.start[s];
+    const float gi = set.grads[k] * grad_scale;
+    const float mi = beta1 * set.m[k] + (1.0f - beta1) * gi;
+    const float vi = beta2 * set.v[k] + (1.0f - beta2) * gi * gi;
+    set.m[k] = mi;
+    set.v[k] = vi;
+    set.params[k] = set.params[k] * set.decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
   }
 }
 
@@ -44,13 +57,20 @@ __global__ void norm_partials_kernel(double* partials, const float* g, int64_t n
 
 }  // namespace
 
-void adamw_update(float* params, float* m, float* v, const float* grads, int64_t n,
-                  const AdamWStep& step, float step_size, float bc2_sqrt, CudaStream stream) {
-  if (n == 0) return;
-  adamw_kernel<<<blocks_for(n), kThreads, 0, stream>>>(
-      params, m, v, grads, n, step.beta1, step.beta2, step.eps, step.grad_scale,
-      1.0f - step.lr * step.weight_decay, step_size, bc2_sqrt);
-  TS_CUDA_CHECK_LAUNCH();
+void adamw_update(const AdamWSet* sets, int64_t count, const AdamWStep& step, float step_size,
+                  float bc2_sqrt, CudaStream stream) {
+  for (int64_t first = 0; first < count; first += kAdamWSetsPerLaunch) {
+    const int n = static_cast<int>(std::min<int64_t>(kAdamWSetsPerLaunch, count - first));
+    AdamWBatch batch{};
+    for (int s = 0; s < n; ++s) {
+      batch.set[s] = sets[first + s];
+      batch.start[s + 1] = batch.start[s] + sets[first + s].n;
+    }
+    if (batch.start[n] == 0) continue;
+    adamw_kernel<<<blocks_for(batch.start[n]), kThreads, 0, stream>>>(
+        batch, n, step.beta1, step.beta2, step.eps, step.grad_scale, step_size, bc2_sqrt);
+    TS_CUDA_CHECK_LAUNCH();
+  }
 }
 
 void grad_norm_partials(double* partials, const float* grads, int64_t n, CudaStream stream) {

@@ -19,9 +19,18 @@ struct AdamWStep {
   float grad_scale;    // multiplies every gradient first (clipping coefficient, 1/loss-scale)
 };
 
-// One torch.optim.AdamW step on every element: g = grad_scale·grads; p -= lr·wd·p;
-// m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; p -= lr·m̂ / (√v̂ + eps). params, m, v updated in place.
-void adamw_update(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, const AdamWStep& step);
+// One tensor's share of an AdamW step: flat f32 views of one length. `decay` says whether
+// step.weight_decay applies (weights) or not (biases, layernorm parameters).
+struct AdamWTensors {
+  Tensor params, m, v, grads;
+  bool decay = true;
+};
+
+// One torch.optim.AdamW step on every element of every set (fused and multi-tensor: on CUDA one
+// launch per cuda::kAdamWSetsPerLaunch sets): g = grad_scale·grads; p -= lr·wd·p;
+// m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; p -= lr·m̂ / (√v̂ + eps). params, m, v updated in
+// place. All sets on one device; throws Error naming the set that is not, or whose lengths differ.
+void adamw_update(std::vector<AdamWTensors>& sets, const AdamWStep& step);
 
 // Σ g² over all elements of every tensor (one device), accumulated in float64 in fixed chunks per
 // tensor and summed in order (deterministic for any threads); one synchronization on CUDA.
@@ -31,10 +40,21 @@ double grad_norm_squared(const std::vector<Tensor>& grads);
 float clip_coefficient(double norm, float max_norm);
 
 namespace cuda {  // launchers on device pointers (kernels/adamw.cu)
-// adamw_update's element loop; step_size = lr / (1 − β1ᵗ) and bc2_sqrt = √(1 − β2ᵗ) come from the
-// host in float64.
-void adamw_update(float* params, float* m, float* v, const float* grads, int64_t n,
-                  const AdamWStep& step, float step_size, float bc2_sqrt, CudaStream stream);
+// One set of adamw_update: n elements each; decay = 1 − lr·wd, or 1 without weight decay.
+struct AdamWSet {
+  float* params;
+  float* m;
+  float* v;
+  const float* grads;
+  int64_t n;
+  float decay;
+};
+// Sets per launch: their pointers travel as kernel parameters (no upload, no synchronization).
+constexpr int kAdamWSetsPerLaunch = 48;
+// adamw_update's element loop over sets[0, count); step_size = lr / (1 − β1ᵗ) and
+// bc2_sqrt = √(1 − β2ᵗ) come from the host in float64.
+void adamw_update(const AdamWSet* sets, int64_t count, const AdamWStep& step, float step_size,
+                  float bc2_sqrt, CudaStream stream);
 // partials (kNormPartials) f64 = Σ g² over fixed shares of grads (n): their sum, in order, is the
 // squared norm.
 constexpr int kNormPartials = 256;

@@ -259,20 +259,21 @@ double DistributedAdamW::step(double lr, const GradScaling& scaling) {
               static_cast<float>(config_.beta1),
               static_cast<float>(config_.beta2),
               static_cast<float>(config_.eps),
-              0.0f,
+              static_cast<float>(config_.weight_decay),
               t_,
               static_cast<float>(clip_coefficient(norm, static_cast<float>(config_.grad_clip)) /
                                  scaling.scale)};
 
-  // Each entry's part of this rank's chunks, with its own weight decay.
+  // Each entry's part of this rank's chunks, with its own weight decay, in one multi-tensor step.
+  std::vector<AdamWTensors> sets;
   for (const Segment& g : segments_) {
     const int64_t at = g.lo - chunk_offset(g.unit), n = g.hi - g.lo;
     const int64_t m_at = shard_offset(g.unit) + at;
-    s.weight_decay = g.entry->weight_decay ? static_cast<float>(config_.weight_decay) : 0.0f;
-    Tensor p = param_chunk(g.unit).carve(at, {n});
-    Tensor m = exp_avg_.carve(m_at, {n}), v = exp_avg_sq_.carve(m_at, {n});
-    adamw_update(p, m, v, grad_chunk(g.unit).carve(at, {n}), s);
+    sets.push_back({param_chunk(g.unit).carve(at, {n}), exp_avg_.carve(m_at, {n}),
+                    exp_avg_sq_.carve(m_at, {n}), grad_chunk(g.unit).carve(at, {n}),
+                    g.entry->weight_decay});
   }
+  adamw_update(sets, s);
 
   if (stage_ == 1 || stage_ == 2) {
     std::vector<CommHandle> gathers;

@@ -45,52 +45,75 @@ std::vector<double> minus(const std::vector<double>& a, const std::vector<double
   return d;
 }
 
-// Five steps from zero moments with grad_scale != 1 and weight decay: params, m and v follow the
+// Five steps from zero moments with grad_scale != 1 over three tensors in one multi-tensor call
+// (the middle one of one element, the last without weight decay): params, m and v follow the
 // float64 trajectory, and each step's update matches the float64 update from the same state
 // (params ~ N(0, 0.05) so that the update is not lost in the rounding of p).
 TEST(AdamW, MatchesTorchAdamWOverSteps) {
   const uint64_t seed = testing::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const int64_t n = 1003;
-  Tensor p = randn({n}, rng, 0.05f), m = Tensor::zeros({n}, DType::f32),
-         v = Tensor::zeros({n}, DType::f32);
-  State ref{testing::to_f64(p), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+  const std::vector<int64_t> sizes{1003, 1, 517};
+  const std::vector<bool> decays{true, true, false};
+  std::vector<AdamWTensors> sets;
+  std::vector<State> refs;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const int64_t n = sizes[k];
+    sets.push_back({randn({n}, rng, 0.05f), Tensor::zeros({n}, DType::f32),
+                    Tensor::zeros({n}, DType::f32), Tensor(), decays[k]});
+    refs.push_back({testing::to_f64(sets[k].params), std::vector<double>(n, 0.0),
+                    std::vector<double>(n, 0.0)});
+  }
   for (int64_t t = 1; t <= 5; ++t) {
-    SCOPED_TRACE("step " + std::to_string(t));
     const AdamWStep h{/*lr=*/1e-2f,          /*beta1=*/0.9f, /*beta2=*/0.999f,
                       /*eps=*/1e-8f,
                       /*weight_decay=*/0.1f, /*t=*/t,        /*grad_scale=*/0.37f};
-    const Tensor grads = randn({n}, rng, 3.0f);
-    const auto g = testing::to_f64(grads);
-    State from_kernel{testing::to_f64(p), testing::to_f64(m), testing::to_f64(v)};
-    const std::vector<double> p_before = from_kernel.p;
-    reference_step(from_kernel, g, h);
-    reference_step(ref, g, h);
-    adamw_update(p, m, v, grads, h);
-    EXPECT_LT(testing::rel_error(p, ref.p), 1e-6);
-    EXPECT_LT(testing::rel_error(m, ref.m), 1e-6);
-    EXPECT_LT(testing::rel_error(v, ref.v), 1e-6);
-    // The update alone, to 2e-6: f32 bias corrections (1 − β₂ᵗ) would be off by ~3e-6 here.
-    EXPECT_LT(
-        testing::rel_error(minus(testing::to_f64(p), p_before), minus(from_kernel.p, p_before)),
-        2e-6);
+    std::vector<State> from_kernel;
+    for (size_t k = 0; k < sets.size(); ++k) {
+      sets[k].grads = randn({sizes[k]}, rng, 3.0f);
+      const auto g = testing::to_f64(sets[k].grads);
+      AdamWStep hk = h;
+      hk.weight_decay = decays[k] ? h.weight_decay : 0.0f;
+      from_kernel.push_back({testing::to_f64(sets[k].params), testing::to_f64(sets[k].m),
+                             testing::to_f64(sets[k].v)});
+      reference_step(from_kernel[k], g, hk);
+      reference_step(refs[k], g, hk);
+    }
+    std::vector<std::vector<double>> p_before;
+    for (const AdamWTensors& s : sets) p_before.push_back(testing::to_f64(s.params));
+    adamw_update(sets, h);
+    for (size_t k = 0; k < sets.size(); ++k) {
+      SCOPED_TRACE("step " + std::to_string(t) + ", tensor " + std::to_string(k));
+      EXPECT_LT(testing::rel_error(sets[k].params, refs[k].p), 1e-6);
+      EXPECT_LT(testing::rel_error(sets[k].m, refs[k].m), 1e-6);
+      EXPECT_LT(testing::rel_error(sets[k].v, refs[k].v), 1e-6);
+      // The update alone, to 2e-6: f32 bias corrections (1 − β₂ᵗ) would be off by ~3e-6 here.
+      EXPECT_LT(testing::rel_error(minus(testing::to_f64(sets[k].params), p_before[k]),
+                                   minus(from_kernel[k].p, p_before[k])),
+                2e-6);
+    }
   }
 }
 
 // Element counts, the 1-based step and dtypes are checked.
 TEST(AdamW, RejectsBadInputs) {
-  Tensor p = Tensor::zeros({8}, DType::f32), m = Tensor::zeros({8}, DType::f32),
-         v = Tensor::zeros({8}, DType::f32), short_v = Tensor::zeros({7}, DType::f32);
-  const Tensor g = Tensor::zeros({8}, DType::f32);
+  const auto set = [](int64_t n, int64_t n_v, DType grad_type) {
+    return std::vector<AdamWTensors>{
+        {Tensor::zeros({8}, DType::f32), Tensor::zeros({8}, DType::f32),
+         Tensor::zeros({8}, DType::f32), Tensor::zeros({8}, DType::f32)},
+        {Tensor::zeros({8}, DType::f32), Tensor::zeros({8}, DType::f32),
+         Tensor::zeros({n_v}, DType::f32), Tensor::zeros({n}, grad_type)}};
+  };
   const AdamWStep h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 1.0f};
-  EXPECT_NO_THROW(adamw_update(p, m, v, g, h));
-  EXPECT_THROW(adamw_update(p, m, short_v, g, h), Error);
-  EXPECT_THROW(adamw_update(p, m, v, Tensor::zeros({9}, DType::f32), h), Error);
-  EXPECT_THROW(adamw_update(p, m, v, Tensor::zeros({8}, DType::bf16), h), Error);
+  auto good = set(8, 8, DType::f32), short_v = set(8, 7, DType::f32),
+       long_g = set(9, 8, DType::f32), bf16_g = set(8, 8, DType::bf16);
+  EXPECT_NO_THROW(adamw_update(good, h));
+  EXPECT_THROW(adamw_update(short_v, h), Error);
+  EXPECT_THROW(adamw_update(long_g, h), Error);
+  EXPECT_THROW(adamw_update(bf16_g, h), Error);
   AdamWStep zero_step = h;
   zero_step.t = 0;
-  EXPECT_THROW(adamw_update(p, m, v, g, zero_step), Error);
+  EXPECT_THROW(adamw_update(good, zero_step), Error);
   EXPECT_THROW(grad_norm_squared({Tensor::zeros({8}, DType::i32)}), Error);
   EXPECT_THROW(grad_norm_squared({Tensor()}), Error);
 }

@@ -140,20 +140,35 @@ TEST_F(CudaOps, EmbeddingForwardBackwardWithAVocabularyShard) {
 }
 
 TEST_F(CudaOps, AdamWAndGradNorm) {
-  const int64_t n = 300001;  // not a multiple of any block size
-  const Tensor p0 = random({n}), m0 = random({n}, 0.1f), g = random({n});
-  Tensor v0 = Tensor::empty({n}, DType::f32);
-  testing::fill_uniform(v0, rng_, 0.0f, 0.5f);
+  // 101 tensors in one multi-tensor step (three launches of up to 48), sizes 0 to 5000 and one of
+  // 300001 (not a multiple of any block size), every third without weight decay.
+  std::uniform_int_distribution<int64_t> size(0, 5000);
+  std::vector<AdamWTensors> cpu, gpu;
+  for (int k = 0; k <= 100; ++k) {
+    const int64_t n = k == 50 ? 300001 : size(rng_);
+    const Tensor p0 = random({n}), m0 = random({n}, 0.1f), g = random({n});
+    Tensor v0 = Tensor::empty({n}, DType::f32);
+    testing::fill_uniform(v0, rng_, 0.0f, 0.5f);
+    cpu.push_back(
+        {p0.to(Device::cpu()), m0.to(Device::cpu()), v0.to(Device::cpu()), g, k % 3 != 0});
+    gpu.push_back({on_gpu(p0), on_gpu(m0), on_gpu(v0), on_gpu(g), k % 3 != 0});
+  }
   const AdamWStep step{3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 7, 0.7f};
-  Tensor p = p0.to(Device::cpu()), m = m0.to(Device::cpu()), v = v0.to(Device::cpu());
-  adamw_update(p, m, v, g, step);
-  Tensor gp = on_gpu(p0), gm = on_gpu(m0), gv = on_gpu(v0);
-  adamw_update(gp, gm, gv, on_gpu(g), step);
-  expect_close(gp, p, "adamw params");
-  expect_close(gm, m, "adamw m");
-  expect_close(gv, v, "adamw v");
-  const double cpu = grad_norm_squared({g}), gpu = grad_norm_squared({on_gpu(g)});
-  EXPECT_NEAR(gpu, cpu, 1e-12 * cpu);  // both sum in float64
+  adamw_update(cpu, step);
+  adamw_update(gpu, step);
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    SCOPED_TRACE("tensor " + std::to_string(k));
+    expect_close(gpu[k].params, cpu[k].params, "adamw params");
+    expect_close(gpu[k].m, cpu[k].m, "adamw m");
+    expect_close(gpu[k].v, cpu[k].v, "adamw v");
+  }
+  std::vector<Tensor> grads_cpu, grads_gpu;
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    grads_cpu.push_back(cpu[k].grads);
+    grads_gpu.push_back(gpu[k].grads);
+  }
+  const double on_cpu = grad_norm_squared(grads_cpu), on_cuda = grad_norm_squared(grads_gpu);
+  EXPECT_NEAR(on_cuda, on_cpu, 1e-12 * on_cpu);  // both sum in float64
 }
 
 TEST_F(CudaOps, ConvertIsBitForBitTheCpus) {
