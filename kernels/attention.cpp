@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/convert.h"
 #include "kernels/kernel_util.h"
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
@@ -17,6 +18,8 @@ namespace {
 using kernels_detail::backend_f32;
 using kernels_detail::exp_f32;
 using kernels_detail::kOpStream;
+using kernels_detail::load;
+using kernels_detail::store;
 
 // Rows of a query tile and columns of a key tile: 64×64 scores (16 KiB) stay in L1/L2 together
 // with the 64×hs tiles of q, k, v they come from.
@@ -56,26 +59,11 @@ void tile_scores(float* scores, const float* q, const float* k, Span qs, Span ks
       scores[r * ks.size() + j] = -std::numeric_limits<float>::infinity();
 }
 
-}  // namespace
-
-void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads,
-                       DType compute) {
-  const auto backend = backend_f32("attention_forward", {{"out", out}, {"lse", lse}, {"qkv", qkv}});
-  const Dims d = check("attention_forward", qkv, num_heads);
-  out.expect("attention_forward out", {d.b, d.t, d.c}, DType::f32);
-  lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
-  check_gemm_compute(compute, qkv.device());
-  TS_RUN_ON_CUDA(backend, {
-    if (compute == DType::f32)
-      cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
-                              d.c, d.nh, kOpStream);
-    else
-      cuda::attention_forward_tc(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
-                                 d.c, d.nh, compute, kOpStream);
-  });
-  const float* x = qkv.data<float>();
-  float* o = out.data<float>();
-  float* l = lse.data<float>();
+// The CPU forward over every (batch, head, query tile); out's type Y. x: qkv as f32, already
+// rounded to `compute` when that is 16-bit, which also rounds the probabilities before P·V (their
+// row sums taken from the rounded values), as the tensor-core kernels do.
+template <class Y>
+void forward_cpu(Y* o, float* l, const float* x, const Dims& d, DType compute) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hs));
   const int64_t ld = 3 * d.c, tiles = d.tiles();
 
@@ -109,6 +97,13 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
                 s[j] = exp_f32(s[j] - m);
                 sum += s[j];
               }
+              if (compute != DType::f32) {
+                sum = 0.0f;
+                for (int64_t j = 0; j < ks.size(); ++j) {
+                  s[j] = round_to(s[j], compute);
+                  sum += s[j];
+                }
+              }
               row_sum[r] = row_sum[r] * correction + sum;
               row_max[r] = m;
               float* a = acc.data() + r * d.hs;
@@ -119,41 +114,20 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
           }
           for (int64_t r = 0; r < qs.size(); ++r) {
             const float inv = 1.0f / row_sum[r];
-            float* dst = o + (b * d.t + qs.begin + r) * d.c + h * d.hs;
-            for (int64_t e = 0; e < d.hs; ++e) dst[e] = acc[r * d.hs + e] * inv;
+            Y* dst = o + (b * d.t + qs.begin + r) * d.c + h * d.hs;
+            for (int64_t e = 0; e < d.hs; ++e) store(dst[e], acc[r * d.hs + e] * inv);
             l[(b * d.nh + h) * d.t + qs.begin + r] = row_max[r] + std::log(row_sum[r]);
           }
         }
   }
 }
 
-void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& lse, int64_t num_heads, DType compute) {
-  const auto backend =
-      backend_f32("attention_backward",
-                  {{"dqkv", dqkv}, {"dout", dout}, {"qkv", qkv}, {"out", out}, {"lse", lse}});
-  const Dims d = check("attention_backward", qkv, num_heads);
-  dqkv.expect("attention_backward dqkv", qkv.shape(), DType::f32);
-  dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
-  out.expect("attention_backward out", {d.b, d.t, d.c}, DType::f32);
-  lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
-  check_gemm_compute(compute, qkv.device());
-  TS_RUN_ON_CUDA(backend, {
-    Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
-    if (compute == DType::f32)
-      cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
-                               qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
-                               d.c, d.nh, kOpStream);
-    else
-      cuda::attention_backward_tc(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
-                                  qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
-                                  d.c, d.nh, compute, kOpStream);
-  });
-  const float* x = qkv.data<float>();
-  const float* o = out.data<float>();
-  const float* dout_p = dout.data<float>();
-  const float* l = lse.data<float>();
-  float* dx = dqkv.data<float>();
+// The CPU backward; out's type Y. x and dout_r: qkv and dout as f32, rounded to `compute` when that
+// is 16-bit, which also rounds P before dV = Pᵀ·dO and dS before dQ and dK, as the tensor-core
+// kernels do (D comes from dout and out as they are).
+template <class Y>
+void backward_cpu(float* dx, const float* x, const float* dout_p, const float* dout_r, const Y* o,
+                  const float* l, const Dims& d, DType compute) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hs));
   const int64_t ld = 3 * d.c, tiles = d.tiles();
 
@@ -170,9 +144,9 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
         // delta_i = Σ_e dout_ie · out_ie = Σ_j P_ij dP_ij, the softmax backward's row term.
         for (int64_t i = 0; i < d.t; ++i) {
           const float* go = dout_p + (row0 + i) * d.c + h * d.hs;
-          const float* oi = o + (row0 + i) * d.c + h * d.hs;
+          const Y* oi = o + (row0 + i) * d.c + h * d.hs;
           float s = 0.0f;
-          for (int64_t e = 0; e < d.hs; ++e) s += go[e] * oi[e];
+          for (int64_t e = 0; e < d.hs; ++e) s += go[e] * load(oi[e]);
           delta[i] = s;
           float* dqkv_i = dx + (row0 + i) * ld + h * d.hs;
           for (int64_t part = 0; part < 3; ++part)
@@ -188,22 +162,23 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
             const int64_t qoff = (row0 + qs.begin) * ld + h * d.hs;
             const float* q = x + qoff;
             float* dq = dx + qoff;
-            const float* go = dout_p + (row0 + qs.begin) * d.c + h * d.hs;
+            const float* go = dout_r + (row0 + qs.begin) * d.c + h * d.hs;
             // P = exp(S − lse): the forward's probabilities, rebuilt tile by tile.
             tile_scores(p.data(), q, k, qs, ks, ld, d.hs, scale);
             for (int64_t r = 0; r < qs.size(); ++r)
               for (int64_t j = 0; j < ks.size(); ++j)
                 p[r * ks.size() + j] = exp_f32(p[r * ks.size() + j] - lse_bh[qs.begin + r]);
-            // dv += Pᵀ · dout;  dP = dout · vᵀ;  dS = P ∘ (dP − delta).
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ks.size(), d.hs, qs.size(), 1.0f,
-                        p.data(), ks.size(), go, d.c, 1.0f, dv, ld);
+            // dP = dout · vᵀ;  dS = P ∘ (dP − delta);  dv += Pᵀ · dout.
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qs.size(), ks.size(), d.hs, 1.0f,
                         go, d.c, v, ld, 0.0f, dp.data(), ks.size());
             for (int64_t r = 0; r < qs.size(); ++r)
               for (int64_t j = 0; j < ks.size(); ++j) {
                 const int64_t idx = r * ks.size() + j;
-                dp[idx] = p[idx] * (dp[idx] - delta[qs.begin + r]);
+                dp[idx] = round_to(p[idx] * (dp[idx] - delta[qs.begin + r]), compute);
+                p[idx] = round_to(p[idx], compute);
               }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ks.size(), d.hs, qs.size(), 1.0f,
+                        p.data(), ks.size(), go, d.c, 1.0f, dv, ld);
             // dq += scale · dS · k;  dk += scale · dSᵀ · q.
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qs.size(), d.hs, ks.size(),
                         scale, dp.data(), ks.size(), k, ld, 1.0f, dq, ld);
@@ -213,6 +188,63 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
         }
       }
   }
+}
+
+}  // namespace
+
+void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads,
+                       DType compute) {
+  const auto backend = backend_f32("attention_forward", {{"lse", lse}, {"qkv", qkv}});
+  kernels_detail::check_float("attention_forward", "out", out, qkv);
+  const Dims d = check("attention_forward", qkv, num_heads);
+  out.expect("attention_forward out", {d.b, d.t, d.c}, out.dtype());
+  lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
+  check_gemm_compute(compute);
+  TS_CHECK(out.dtype() == DType::f32 || compute != DType::f32,
+           "attention_forward: a 16-bit out comes with 16-bit products (compute)");
+  kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
+    TS_RUN_ON_CUDA(backend, {
+      if (compute == DType::f32)
+        cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
+                                d.c, d.nh, kOpStream);
+      else
+        cuda::attention_forward_tc(out.data<Y>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
+                                   d.c, d.nh, compute, kOpStream);
+    });
+    forward_cpu(out.data<Y>(), lse.data<float>(), rounded_f32(qkv, compute).data<float>(), d,
+                compute);
+  });
+}
+
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& lse, int64_t num_heads, DType compute) {
+  const auto backend = backend_f32("attention_backward",
+                                   {{"dqkv", dqkv}, {"dout", dout}, {"qkv", qkv}, {"lse", lse}});
+  kernels_detail::check_float("attention_backward", "out", out, qkv);
+  const Dims d = check("attention_backward", qkv, num_heads);
+  dqkv.expect("attention_backward dqkv", qkv.shape(), DType::f32);
+  dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
+  out.expect("attention_backward out", {d.b, d.t, d.c}, out.dtype());
+  lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
+  check_gemm_compute(compute);
+  TS_CHECK(out.dtype() == DType::f32 || compute != DType::f32,
+           "attention_backward: a 16-bit out comes with 16-bit products (compute)");
+  kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
+    TS_RUN_ON_CUDA(backend, {
+      Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
+      if (compute == DType::f32)
+        cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+                                 qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
+                                 d.c, d.nh, kOpStream);
+      else
+        cuda::attention_backward_tc(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+                                    qkv.data<float>(), out.data<Y>(), lse.data<float>(), d.b, d.t,
+                                    d.c, d.nh, compute, kOpStream);
+    });
+    backward_cpu(dqkv.data<float>(), rounded_f32(qkv, compute).data<float>(), dout.data<float>(),
+                 rounded_f32(dout, compute).data<float>(), out.data<Y>(), lse.data<float>(), d,
+                 compute);
+  });
 }
 
 }  // namespace tessera

@@ -114,19 +114,20 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* qk
   if (lane == 0) lse[hd.stats + i] = m + logf(l);
 }
 
-// delta (B, NH, T) = Σ_d dout · out over each head's row: a warp per row.
-__global__ void attention_delta_kernel(float* delta, const float* dout, const float* out,
-                                       const float* qkv, int64_t t, int64_t c, int64_t nh) {
-  const Head hd = head_of(qkv, t, c, nh);
+// delta (B, NH, T) = Σ_d dout · out over each head's row: a warp per row. grid (ceil(T / 8),
+// B · NH); O: out's type.
+template <class O>
+__global__ void attention_delta_kernel(float* delta, const float* dout, const O* out, int64_t t,
+                                       int64_t c, int64_t nh) {
+  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh, hs = c / nh;
   const int lane = threadIdx.x % 32;
   const int64_t i = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   if (i >= t) return;
-  const float* o = out + hd.out_offset + i * c;
-  const float* d_o = dout + hd.out_offset + i * c;
+  const int64_t row = (b * t + i) * c + h * hs;
   float s = 0.0f;
-  for (int64_t d = lane; d < hd.hs; d += 32) s += o[d] * d_o[d];
+  for (int64_t d = lane; d < hs; d += 32) s += cuda_detail::load(out[row + d]) * dout[row + d];
   s = warp_sum(s);
-  if (lane == 0) delta[hd.stats + i] = s;
+  if (lane == 0) delta[blockIdx.y * t + i] = s;
 }
 
 // dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j with p_ij = exp(scale q_i·k_j − lse_i),
@@ -220,12 +221,20 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int6
   TS_CUDA_CHECK_LAUNCH();
 }
 
-void attention_delta(float* delta, const float* dout, const float* out, const float* qkv, int64_t b,
-                     int64_t t, int64_t c, int64_t nh, CudaStream stream) {
+template <class O>
+void attention_delta(float* delta, const float* dout, const O* out, int64_t b, int64_t t, int64_t c,
+                     int64_t nh, CudaStream stream) {
   if (b * t == 0) return;
-  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(delta, dout, out, qkv, t, c, nh);
+  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(
+      delta, dout, cuda_detail::cuda_ptr(out), t, c, nh);
   TS_CUDA_CHECK_LAUNCH();
 }
+template void attention_delta(float*, const float*, const float*, int64_t, int64_t, int64_t,
+                              int64_t, CudaStream);
+template void attention_delta(float*, const float*, const bf16*, int64_t, int64_t, int64_t, int64_t,
+                              CudaStream);
+template void attention_delta(float*, const float*, const f16*, int64_t, int64_t, int64_t, int64_t,
+                              CudaStream);
 
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
                         const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
@@ -233,7 +242,7 @@ void attention_backward(float* dqkv, float* delta, const float* dout, const floa
   check_head(c, nh);
   if (b * t == 0) return;
   const float scale = 1.0f / sqrtf(static_cast<float>(c / nh));
-  attention_delta(delta, dout, out, qkv, b, t, c, nh, stream);
+  attention_delta(delta, dout, out, b, t, c, nh, stream);
   attention_dq_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, t, c,
                                                                nh, scale);
   TS_CUDA_CHECK_LAUNCH();

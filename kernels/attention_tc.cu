@@ -201,10 +201,10 @@ size_t smem_bytes(int hs) {
   return cv.used;
 }
 
-// grid (ceil(T / 64), B · NH). out (B, T, C), lse (B, NH, T), qkv (B, T, 3C).
-template <class T>
+// grid (ceil(T / 64), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C).
+template <class T, class O>
 __global__ void __launch_bounds__(kThreadsTc)
-    forward_tc_kernel(float* out, float* lse, const float* qkv, int64_t t, int64_t c, int64_t nh,
+    forward_tc_kernel(O* out, float* lse, const float* qkv, int64_t t, int64_t c, int64_t nh,
                       int hs, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   const Strides st{hs};
@@ -253,8 +253,8 @@ __global__ void __launch_bounds__(kThreadsTc)
     __syncwarp();
   }
   if (i >= t) return;
-  float* dst = out + hd.out + i * c + half * (hs / 2);
-  for (int d = 0; d < hs / 2; ++d) dst[d] = orow[d] / l;
+  O* dst = out + hd.out + i * c + half * (hs / 2);
+  for (int d = 0; d < hs / 2; ++d) cuda_detail::store(dst[d], orow[d] / l);
   if (half == 0) lse[hd.stats + i] = m + logf(l);
 }
 
@@ -401,12 +401,12 @@ dim3 grid_tc(int64_t b, int64_t t, int64_t nh) {
   return dim3(static_cast<unsigned>((t + kRows - 1) / kRows), static_cast<unsigned>(b * nh));
 }
 
-template <class T>
-void forward_tc(float* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
-                int64_t nh, int hs, CudaStream stream) {
+template <class T, class O>
+void forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c, int64_t nh,
+                int hs, CudaStream stream) {
   const size_t smem = smem_bytes<ForwardTiles<T>>(hs);
-  allow_smem(forward_tc_kernel<T>, smem, hs);
-  forward_tc_kernel<T><<<grid_tc(b, t, nh), kThreadsTc, smem, stream>>>(
+  allow_smem(forward_tc_kernel<T, O>, smem, hs);
+  forward_tc_kernel<T, O><<<grid_tc(b, t, nh), kThreadsTc, smem, stream>>>(
       out, lse, qkv, t, c, nh, hs, 1.0f / sqrtf(static_cast<float>(hs)));
   TS_CUDA_CHECK_LAUNCH();
 }
@@ -429,26 +429,45 @@ void backward_tc(float* dqkv, const float* delta, const float* dout, const float
 
 }  // namespace
 
-void attention_forward_tc(float* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
+template <class O>
+void attention_forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
                           int64_t nh, DType compute, CudaStream stream) {
   const int hs = check_head_tc(b, c, nh, compute);
   if (b * t == 0) return;
+  auto* o = cuda_detail::cuda_ptr(out);
   if (compute == DType::bf16)
-    forward_tc<__nv_bfloat16>(out, lse, qkv, b, t, c, nh, hs, stream);
+    forward_tc<__nv_bfloat16>(o, lse, qkv, b, t, c, nh, hs, stream);
   else
-    forward_tc<__half>(out, lse, qkv, b, t, c, nh, hs, stream);
+    forward_tc<__half>(o, lse, qkv, b, t, c, nh, hs, stream);
 }
 
+template <class O>
 void attention_backward_tc(float* dqkv, float* delta, const float* dout, const float* qkv,
-                           const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
+                           const O* out, const float* lse, int64_t b, int64_t t, int64_t c,
                            int64_t nh, DType compute, CudaStream stream) {
   const int hs = check_head_tc(b, c, nh, compute);
   if (b * t == 0) return;
-  attention_delta(delta, dout, out, qkv, b, t, c, nh, stream);
+  attention_delta(delta, dout, out, b, t, c, nh, stream);
   if (compute == DType::bf16)
     backward_tc<__nv_bfloat16>(dqkv, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
   else
     backward_tc<__half>(dqkv, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
 }
+
+template void attention_forward_tc(float*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                   DType, CudaStream);
+template void attention_forward_tc(bf16*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                   DType, CudaStream);
+template void attention_forward_tc(f16*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                   DType, CudaStream);
+template void attention_backward_tc(float*, float*, const float*, const float*, const float*,
+                                    const float*, int64_t, int64_t, int64_t, int64_t, DType,
+                                    CudaStream);
+template void attention_backward_tc(float*, float*, const float*, const float*, const bf16*,
+                                    const float*, int64_t, int64_t, int64_t, int64_t, DType,
+                                    CudaStream);
+template void attention_backward_tc(float*, float*, const float*, const float*, const f16*,
+                                    const float*, int64_t, int64_t, int64_t, int64_t, DType,
+                                    CudaStream);
 
 }  // namespace tessera::cuda

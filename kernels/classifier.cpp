@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/convert.h"
 #include "kernels/kernel_util.h"
 #include "kernels/matmul.h"
 #include "kernels/vec_math.h"
@@ -142,13 +143,15 @@ void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const T
 void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
          const Tensor& targets, float dloss, const Dims& d, const VocabShard& shard,
          DType compute) {
-  check_gemm_compute(compute, x.device());
+  check_gemm_compute(compute);
   TS_RUN_ON_CUDA(d.backend, run_cuda(losses, dx, dwte, x, wte, targets, dloss, d, compute));
   const int64_t chunk = chunk_rows(d.v);
   std::vector<float> logits(std::min(chunk, d.n) * d.v);
   std::vector<float> stats;
-  const float* xp = x.data<float>();
-  const float* w = wte.data<float>();
+  // 16-bit compute: the GEMMs' operands rounded as on CUDA (kernels/convert.h), fp32 products.
+  const Tensor x_operand = rounded_f32(x, compute), w_operand = rounded_f32(wte, compute);
+  const float* xp = x_operand.data<float>();
+  const float* w = w_operand.data<float>();
   for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
     const int64_t rows = std::min(chunk, d.n - r0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, d.v, d.c, 1.0f, xp + r0 * d.c, d.c,
@@ -156,6 +159,8 @@ void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor
     softmax_xent_rows(logits.data(), losses.data<float>() + r0, targets.data<int32_t>() + r0, rows,
                       d, shard, dloss, dx != nullptr, stats);
     if (dx) {
+      if (compute != DType::f32)
+        for (int64_t i = 0; i < rows * d.v; ++i) logits[i] = round_to(logits[i], compute);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d.c, d.v, 1.0f, logits.data(),
                   d.v, w, d.c, 0.0f, dx->data<float>() + r0 * d.c, d.c);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.v, d.c, rows, 1.0f, logits.data(), d.v,

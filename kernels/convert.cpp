@@ -45,4 +45,33 @@ void convert(Tensor& out, const Tensor& in) {
   if (from == DType::f16) host_convert<float, f16>(out, in, [](f16 x) { return to_float(x); });
 }
 
+float round_to(float x, DType type) {
+  switch (type) {
+    case DType::bf16:
+      return to_float(to_bf16(x));
+    case DType::f16:
+      return to_float(to_f16(x));
+    default:
+      return x;
+  }
+}
+
+Tensor rounded_f32(const Tensor& x, DType type) {
+  TS_CHECK(x.device().is_cpu(), "rounded_f32: a CPU tensor, got one on ", x.device().str());
+  if (x.dtype() == DType::f32 && type == DType::f32) return x;
+  Tensor r = Tensor::empty(x.shape(), DType::f32);
+  if (x.dtype() != DType::f32) {
+    TS_CHECK(x.dtype() == type, "rounded_f32: a ", dtype_name(x.dtype()), " tensor as ",
+             dtype_name(type));
+    convert(r, x);
+    return r;
+  }
+  const float* src = x.data<float>();
+  float* dst = r.data<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = round_to(src[i], type);
+  return r;
+}
+
 }  // namespace tessera

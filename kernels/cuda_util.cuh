@@ -2,12 +2,15 @@
 // check, warp and block reductions.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "core/dtype.h"
 
 namespace tessera::cuda_detail {
 
@@ -18,6 +21,49 @@ constexpr int kThreads = 256;  // threads per block of the element-wise kernels
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   const int64_t want = (n + threads - 1) / threads;
   return static_cast<unsigned>(std::clamp<int64_t>(want, 1, 65535));
+}
+
+// The CUDA type of a launcher's element type (tessera::bf16 and f16 are the same 16 raw bits as
+// __nv_bfloat16 and __half), and the pointer cast between them.
+template <class T>
+struct CudaTypeOf {
+  using type = T;
+};
+template <>
+struct CudaTypeOf<bf16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct CudaTypeOf<f16> {
+  using type = __half;
+};
+template <class T>
+auto* cuda_ptr(T* p) {
+  return reinterpret_cast<typename CudaTypeOf<T>::type*>(p);
+}
+template <class T>
+auto* cuda_ptr(const T* p) {
+  return reinterpret_cast<const typename CudaTypeOf<T>::type*>(p);
+}
+
+// An f32 value into an f32, bf16 or f16 element (round to nearest even), and back.
+__device__ inline void store(float& y, float x) {
+  y = x;
+}
+__device__ inline void store(__nv_bfloat16& y, float x) {
+  y = __float2bfloat16_rn(x);
+}
+__device__ inline void store(__half& y, float x) {
+  y = __float2half_rn(x);
+}
+__device__ inline float load(float x) {
+  return x;
+}
+__device__ inline float load(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+__device__ inline float load(__half x) {
+  return __half2float(x);
 }
 
 // Checks the launch just made (bad configuration, missing kernel image for this GPU).

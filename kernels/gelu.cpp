@@ -17,18 +17,22 @@ constexpr float kCoeff = 0.044715f;
 }  // namespace
 
 void gelu_forward(Tensor& out, const Tensor& inp) {
-  const auto backend = backend_f32("gelu_forward", {{"out", out}, {"inp", inp}});
+  const auto backend = backend_f32("gelu_forward", {{"inp", inp}});
+  kernels_detail::check_float("gelu_forward", "out", out, inp);
   TS_CHECK_EQ(out.numel(), inp.numel(), "gelu_forward: out vs inp elements");
-  TS_RUN_ON_CUDA(backend,
-                 cuda::gelu_forward(out.data<float>(), inp.data<float>(), inp.numel(), kOpStream));
-  const float* x = inp.data<float>();
-  float* y = out.data<float>();
-  const int64_t n = inp.numel();
+  kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
+    TS_RUN_ON_CUDA(backend,
+                   cuda::gelu_forward(out.data<Y>(), inp.data<float>(), inp.numel(), kOpStream));
+    const float* x = inp.data<float>();
+    Y* y = out.data<Y>();
+    const int64_t n = inp.numel();
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float xi = x[i];
-    y[i] = 0.5f * xi * (1.0f + tanh_f32(kSqrt2OverPi * (xi + kCoeff * xi * xi * xi)));
-  }
+    for (int64_t i = 0; i < n; ++i) {
+      const float xi = x[i];
+      kernels_detail::store(
+          y[i], 0.5f * xi * (1.0f + tanh_f32(kSqrt2OverPi * (xi + kCoeff * xi * xi * xi))));
+    }
+  });
 }
 
 void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {

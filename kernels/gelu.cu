@@ -10,11 +10,12 @@ using cuda_detail::kThreads;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCoeff = 0.044715f;
 
-__global__ void gelu_forward_kernel(float* out, const float* inp, int64_t n) {
+template <class Y>
+__global__ void gelu_forward_kernel(Y* out, const float* inp, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kCoeff * x * x * x)));
+    cuda_detail::store(out[i], 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kCoeff * x * x * x))));
   }
 }
 
@@ -30,11 +31,15 @@ __global__ void gelu_backward_kernel(float* dinp, const float* dout, const float
 
 }  // namespace
 
-void gelu_forward(float* out, const float* inp, int64_t n, CudaStream stream) {
+template <class Y>
+void gelu_forward(Y* out, const float* inp, int64_t n, CudaStream stream) {
   if (n == 0) return;
-  gelu_forward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(out, inp, n);
+  gelu_forward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cuda_detail::cuda_ptr(out), inp, n);
   TS_CUDA_CHECK_LAUNCH();
 }
+template void gelu_forward(float*, const float*, int64_t, CudaStream);
+template void gelu_forward(bf16*, const float*, int64_t, CudaStream);
+template void gelu_forward(f16*, const float*, int64_t, CudaStream);
 
 void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n, CudaStream stream) {
   if (n == 0) return;

@@ -34,6 +34,51 @@ inline Backend backend_f32(const char* op, std::initializer_list<Named> tensors)
   return first.tensor.device().is_cpu() ? Backend::cpu : Backend::cuda;
 }
 
+// Activations that only 16-bit GEMMs read are stored in the GEMMs' type (train.precision): the
+// ops that write or read them take f32, bf16 or f16 there. This checks `t` is defined, of one of
+// those types and on `like`'s device.
+inline void check_float(const char* op, const char* name, const Tensor& t, const Tensor& like) {
+  TS_CHECK(t.defined(), op, ": ", name, " is undefined");
+  TS_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16 || t.dtype() == DType::f16, op, ": ",
+           name, " must be f32, bf16 or f16, got ", dtype_name(t.dtype()));
+  TS_CHECK(t.device() == like.device(), op, ": ", name, " is on ", t.device().str(), " but the ",
+           "other tensors on ", like.device().str(), ": move them to one device");
+}
+
+// f.template operator()<T>() with T the element type of a float dtype: float, bf16 or f16.
+template <class F>
+decltype(auto) visit_float(DType t, F&& f) {
+  switch (t) {
+    case DType::bf16:
+      return f.template operator()<bf16>();
+    case DType::f16:
+      return f.template operator()<f16>();
+    default:
+      TS_CHECK(t == DType::f32, "expected f32, bf16 or f16, got ", dtype_name(t));
+      return f.template operator()<float>();
+  }
+}
+
+// An f32 value into an f32, bf16 or f16 element (round to nearest even), and back.
+inline void store(float& y, float x) {
+  y = x;
+}
+inline void store(bf16& y, float x) {
+  y = to_bf16(x);
+}
+inline void store(f16& y, float x) {
+  y = to_f16(x);
+}
+inline float load(float x) {
+  return x;
+}
+inline float load(bf16 x) {
+  return to_float(x);
+}
+inline float load(f16 x) {
+  return to_float(x);
+}
+
 // Fixed row-chunking for deterministic reductions: the chunk count does not depend on the
 // number of threads, so results are bit-identical for any OMP_NUM_THREADS.
 constexpr int64_t kReduceChunks = 64;

@@ -24,8 +24,10 @@ int64_t check(const char* op, const Tensor& x, const Tensor& weight, const Tenso
 }
 
 // The rows of layernorm_forward; with `add` non-null each row is first x + add, stored to res and
-// normalized from there (the same float operations as the two ops one after the other).
-void forward_rows(float* y, float* mu, float* rs, float* res, const float* x, const float* add,
+// normalized from there (the same float operations as the two ops one after the other). Y: out's
+// element type.
+template <class Y>
+void forward_rows(Y* y, float* mu, float* rs, float* res, const float* x, const float* add,
                   const float* w, const float* b, int64_t n, int64_t c) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -42,8 +44,8 @@ void forward_rows(float* y, float* mu, float* rs, float* res, const float* x, co
     float var = 0.0f;
     for (int64_t j = 0; j < c; ++j) var += (xi[j] - m) * (xi[j] - m);
     const float r = 1.0f / std::sqrt(var / c + kLayerNormEps);
-    float* yi = y + i * c;
-    for (int64_t j = 0; j < c; ++j) yi[j] = (xi[j] - m) * r * w[j] + b[j];
+    Y* yi = y + i * c;
+    for (int64_t j = 0; j < c; ++j) kernels_detail::store(yi[j], (xi[j] - m) * r * w[j] + b[j]);
     mu[i] = m;
     rs[i] = r;
   }
@@ -53,15 +55,12 @@ void forward_rows(float* y, float* mu, float* rs, float* res, const float* x, co
 // for the plain layernorm.
 void forward(const char* op, Tensor& out, Tensor& mean, Tensor& rstd, Tensor* res,
              const Tensor& inp, const Tensor* add, const Tensor& weight, const Tensor& bias) {
-  const auto backend = backend_f32(op, {{"out", out},
-                                        {"mean", mean},
-                                        {"rstd", rstd},
-                                        {"inp", inp},
-                                        {"weight", weight},
-                                        {"bias", bias}});
+  const auto backend = backend_f32(
+      op, {{"mean", mean}, {"rstd", rstd}, {"inp", inp}, {"weight", weight}, {"bias", bias}});
+  kernels_detail::check_float(op, "out", out, inp);
   const int64_t c = weight.numel();
   const int64_t n = check(op, inp, weight, mean, rstd);
-  out.expect("layernorm out", inp.shape(), DType::f32);
+  out.expect("layernorm out", inp.shape(), out.dtype());
   bias.expect("layernorm bias", weight.shape(), DType::f32);
   if (add) {
     backend_f32(op, {{"inp", inp}, {"res", *res}, {"b", *add}});
@@ -70,12 +69,14 @@ void forward(const char* op, Tensor& out, Tensor& mean, Tensor& rstd, Tensor* re
   }
   float* r = add ? res->data<float>() : nullptr;
   const float* a = add ? add->data<float>() : nullptr;
-  TS_RUN_ON_CUDA(
-      backend, cuda::layernorm_forward(out.data<float>(), mean.data<float>(), rstd.data<float>(), r,
-                                       inp.data<float>(), a, weight.data<float>(),
-                                       bias.data<float>(), n, c, kOpStream));
-  forward_rows(out.data<float>(), mean.data<float>(), rstd.data<float>(), r, inp.data<float>(), a,
-               weight.data<float>(), bias.data<float>(), n, c);
+  kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
+    TS_RUN_ON_CUDA(backend,
+                   cuda::layernorm_forward(out.data<Y>(), mean.data<float>(), rstd.data<float>(), r,
+                                           inp.data<float>(), a, weight.data<float>(),
+                                           bias.data<float>(), n, c, kOpStream));
+    forward_rows(out.data<Y>(), mean.data<float>(), rstd.data<float>(), r, inp.data<float>(), a,
+                 weight.data<float>(), bias.data<float>(), n, c);
+  });
 }
 
 }  // namespace

@@ -12,8 +12,9 @@ using cuda_detail::warp_sum;
 constexpr int kRowsPerBlock = kThreads / 32;
 
 // With add non-null the row is inp + add, written to res first; each lane reads back only what it
-// wrote, and add's row is read before out's (which may alias it) is written.
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, float* res,
+// wrote, and add's row is read before out's (which may alias it) is written. Y: out's type.
+template <class Y>
+__global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float* res,
                                          const float* inp, const float* add, const float* weight,
                                          const float* bias, int64_t n, int c) {
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
@@ -32,8 +33,8 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, f
   float var = 0.0f;
   for (int j = lane; j < c; j += 32) var += (x[j] - m) * (x[j] - m);
   const float r = 1.0f / sqrtf(warp_sum(var) / c + kLayerNormEps);
-  float* y = out + row * c;  // (C)
-  for (int j = lane; j < c; j += 32) y[j] = (x[j] - m) * r * weight[j] + bias[j];
+  Y* y = out + row * c;  // (C)
+  for (int j = lane; j < c; j += 32) cuda_detail::store(y[j], (x[j] - m) * r * weight[j] + bias[j]);
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = r;
@@ -87,14 +88,21 @@ unsigned row_blocks(int64_t n) {
 
 }  // namespace
 
-void layernorm_forward(float* out, float* mean, float* rstd, float* res, const float* inp,
+template <class Y>
+void layernorm_forward(Y* out, float* mean, float* rstd, float* res, const float* inp,
                        const float* b, const float* weight, const float* bias, int64_t n, int64_t c,
                        CudaStream stream) {
   if (n == 0) return;
   layernorm_forward_kernel<<<row_blocks(n), kThreads, 0, stream>>>(
-      out, mean, rstd, res, inp, b, weight, bias, n, static_cast<int>(c));
+      cuda_detail::cuda_ptr(out), mean, rstd, res, inp, b, weight, bias, n, static_cast<int>(c));
   TS_CUDA_CHECK_LAUNCH();
 }
+template void layernorm_forward(float*, float*, float*, float*, const float*, const float*,
+                                const float*, const float*, int64_t, int64_t, CudaStream);
+template void layernorm_forward(bf16*, float*, float*, float*, const float*, const float*,
+                                const float*, const float*, int64_t, int64_t, CudaStream);
+template void layernorm_forward(f16*, float*, float*, float*, const float*, const float*,
+                                const float*, const float*, int64_t, int64_t, CudaStream);
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
                         const float* dout, const float* inp, const float* weight, const float* mean,

@@ -9,12 +9,14 @@ namespace tessera {
 constexpr float kLayerNormEps = 1e-5f;
 
 // out (N, C) = (inp - mean) * rstd * weight + bias; mean (N) and rstd (N) are saved for backward.
-// Leading dimensions of inp/out are flattened into N.
+// Leading dimensions of inp/out are flattened into N. out is f32, or bf16 / f16 (rounded to
+// nearest even) when only 16-bit GEMMs read it.
 void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
                        const Tensor& weight, const Tensor& bias);
 
 // The residual add fused with the layernorm after it: res (N, C) = a + b, then out, mean and rstd
-// = layernorm_forward of res (bit for bit on the CPU), in one pass over the rows. out may alias b.
+// = layernorm_forward of res (bit for bit on the CPU), in one pass over the rows. out (f32, bf16 or
+// f16) may alias b.
 void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& rstd,
                                 const Tensor& a, const Tensor& b, const Tensor& weight,
                                 const Tensor& bias);
@@ -26,8 +28,9 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
 
 namespace cuda {  // launchers on device pointers (kernels/layernorm.cu); n rows of c
 // With `b` non-null, the row is a + b (stored to res) before it is normalized: the fused residual;
-// with b null, inp is normalized as it is (res unused).
-void layernorm_forward(float* out, float* mean, float* rstd, float* res, const float* inp,
+// with b null, inp is normalized as it is (res unused). Y: float, bf16 or f16.
+template <class Y>
+void layernorm_forward(Y* out, float* mean, float* rstd, float* res, const float* inp,
                        const float* b, const float* weight, const float* bias, int64_t n, int64_t c,
                        CudaStream stream);
 // partials (2 · kLayerNormChunks · c) is scratch for the parameter gradients' column sums.

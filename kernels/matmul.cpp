@@ -32,34 +32,43 @@ Dims check_dims(const char* op, const Tensor& x, const char* xname, const Tensor
 
 }  // namespace
 
-void check_gemm_compute(DType compute, Device device) {
-  if (compute == DType::f32) return;
-  TS_CHECK(compute == DType::bf16 || compute == DType::f16,
+void check_gemm_compute(DType compute) {
+  TS_CHECK(compute == DType::f32 || compute == DType::bf16 || compute == DType::f16,
            "GEMMs compute in f32, bf16 or f16, not ", dtype_name(compute));
-  TS_CHECK(device.is_cuda(), dtype_name(compute),
-           " matrix products (GEMMs, attention) run on CUDA only: use train.precision: fp32 on ",
-           device.str());
 }
 
 Tensor gemm_operand(const Tensor& x, DType compute) {
-  check_gemm_compute(compute, x.device());
-  if (compute == DType::f32) return x;
+  check_gemm_compute(compute);
+  if (x.dtype() == compute) return x;
+  TS_CHECK(x.dtype() == DType::f32, "a GEMM operand of type ", dtype_name(x.dtype()),
+           " cannot take part in a ", dtype_name(compute), " GEMM");
   Tensor r = Tensor::empty(x.shape(), compute, x.device());
   convert(r, x);
   return r;
 }
 
+namespace {
+
+// inp of a linear layer: f32, or already of the GEMM's 16-bit type (an activation stored so).
+void check_inp(const char* op, const Tensor& inp, const Tensor& like, DType compute) {
+  kernels_detail::check_float(op, "inp", inp, like);
+  TS_CHECK(inp.dtype() == DType::f32 || inp.dtype() == compute, op, ": inp is ",
+           dtype_name(inp.dtype()), " but the GEMM computes in ", dtype_name(compute));
+}
+
+}  // namespace
+
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
                     DType compute) {
   const auto backend =
       bias.defined()
-          ? backend_f32("matmul_forward",
-                        {{"out", out}, {"inp", inp}, {"weight", weight}, {"bias", bias}})
-          : backend_f32("matmul_forward", {{"out", out}, {"inp", inp}, {"weight", weight}});
+          ? backend_f32("matmul_forward", {{"out", out}, {"weight", weight}, {"bias", bias}})
+          : backend_f32("matmul_forward", {{"out", out}, {"weight", weight}});
+  check_gemm_compute(compute);
+  check_inp("matmul_forward", inp, out, compute);
   const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
   TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
   if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
-  check_gemm_compute(compute, out.device());
   TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), gemm_operand(inp, compute).raw(),
                                      gemm_operand(weight, compute).raw(),
                                      bias.defined() ? bias.data<float>() : nullptr, d.n, d.oc, d.ic,
@@ -72,14 +81,17 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
     for (int64_t i = 0; i < d.n; ++i) std::memcpy(y + i * d.oc, b, d.oc * sizeof(float));
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.n, d.oc, d.ic, 1.0f, inp.data<float>(),
-              d.ic, weight.data<float>(), d.oc, beta, y, d.oc);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.n, d.oc, d.ic, 1.0f,
+              rounded_f32(inp, compute).data<float>(), d.ic,
+              rounded_f32(weight, compute).data<float>(), d.oc, beta, y, d.oc);
 }
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight, DType compute) {
-  const auto backend = backend_f32(
-      "matmul_backward", {{"dweight", dweight}, {"dout", dout}, {"inp", inp}, {"weight", weight}});
+  const auto backend =
+      backend_f32("matmul_backward", {{"dweight", dweight}, {"dout", dout}, {"weight", weight}});
+  check_gemm_compute(compute);
+  check_inp("matmul_backward", inp, dout, compute);
   const Dims d = check_dims("matmul_backward", dout, "dout", weight, 1);
   TS_CHECK_EQ(inp.numel(), d.n * d.ic, "matmul_backward: inp ", shape_str(inp.shape()));
   dweight.expect("matmul_backward dweight", weight.shape(), DType::f32);
@@ -91,7 +103,6 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
     backend_f32("matmul_backward", {{"dout", dout}, {"dbias", dbias}});
     dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
   }
-  check_gemm_compute(compute, dout.device());
 #ifdef TESSERA_WITH_CUDA
   if (backend == kernels_detail::Backend::cuda) {
     const Tensor dy = gemm_operand(dout, compute);
@@ -111,13 +122,15 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   }
 #endif
   (void)backend;
-  const float* dy = dout.data<float>();
+  const Tensor dy_operand = rounded_f32(dout, compute);
+  const float* dy = dy_operand.data<float>();
   if (dinp.defined()) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.n, d.ic, d.oc, 1.0f, dy, d.oc,
-                weight.data<float>(), d.oc, 0.0f, dinp.data<float>(), d.ic);
+                rounded_f32(weight, compute).data<float>(), d.oc, 0.0f, dinp.data<float>(), d.ic);
   }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.ic, d.oc, d.n, 1.0f, inp.data<float>(),
-              d.ic, dy, d.oc, 1.0f, dweight.data<float>(), d.oc);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.ic, d.oc, d.n, 1.0f,
+              rounded_f32(inp, compute).data<float>(), d.ic, dy, d.oc, 1.0f, dweight.data<float>(),
+              d.oc);
   if (dbias.defined()) {
     // Column sums in fixed row chunks, then an ordered reduction: deterministic for any threads.
     const int64_t chunks = std::min<int64_t>(kReduceChunks, std::max<int64_t>(d.n, 1));
@@ -126,7 +139,7 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
     for (int64_t c = 0; c < chunks; ++c) {
       float* acc = partial.data() + c * d.oc;
       for (int64_t i = c * d.n / chunks; i < (c + 1) * d.n / chunks; ++i) {
-        const float* row = dy + i * d.oc;
+        const float* row = dout.data<float>() + i * d.oc;
         for (int64_t j = 0; j < d.oc; ++j) acc[j] += row[j];
       }
     }

@@ -1,7 +1,9 @@
 // Linear layer: Y = X·W + b with W in Hugging Face Conv1D layout (in, out). OpenBLAS on the CPU,
 // cuBLASLt on CUDA. `compute` is the type the product's operands are rounded to: f32 (exact), or
-// bf16 or f16 on CUDA (tensor cores; fp32 accumulation, and every tensor passed in or out stays
-// f32: the operands are rounded into scratch copies, as torch.autocast does per op).
+// bf16 or f16 (on CUDA the tensor cores, fp32 accumulation; on the CPU the same rounding then an
+// fp32 product: the reference for the CUDA path). Outputs, weights and gradients are f32 (operands
+// are rounded into scratch copies, as torch.autocast does per op); the input activation may already
+// be of the 16-bit type when only GEMMs read it.
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 
@@ -19,12 +21,11 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight, DType compute = DType::f32);
 
-// Throws Error unless GEMMs on `device` can take operands of type `compute`: f32 anywhere, bf16
-// and f16 on CUDA.
-void check_gemm_compute(DType compute, Device device);
+// Throws Error unless `compute` is a GEMM operand type: f32, bf16 or f16.
+void check_gemm_compute(DType compute);
 
-// `x` as a GEMM operand of type `compute` (checked as above): x itself for f32, else a rounded
-// copy on x's device.
+// `x` as a GEMM operand of type `compute` (checked as above): x itself when of that type, else a
+// rounded copy of an f32 x on x's device.
 Tensor gemm_operand(const Tensor& x, DType compute);
 
 namespace cuda {  // launchers on device pointers (kernels/matmul.cu)

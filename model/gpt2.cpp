@@ -274,7 +274,8 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   a.tokens = Tensor::empty({b, t}, DType::i32, dev);
   for (int64_t l = 0; l <= layers; ++l) a.resid.push_back(f32(stream));
   for (int64_t l = 0; l < (recompute ? 1 : layers); ++l)
-    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, par_));
+    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, par_,
+                                                 par_.sequence_split() ? DType::f32 : gemm_));
   if (ends_model(a)) {
     a.lnf = f32({b, t, c});
     a.lnf_mean = f32({shape_numel(stream) / c});

@@ -120,8 +120,11 @@ class Gpt2 {
   void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
   UnitHooks* hooks() const { return hooks_; }
 
-  // The type every GEMM's operands are rounded to (train.precision): f32 (the default, exact) or
-  // bf16 (CUDA: tensor cores, fp32 accumulation; weights, activations and gradients stay f32).
+  // The type every GEMM's (and attention's) operands are rounded to (train.precision): f32 (the
+  // default, exact), bf16 or f16 (CUDA: tensor cores, fp32 accumulation; the CPU rounds the same
+  // way, as the CUDA path's reference). Weights, gradients and the residual stream stay f32;
+  // activations made after this call that only GEMMs read are stored in this type
+  // (BlockActivations::allocate).
   void set_gemm_dtype(DType gemm) { gemm_ = gemm; }
   DType gemm_dtype() const { return gemm_; }
 

@@ -41,15 +41,19 @@ BlockWeights BlockWeights::bind(const ParameterSet& params, const std::string& p
 }
 
 BlockActivations BlockActivations::allocate(int64_t b, int64_t t, int64_t c, int64_t nh,
-                                            Device device, const BlockParallel& par) {
+                                            Device device, const BlockParallel& par,
+                                            DType gemm_input) {
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, device); };
+  auto in = [&](const Shape& s) { return Tensor::empty(s, gemm_input, device); };
   const int n = par.size();
   const int64_t cl = c / n, nhl = nh / n;                         // this rank's channels, heads
   const int64_t rows = par.sequence_split() ? b * t / n : b * t;  // and rows
   const Shape stream = par.sequence_split() ? Shape{rows, c} : Shape{b, t, c};
-  return {f32({b, t, c}),  f32({rows}),      f32({rows}),         f32({b, t, 3 * cl}),
-          f32({b, t, cl}), f32({b, nhl, t}), f32(stream),         f32({b, t, c}),
-          f32({rows}),     f32({rows}),      f32({b, t, 4 * cl}), f32({b, t, 4 * cl})};
+  TS_CHECK(gemm_input == DType::f32 || !par.sequence_split(),
+           "16-bit GEMM inputs are not built with sequence parallelism (its all-gathers are f32)");
+  return {in({b, t, c}),  f32({rows}),      f32({rows}),         f32({b, t, 3 * cl}),
+          in({b, t, cl}), f32({b, nhl, t}), f32(stream),         in({b, t, c}),
+          f32({rows}),    f32({rows}),      f32({b, t, 4 * cl}), in({b, t, 4 * cl})};
 }
 
 BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device device,

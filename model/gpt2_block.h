@@ -53,8 +53,11 @@ struct BlockActivations {
   Tensor ln2, ln2_mean, ln2_rstd;  // (B, T, C), (B·T), (B·T)
   Tensor fc, fc_gelu;              // (B, T, 4C/tp)
 
+  // ln1, att, ln2 and fc_gelu are read by GEMMs only: they take `gemm_input`, f32 or the GEMMs'
+  // 16-bit type (written rounded once instead of rounded by every GEMM that reads them; half the
+  // memory). The rest is f32. Sequence parallelism keeps f32 (throws Error otherwise).
   static BlockActivations allocate(int64_t b, int64_t t, int64_t c, int64_t nh, Device device,
-                                   const BlockParallel& par = {});
+                                   const BlockParallel& par = {}, DType gemm_input = DType::f32);
 };
 
 // Scratch shared by all blocks of one backward pass (no state survives between calls).

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/convert.h"
 #include "kernels/residual.h"
 #include "tests/support/numeric.h"
 
@@ -206,6 +207,39 @@ TEST(LayerNorm, FusedResidualIsBitForBitTheTwoOps) {
   EXPECT_EQ(flat(frstd), flat(rstd));
   Tensor short_b = Tensor::empty({n - 1, c}, DType::f32);
   EXPECT_THROW(residual_layernorm_forward(fres, fy, fmean, frstd, a, short_b, w, bias), Error);
+}
+
+// A 16-bit out (an activation only 16-bit GEMMs read) holds the f32 out rounded to nearest even,
+// for both forward ops; mean, rstd and res stay f32 and unchanged.
+TEST(LayerNorm, SixteenBitOutIsTheRoundedF32Out) {
+  std::mt19937_64 rng(testing::test_seed());
+  const int64_t n = 37, c = 96;
+  auto normal = [&](const Shape& s, float sd) {
+    Tensor t = Tensor::empty(s, DType::f32);
+    testing::fill_normal(t, rng, sd);
+    return t;
+  };
+  const Tensor a = normal({n, c}, 2.0f), b = normal({n, c}, 1.0f), w = normal({c}, 1.0f),
+               bias = normal({c}, 0.5f);
+  Tensor res = Tensor::empty({n, c}, DType::f32), y = Tensor::empty({n, c}, DType::f32);
+  Tensor mean = Tensor::empty({n}, DType::f32), rstd = Tensor::empty({n}, DType::f32);
+  residual_layernorm_forward(res, y, mean, rstd, a, b, w, bias);
+  for (const DType half : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(half));
+    Tensor want = Tensor::empty({n, c}, half);
+    convert(want, y);
+    Tensor y16 = Tensor::empty({n, c}, half), fres = Tensor::empty({n, c}, DType::f32);
+    Tensor m = Tensor::empty({n}, DType::f32), r = Tensor::empty({n}, DType::f32);
+    residual_layernorm_forward(fres, y16, m, r, a, b, w, bias);
+    EXPECT_EQ(std::memcmp(y16.raw(), want.raw(), want.nbytes()), 0);
+    EXPECT_EQ(std::memcmp(fres.raw(), res.raw(), res.nbytes()), 0);
+    EXPECT_EQ(std::memcmp(r.raw(), rstd.raw(), rstd.nbytes()), 0);
+    Tensor plain = Tensor::empty({n, c}, half);
+    layernorm_forward(plain, m, r, res, w, bias);
+    EXPECT_EQ(std::memcmp(plain.raw(), want.raw(), want.nbytes()), 0);
+  }
+  Tensor i32_out = Tensor::empty({n, c}, DType::i32);
+  EXPECT_THROW(layernorm_forward(i32_out, mean, rstd, a, w, bias), Error);
 }
 
 TEST(LayerNorm, RejectsBadInputs) {

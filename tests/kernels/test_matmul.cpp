@@ -10,6 +10,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/convert.h"
 #include "tests/support/numeric.h"
 
 namespace tessera {
@@ -186,6 +187,44 @@ TEST(Matmul, DeterministicAcrossThreadCounts) {
   }
 }
 
+// 16-bit compute on the CPU (the CUDA path's reference): the product of the operands rounded to
+// bf16 / f16 (fp32 accumulation of exact products), from an f32 input or from one already stored
+// in the 16-bit type; the bias gradient sums the unrounded dout, like cuBLASLt's column sums.
+TEST(Matmul, SixteenBitComputeIsTheProductOfRoundedOperands) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Case k{3, 7, 48, 40};
+  const Tensor x = randn({k.b, k.t, k.ic}, rng), w = randn({k.ic, k.oc}, rng),
+               bias = randn({k.oc}, rng), dy = randn({k.b, k.t, k.oc}, rng);
+  for (const DType half : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(half));
+    const auto rx = testing::to_f64(rounded_f32(x, half)),
+               rw = testing::to_f64(rounded_f32(w, half));
+    const auto rdy = testing::to_f64(rounded_f32(dy, half));
+    const std::vector<double> want = reference_forward(rx, rw, testing::to_f64(bias), k);
+    Grads g = reference_backward(rdy, rx, rw, k);
+    g.dbias = reference_backward(testing::to_f64(dy), rx, rw, k).dbias;
+    Tensor x16 = Tensor::empty(x.shape(), half);
+    convert(x16, x);
+    for (const Tensor* inp : {&x, static_cast<const Tensor*>(&x16)}) {
+      SCOPED_TRACE(dtype_name(inp->dtype()) + std::string(" input"));
+      Tensor out = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+      Tensor dinp = Tensor::empty(x.shape(), DType::f32), dw = Tensor::zeros(w.shape(), DType::f32),
+             db = Tensor::zeros(bias.shape(), DType::f32);
+      matmul_forward(out, *inp, w, bias, half);
+      matmul_backward(dinp, dw, db, dy, *inp, w, half);
+      EXPECT_LT(testing::rel_error(out, want), 1e-6);
+      EXPECT_LT(testing::rel_error(dinp, g.dinp), 1e-6);
+      EXPECT_LT(testing::rel_error(dw, g.dweight), 1e-6);
+      EXPECT_LT(testing::rel_error(db, g.dbias), 1e-6);
+      EXPECT_GT(testing::rel_error(out, reference_forward(testing::to_f64(x), testing::to_f64(w),
+                                                          testing::to_f64(bias), k)),
+                1e-5);  // the rounding ran
+    }
+  }
+}
+
 // Wrong dtypes and shapes throw Error instead of reading out of bounds.
 TEST(Matmul, RejectsBadInputs) {
   const auto f32 = [](const Shape& s) { return Tensor::zeros(s, DType::f32); };
@@ -194,10 +233,13 @@ TEST(Matmul, RejectsBadInputs) {
   Tensor i32_inp = Tensor::zeros({4, 3}, DType::i32), bf16_w = Tensor::zeros({3, 5}, DType::bf16);
   EXPECT_THROW(matmul_forward(out, i32_inp, weight, bias), Error);
   EXPECT_THROW(matmul_forward(out, inp, bf16_w, bias), Error);
-  EXPECT_THROW(matmul_forward(out, f32({4, 4}), weight, bias), Error);       // IC mismatch
-  EXPECT_THROW(matmul_forward(out, inp, f32({15}), bias), Error);            // weight not 2-D
-  EXPECT_THROW(matmul_forward(out, inp, weight, bias, DType::bf16), Error);  // bf16: CUDA only
-  EXPECT_THROW(matmul_backward(dinp, dweight, dbias, dout, inp, weight, DType::bf16), Error);
+  EXPECT_THROW(matmul_forward(out, f32({4, 4}), weight, bias), Error);  // IC mismatch
+  EXPECT_THROW(matmul_forward(out, inp, f32({15}), bias), Error);       // weight not 2-D
+  const Tensor bf16_inp = Tensor::zeros({4, 3}, DType::bf16);
+  EXPECT_THROW(matmul_forward(out, bf16_inp, weight, bias), Error);  // bf16 inp, f32 GEMM
+  EXPECT_THROW(matmul_forward(out, bf16_inp, weight, bias, DType::f16), Error);
+  EXPECT_THROW(matmul_backward(dinp, dweight, dbias, dout, bf16_inp, weight, DType::f16), Error);
+  EXPECT_THROW(matmul_forward(out, inp, weight, bias, DType::i32), Error);
   Tensor small_out = f32({4, 4}), long_bias = f32({6}), undefined;
   EXPECT_THROW(matmul_forward(small_out, inp, weight, bias), Error);
   EXPECT_THROW(matmul_forward(out, inp, weight, long_bias), Error);
