@@ -112,11 +112,16 @@ void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int
 
 #ifdef TESSERA_WITH_CUDA
 // run() on CUDA: chunks of up to 64M logits (256 MB) in one device buffer; the GEMMs' operands
-// rounded to `compute` (the logits and the softmax stay fp32).
+// rounded to `compute` (the logits and the softmax stay fp32; with 16-bit compute the softmax
+// writes dlogits straight into a 16-bit buffer that the backward GEMMs read).
 void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
               const Tensor& targets, float dloss, const Dims& d, DType compute) {
   const int64_t chunk = std::max<int64_t>(32, (int64_t{1} << 26) / d.v);
-  Tensor logits = Tensor::empty({std::min(chunk, d.n), d.v}, DType::f32, x.device());
+  const int64_t chunk_rows = std::min(chunk, d.n);
+  Tensor logits = Tensor::empty({chunk_rows, d.v}, DType::f32, x.device());
+  Tensor dlogits = dx && compute != DType::f32
+                       ? Tensor::empty({chunk_rows, d.v}, compute, x.device())
+                       : logits;  // in place in fp32
   const Tensor xs = gemm_operand(x.view({d.n, d.c}), compute), w = gemm_operand(wte, compute);
   const cuda::GemmTypes types{compute, DType::f32};
   for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
@@ -126,16 +131,23 @@ void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const T
     // logits (rows, V) = x (rows, C) · wte (V, C)ᵀ
     cuda::gemm(l.raw(), xr.raw(), w.raw(), nullptr, rows, d.v, d.c, false, true, 0.0f, kOpStream,
                types);
-    cuda::softmax_xent(l.data<float>(), losses.data<float>() + r0, targets.data<int32_t>() + r0,
-                       rows, d.v, d.start, dloss, dx != nullptr, kOpStream);
-    if (dx) {
-      // dx (rows, C) = dlogits (rows, V) · wte (V, C);  dwte (V, C) += dlogitsᵀ · x (rows, C)
-      const Tensor dl = gemm_operand(l, compute);
-      cuda::gemm(dx->data<float>() + r0 * d.c, dl.raw(), w.raw(), nullptr, rows, d.c, d.v, false,
-                 false, 0.0f, kOpStream, types);
-      cuda::gemm(dwte->data<float>(), dl.raw(), xr.raw(), nullptr, d.v, d.c, rows, true, false,
-                 1.0f, kOpStream, types);
+    float* row_losses = losses.data<float>() + r0;
+    const int32_t* row_targets = targets.data<int32_t>() + r0;
+    if (!dx) {
+      cuda::softmax_xent_forward(l.data<float>(), row_losses, row_targets, rows, d.v, d.start,
+                                 kOpStream);
+      continue;
     }
+    const Tensor dl = dlogits.narrow(0, rows);
+    kernels_detail::visit_float(compute, [&]<class G>() {
+      cuda::softmax_xent(l.data<float>(), row_losses, static_cast<G*>(dl.raw()), row_targets, rows,
+                         d.v, d.start, dloss, kOpStream);
+    });
+    // dx (rows, C) = dlogits (rows, V) · wte (V, C);  dwte (V, C) += dlogitsᵀ · x (rows, C)
+    cuda::gemm(dx->data<float>() + r0 * d.c, dl.raw(), w.raw(), nullptr, rows, d.c, d.v, false,
+               false, 0.0f, kOpStream, types);
+    cuda::gemm(dwte->data<float>(), dl.raw(), xr.raw(), nullptr, d.v, d.c, rows, true, false, 1.0f,
+               kOpStream, types);
   }
 }
 #endif

@@ -41,10 +41,15 @@ void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte);
 
 namespace cuda {  // launchers on device pointers (kernels/classifier.cu)
 // For each of `rows` rows of logits (rows, v) holding vocabulary ids [vocab_start,
-// vocab_start + v): losses[r] = logsumexp − logit of targets[r]; with backward, the row becomes
-// (softmax − onehot(target)) · dloss in place. One rank's whole vocabulary (no tensor parallelism).
-void softmax_xent(float* logits, float* losses, const int32_t* targets, int64_t rows, int64_t v,
-                  int64_t vocab_start, float dloss, bool backward, CudaStream stream);
+// vocab_start + v): losses[r] = logsumexp − logit of targets[r]; with backward, dlogits (rows, v)
+// = (softmax − onehot(target)) · dloss, of type G: float (dlogits may be logits itself) or the
+// 16-bit type of the GEMMs that read it (bf16, f16). One rank's whole vocabulary (no tensor
+// parallelism).
+template <class G>
+void softmax_xent(const float* logits, float* losses, G* dlogits, const int32_t* targets,
+                  int64_t rows, int64_t v, int64_t vocab_start, float dloss, CudaStream stream);
+void softmax_xent_forward(const float* logits, float* losses, const int32_t* targets, int64_t rows,
+                          int64_t v, int64_t vocab_start, CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera
