@@ -174,7 +174,11 @@ void backward_cpu(float* dx, const float* x, const float* dout_p, const float* d
             for (int64_t r = 0; r < qs.size(); ++r)
               for (int64_t j = 0; j < ks.size(); ++j) {
                 const int64_t idx = r * ks.size() + j;
-                dp[idx] = round_to(p[idx] * (dp[idx] - delta[qs.begin + r]), compute);
+                dp[idx] = p[idx] * (dp[idx] - delta[qs.begin + r]);
+              }
+            if (compute != DType::f32)
+              for (int64_t idx = 0; idx < qs.size() * ks.size(); ++idx) {
+                dp[idx] = round_to(dp[idx], compute);
                 p[idx] = round_to(p[idx], compute);
               }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ks.size(), d.hs, qs.size(), 1.0f,
@@ -200,8 +204,9 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
   out.expect("attention_forward out", {d.b, d.t, d.c}, out.dtype());
   lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
   check_gemm_compute(compute);
-  TS_CHECK(out.dtype() == DType::f32 || compute != DType::f32,
-           "attention_forward: a 16-bit out comes with 16-bit products (compute)");
+  TS_CHECK(out.dtype() == DType::f32 || out.dtype() == compute, "attention_forward: out is ",
+           dtype_name(out.dtype()),
+           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
   kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
     TS_RUN_ON_CUDA(backend, {
       if (compute == DType::f32)
@@ -218,17 +223,19 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int64_t num_heads, DType compute) {
-  const auto backend = backend_f32("attention_backward",
-                                   {{"dqkv", dqkv}, {"dout", dout}, {"qkv", qkv}, {"lse", lse}});
+  const auto backend =
+      backend_f32("attention_backward", {{"dout", dout}, {"qkv", qkv}, {"lse", lse}});
   kernels_detail::check_float("attention_backward", "out", out, qkv);
+  kernels_detail::check_float("attention_backward", "dqkv", dqkv, qkv);
   const Dims d = check("attention_backward", qkv, num_heads);
-  dqkv.expect("attention_backward dqkv", qkv.shape(), DType::f32);
+  dqkv.expect("attention_backward dqkv", qkv.shape(), out.dtype());
   dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
   out.expect("attention_backward out", {d.b, d.t, d.c}, out.dtype());
   lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
   check_gemm_compute(compute);
-  TS_CHECK(out.dtype() == DType::f32 || compute != DType::f32,
-           "attention_backward: a 16-bit out comes with 16-bit products (compute)");
+  TS_CHECK(out.dtype() == DType::f32 || out.dtype() == compute, "attention_backward: out is ",
+           dtype_name(out.dtype()),
+           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
   kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
     TS_RUN_ON_CUDA(backend, {
       Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
@@ -237,13 +244,16 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
                                  qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
                                  d.c, d.nh, kOpStream);
       else
-        cuda::attention_backward_tc(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+        cuda::attention_backward_tc(dqkv.data<Y>(), delta.data<float>(), dout.data<float>(),
                                     qkv.data<float>(), out.data<Y>(), lse.data<float>(), d.b, d.t,
                                     d.c, d.nh, compute, kOpStream);
     });
-    backward_cpu(dqkv.data<float>(), rounded_f32(qkv, compute).data<float>(), dout.data<float>(),
+    // A 16-bit dqkv: computed in f32 as the kernels accumulate it, then rounded once.
+    Tensor dx = out.dtype() == DType::f32 ? dqkv : Tensor::empty(qkv.shape(), DType::f32);
+    backward_cpu(dx.data<float>(), rounded_f32(qkv, compute).data<float>(), dout.data<float>(),
                  rounded_f32(dout, compute).data<float>(), out.data<Y>(), lse.data<float>(), d,
                  compute);
+    if (out.dtype() != DType::f32) convert(dqkv, dx);
   });
 }
 

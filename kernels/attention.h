@@ -19,7 +19,8 @@ namespace tessera {
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads,
                        DType compute = DType::f32);
 
-// dqkv (B, T, 3C) = ∂L/∂qkv given dout (B, T, C) and forward's qkv, out and lse. On the CPU,
+// dqkv (B, T, 3C) = ∂L/∂qkv given dout (B, T, C) and forward's qkv, out and lse. dqkv has out's
+// type (f32, or the 16-bit compute type when only GEMMs read them). On the CPU,
 // 16-bit `compute` rounds what the tensor-core kernels round (q, k, v, dout, P, dS): the
 // reference the CUDA path is tested against.
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
@@ -44,10 +45,10 @@ void attention_delta(float* delta, const float* dout, const O* out, int64_t b, i
 template <class O>
 void attention_forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
                           int64_t nh, DType compute, CudaStream stream);
-template <class O>
-void attention_backward_tc(float* dqkv, float* delta, const float* dout, const float* qkv,
-                           const O* out, const float* lse, int64_t b, int64_t t, int64_t c,
-                           int64_t nh, DType compute, CudaStream stream);
+template <class O>  // dqkv of out's type
+void attention_backward_tc(O* dqkv, float* delta, const float* dout, const float* qkv, const O* out,
+                           const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
+                           DType compute, CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera

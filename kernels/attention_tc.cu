@@ -26,6 +26,8 @@ namespace tessera::cuda {
 namespace {
 
 namespace wmma = nvcuda::wmma;
+using cuda_detail::load;
+using cuda_detail::store;
 
 constexpr int kWarps = 4;
 constexpr int kThreadsTc = 32 * kWarps;
@@ -36,35 +38,37 @@ constexpr int kPad16 = 8;  // row padding of 16-bit tiles, in elements (keeps WM
 constexpr int kPad32 = 4;  // row padding of fp32 tiles
 constexpr unsigned kFullMask = 0xffffffffu;
 
-template <class T>
-__device__ inline T to_16(float x);
-template <>
-__device__ inline __nv_bfloat16 to_16(float x) {
-  return __float2bfloat16_rn(x);
+// Shared-memory tiles cut one after another, each 128-byte aligned (WMMA wants 32): from the
+// kernel's allocation (pointer arithmetic on it, so the compiler keeps shared-memory addressing),
+// or only measured on the host (SizeCarver, null pointers). Each kernel's Tiles take either.
+__host__ __device__ constexpr size_t carved(size_t bytes) {
+  return (bytes + 127) / 128 * 128;
 }
-template <>
-__device__ inline __half to_16(float x) {
-  return __float2half_rn(x);
-}
-__device__ inline float to_32(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-__device__ inline float to_32(__half x) {
-  return __half2float(x);
-}
-
-// Shared-memory arrays cut one after another from one allocation, each 128-byte aligned (WMMA
-// wants 32). Run with base 0 on the host it measures the allocation.
-struct Carver {
-  uintptr_t base;
+struct SmemCarver {
+  unsigned char* base;
   size_t used = 0;
   template <class T>
   __host__ __device__ T* take(size_t n) {
     T* p = reinterpret_cast<T*>(base + used);
-    used += (n * sizeof(T) + 127) / 128 * 128;
+    used += carved(n * sizeof(T));
     return p;
   }
 };
+struct SizeCarver {
+  size_t used = 0;
+  template <class T>
+  __host__ __device__ T* take(size_t n) {
+    used += carved(n * sizeof(T));
+    return nullptr;
+  }
+};
+
+// Row-wise loops start lane `lane`'s walk over its 32 columns (or hs / 2 values) at a rotation:
+// rows 8 apart and the two halves of a row share banks (row strides are 4 words past a multiple
+// of 32), and the rotation puts the four lanes that would collide on four banks.
+__device__ inline int rotation(int lane) {
+  return lane % 2 + 2 * (lane / 16);
+}
 
 // The row strides of a block's tiles for head size hs.
 struct Strides {
@@ -82,7 +86,7 @@ __device__ void load_rows(T* tile, int ld, const float* src, int64_t src_ld, int
   for (int e = threadIdx.x; e < rows * hs; e += kThreadsTc) {
     const int r = e / hs, d = e % hs;
     const int64_t i = first + r;
-    tile[r * ld + d] = to_16<T>(i < t ? src[i * src_ld + d] : 0.0f);
+    store(tile[r * ld + d], i < t ? src[i * src_ld + d] : 0.0f);
   }
 }
 
@@ -133,13 +137,14 @@ struct ForwardTiles {
   T* ps;      // (64, 64) probabilities, rounded
   float* ss;  // (64, 64) scores
   float* os;  // (64, hs) unnormalised output
+  template <class Carver>
   __host__ __device__ ForwardTiles(Carver& cv, Strides st)
-      : qs(cv.take<T>(kRows * st.h16())),
-        ks(cv.take<T>(kCols * st.h16())),
-        vs(cv.take<T>(kCols * st.h16())),
-        ps(cv.take<T>(kRows * st.c16())),
-        ss(cv.take<float>(kRows * st.c32())),
-        os(cv.take<float>(kRows * st.h32())) {}
+      : qs(cv.template take<T>(kRows * st.h16())),
+        ks(cv.template take<T>(kCols * st.h16())),
+        vs(cv.template take<T>(kCols * st.h16())),
+        ps(cv.template take<T>(kRows * st.c16())),
+        ss(cv.template take<float>(kRows * st.c32())),
+        os(cv.template take<float>(kRows * st.h32())) {}
 };
 
 template <class T>
@@ -152,15 +157,16 @@ struct DqTiles {
   float* ss;   // (64, 64) scores
   float* dps;  // (64, 64) dP = dO Vᵀ
   float* dqs;  // (64, hs) dq accumulators
+  template <class Carver>
   __host__ __device__ DqTiles(Carver& cv, Strides st)
-      : qs(cv.take<T>(kRows * st.h16())),
-        dos(cv.take<T>(kRows * st.h16())),
-        ks(cv.take<T>(kCols * st.h16())),
-        vs(cv.take<T>(kCols * st.h16())),
-        dss(cv.take<T>(kRows * st.c16())),
-        ss(cv.take<float>(kRows * st.c32())),
-        dps(cv.take<float>(kRows * st.c32())),
-        dqs(cv.take<float>(kRows * st.h32())) {}
+      : qs(cv.template take<T>(kRows * st.h16())),
+        dos(cv.template take<T>(kRows * st.h16())),
+        ks(cv.template take<T>(kCols * st.h16())),
+        vs(cv.template take<T>(kCols * st.h16())),
+        dss(cv.template take<T>(kRows * st.c16())),
+        ss(cv.template take<float>(kRows * st.c32())),
+        dps(cv.template take<float>(kRows * st.c32())),
+        dqs(cv.template take<float>(kRows * st.h32())) {}
 };
 
 template <class T>
@@ -177,25 +183,26 @@ struct DkvTiles {
   float* dvs;      // (64, hs) dv accumulators
   float* lse_t;    // (64) the tile's queries' lse
   float* delta_t;  // (64) and D
+  template <class Carver>
   __host__ __device__ DkvTiles(Carver& cv, Strides st)
-      : ks(cv.take<T>(kRows * st.h16())),
-        vs(cv.take<T>(kRows * st.h16())),
-        qs(cv.take<T>(kCols * st.h16())),
-        dos(cv.take<T>(kCols * st.h16())),
-        pts(cv.take<T>(kRows * st.c16())),
-        dsts(cv.take<T>(kRows * st.c16())),
-        sts(cv.take<float>(kRows * st.c32())),
-        dpts(cv.take<float>(kRows * st.c32())),
-        dks(cv.take<float>(kRows * st.h32())),
-        dvs(cv.take<float>(kRows * st.h32())),
-        lse_t(cv.take<float>(kCols)),
-        delta_t(cv.take<float>(kCols)) {}
+      : ks(cv.template take<T>(kRows * st.h16())),
+        vs(cv.template take<T>(kRows * st.h16())),
+        qs(cv.template take<T>(kCols * st.h16())),
+        dos(cv.template take<T>(kCols * st.h16())),
+        pts(cv.template take<T>(kRows * st.c16())),
+        dsts(cv.template take<T>(kRows * st.c16())),
+        sts(cv.template take<float>(kRows * st.c32())),
+        dpts(cv.template take<float>(kRows * st.c32())),
+        dks(cv.template take<float>(kRows * st.h32())),
+        dvs(cv.template take<float>(kRows * st.h32())),
+        lse_t(cv.template take<float>(kCols)),
+        delta_t(cv.template take<float>(kCols)) {}
 };
 
 // Bytes of shared memory Tiles takes for head size hs.
 template <class Tiles>
 size_t smem_bytes(int hs) {
-  Carver cv{0};
+  SizeCarver cv;
   const Tiles tiles(cv, Strides{hs});
   (void)tiles;
   return cv.used;
@@ -208,12 +215,13 @@ __global__ void __launch_bounds__(kThreadsTc)
                       int hs, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   const Strides st{hs};
-  Carver cv{reinterpret_cast<uintptr_t>(smem)};
+  SmemCarver cv{smem};
   const auto [qs, ks, vs, ps, ss, os] = ForwardTiles<T>(cv, st);
   const HeadTc hd = head_tc(t, c, nh, hs);
   const float* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
-  const int64_t i0 = blockIdx.x * int64_t{kRows}, i = i0 + r;
+  // The last rows see the most keys: their blocks start first, so no long block comes last.
+  const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, i = i0 + r;
   const bool idle = i0 + 16 * w >= t;  // the warp's rows are all past the end
   load_rows(qs, st.h16(), q, 3 * c, i0, kRows, t, hs);
   zero_rows(os, st.h32(), kRows, hs);
@@ -221,6 +229,7 @@ __global__ void __launch_bounds__(kThreadsTc)
   float* srow = ss + r * st.c32() + 32 * half;
   T* prow = ps + r * st.c16() + 32 * half;
   float* orow = os + r * st.h32() + half * (hs / 2);
+  const int rot = rotation(lane);
   for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
     __syncthreads();  // the previous tile is consumed (and qs, os are written, the first time)
     load_rows(ks, st.h16(), q + c, 3 * c, j0, kCols, t, hs);
@@ -231,7 +240,8 @@ __global__ void __launch_bounds__(kThreadsTc)
                     st.h16(), kCols, hs, false);  // S = Q Kᵀ
     __syncwarp();
     float mx = -INFINITY;
-    for (int k = 0; k < 32; ++k) {
+    for (int n = 0; n < 32; ++n) {
+      const int k = (n + rot) % 32;
       const float s = j0 + 32 * half + k <= i ? srow[k] * scale : -INFINITY;
       srow[k] = s;
       mx = fmaxf(mx, s);
@@ -239,14 +249,16 @@ __global__ void __launch_bounds__(kThreadsTc)
     const float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1)));
     const float correction = expf(m - m_new);  // 0 on the first tile
     float sum = 0.0f;
-    for (int k = 0; k < 32; ++k) {
-      const T p = to_16<T>(expf(srow[k] - m_new));
+    for (int n = 0; n < 32; ++n) {
+      const int k = (n + rot) % 32;
+      T p;
+      store(p, expf(srow[k] - m_new));
       prow[k] = p;
-      sum += to_32(p);
+      sum += load(p);
     }
     l = l * correction + sum + __shfl_xor_sync(kFullMask, sum, 1);
     m = m_new;
-    for (int d = 0; d < hs / 2; ++d) orow[d] *= correction;
+    for (int n = 0; n < hs / 2; ++n) orow[(n + rot) % (hs / 2)] *= correction;
     __syncwarp();
     warp_gemm<false>(os + 16 * w * st.h32(), st.h32(), ps + 16 * w * st.c16(), st.c16(), vs,
                      st.h16(), hs, kCols, true);  // O += P V
@@ -259,42 +271,45 @@ __global__ void __launch_bounds__(kThreadsTc)
 }
 
 // dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T / 64), B · NH).
-template <class T>
+// dqkv of type G.
+template <class T, class G>
 __global__ void __launch_bounds__(kThreadsTc)
-    dq_tc_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
-                 const float* delta, int64_t t, int64_t c, int64_t nh, int hs, float scale) {
+    dq_tc_kernel(G* dqkv, const float* dout, const float* qkv, const float* lse, const float* delta,
+                 int64_t t, int64_t c, int64_t nh, int hs, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   const Strides st{hs};
-  Carver cv{reinterpret_cast<uintptr_t>(smem)};
+  SmemCarver cv{smem};
   const auto [qs, dos, ks, vs, dss, ss, dps, dqs] = DqTiles<T>(cv, st);
   const HeadTc hd = head_tc(t, c, nh, hs);
   const float* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
-  const int64_t i0 = blockIdx.x * int64_t{kRows}, i = i0 + r;
+  // The last rows see the most keys: their blocks start first, so no long block comes last.
+  const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, i = i0 + r;
   const bool idle = i0 + 16 * w >= t;
   load_rows(qs, st.h16(), q, 3 * c, i0, kRows, t, hs);
   load_rows(dos, st.h16(), dout + hd.out, c, i0, kRows, t, hs);
   zero_rows(dqs, st.h32(), kRows, hs);
   const float lse_i = i < t ? lse[hd.stats + i] : 0.0f;
   const float delta_i = i < t ? delta[hd.stats + i] : 0.0f;
-  const int off16 = 16 * w * st.c32();
+  const int off32 = 16 * w * st.c32(), rot = rotation(lane);
   for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
     __syncthreads();
     load_rows(ks, st.h16(), q + c, 3 * c, j0, kCols, t, hs);
     load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kCols, t, hs);
     __syncthreads();
     if (idle) continue;
-    warp_gemm<true>(ss + off16, st.c32(), qs + 16 * w * st.h16(), st.h16(), ks, st.h16(), kCols, hs,
+    warp_gemm<true>(ss + off32, st.c32(), qs + 16 * w * st.h16(), st.h16(), ks, st.h16(), kCols, hs,
                     false);  // S = Q Kᵀ
-    warp_gemm<true>(dps + off16, st.c32(), dos + 16 * w * st.h16(), st.h16(), vs, st.h16(), kCols,
+    warp_gemm<true>(dps + off32, st.c32(), dos + 16 * w * st.h16(), st.h16(), vs, st.h16(), kCols,
                     hs, false);  // dP = dO Vᵀ
     __syncwarp();
     const float* srow = ss + r * st.c32() + 32 * half;
     const float* dprow = dps + r * st.c32() + 32 * half;
     T* dsrow = dss + r * st.c16() + 32 * half;
-    for (int k = 0; k < 32; ++k) {
+    for (int n = 0; n < 32; ++n) {
+      const int k = (n + rot) % 32;
       const float p = j0 + 32 * half + k <= i ? expf(srow[k] * scale - lse_i) : 0.0f;
-      dsrow[k] = to_16<T>(p * (dprow[k] - delta_i));
+      store(dsrow[k], p * (dprow[k] - delta_i));
     }
     __syncwarp();
     warp_gemm<false>(dqs + 16 * w * st.h32(), st.h32(), dss + 16 * w * st.c16(), st.c16(), ks,
@@ -303,19 +318,19 @@ __global__ void __launch_bounds__(kThreadsTc)
   }
   if (i >= t) return;
   const float* acc = dqs + r * st.h32() + half * (hs / 2);
-  float* dst = dqkv + hd.qkv + i * 3 * c + half * (hs / 2);
-  for (int d = 0; d < hs / 2; ++d) dst[d] = acc[d] * scale;
+  G* dst = dqkv + hd.qkv + i * 3 * c + half * (hs / 2);
+  for (int d = 0; d < hs / 2; ++d) cuda_detail::store(dst[d], acc[d] * scale);
 }
 
 // dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
-// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH).
-template <class T>
+// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH). dqkv of type G.
+template <class T, class G>
 __global__ void __launch_bounds__(kThreadsTc)
-    dkv_tc_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
+    dkv_tc_kernel(G* dqkv, const float* dout, const float* qkv, const float* lse,
                   const float* delta, int64_t t, int64_t c, int64_t nh, int hs, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   const Strides st{hs};
-  Carver cv{reinterpret_cast<uintptr_t>(smem)};
+  SmemCarver cv{smem};
   const auto [ks, vs, qs, dos, pts, dsts, sts, dpts, dks, dvs, lse_t, delta_t] =
       DkvTiles<T>(cv, st);
   const HeadTc hd = head_tc(t, c, nh, hs);
@@ -328,6 +343,7 @@ __global__ void __launch_bounds__(kThreadsTc)
   zero_rows(dks, st.h32(), kRows, hs);
   zero_rows(dvs, st.h32(), kRows, hs);
   const int off16 = 16 * w * st.c16(), off32 = 16 * w * st.c32(), offh = 16 * w * st.h32();
+  const int rot = rotation(lane);
   for (int64_t i0 = j0; i0 < t; i0 += kCols) {
     __syncthreads();
     load_rows(qs, st.h16(), q, 3 * c, i0, kCols, t, hs);
@@ -348,12 +364,12 @@ __global__ void __launch_bounds__(kThreadsTc)
     const float* dptrow = dpts + r * st.c32() + 32 * half;
     T* ptrow = pts + r * st.c16() + 32 * half;
     T* dstrow = dsts + r * st.c16() + 32 * half;
-    for (int k = 0; k < 32; ++k) {
-      const int col = 32 * half + k;
+    for (int n = 0; n < 32; ++n) {
+      const int k = (n + rot) % 32, col = 32 * half + k;
       const int64_t i = i0 + col;
       const float p = i >= j && i < t ? expf(strow[k] * scale - lse_t[col]) : 0.0f;
-      ptrow[k] = to_16<T>(p);
-      dstrow[k] = to_16<T>(p * (dptrow[k] - delta_t[col]));
+      store(ptrow[k], p);
+      store(dstrow[k], p * (dptrow[k] - delta_t[col]));
     }
     __syncwarp();
     warp_gemm<false>(dvs + offh, st.h32(), pts + off16, st.c16(), dos, st.h16(), hs, kCols,
@@ -364,10 +380,10 @@ __global__ void __launch_bounds__(kThreadsTc)
   }
   if (j >= t) return;
   const int first = half * (hs / 2);
-  float* dst = dqkv + hd.qkv + j * 3 * c + c + first;
+  G* dst = dqkv + hd.qkv + j * 3 * c + c + first;
   for (int d = 0; d < hs / 2; ++d) {
-    dst[d] = dks[r * st.h32() + first + d] * scale;
-    dst[c + d] = dvs[r * st.h32() + first + d];
+    cuda_detail::store(dst[d], dks[r * st.h32() + first + d] * scale);
+    cuda_detail::store(dst[c + d], dvs[r * st.h32() + first + d]);
   }
 }
 
@@ -411,19 +427,18 @@ void forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int6
   TS_CUDA_CHECK_LAUNCH();
 }
 
-template <class T>
-void backward_tc(float* dqkv, const float* delta, const float* dout, const float* qkv,
-                 const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh, int hs,
-                 CudaStream stream) {
+template <class T, class G>
+void backward_tc(G* dqkv, const float* delta, const float* dout, const float* qkv, const float* lse,
+                 int64_t b, int64_t t, int64_t c, int64_t nh, int hs, CudaStream stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   const size_t dq_smem = smem_bytes<DqTiles<T>>(hs), dkv_smem = smem_bytes<DkvTiles<T>>(hs);
-  allow_smem(dq_tc_kernel<T>, dq_smem, hs);
-  dq_tc_kernel<T><<<grid_tc(b, t, nh), kThreadsTc, dq_smem, stream>>>(dqkv, dout, qkv, lse, delta,
-                                                                      t, c, nh, hs, scale);
+  allow_smem(dq_tc_kernel<T, G>, dq_smem, hs);
+  dq_tc_kernel<T, G><<<grid_tc(b, t, nh), kThreadsTc, dq_smem, stream>>>(
+      dqkv, dout, qkv, lse, delta, t, c, nh, hs, scale);
   TS_CUDA_CHECK_LAUNCH();
-  allow_smem(dkv_tc_kernel<T>, dkv_smem, hs);
-  dkv_tc_kernel<T><<<grid_tc(b, t, nh), kThreadsTc, dkv_smem, stream>>>(dqkv, dout, qkv, lse, delta,
-                                                                        t, c, nh, hs, scale);
+  allow_smem(dkv_tc_kernel<T, G>, dkv_smem, hs);
+  dkv_tc_kernel<T, G><<<grid_tc(b, t, nh), kThreadsTc, dkv_smem, stream>>>(
+      dqkv, dout, qkv, lse, delta, t, c, nh, hs, scale);
   TS_CUDA_CHECK_LAUNCH();
 }
 
@@ -442,16 +457,17 @@ void attention_forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64
 }
 
 template <class O>
-void attention_backward_tc(float* dqkv, float* delta, const float* dout, const float* qkv,
-                           const O* out, const float* lse, int64_t b, int64_t t, int64_t c,
-                           int64_t nh, DType compute, CudaStream stream) {
+void attention_backward_tc(O* dqkv, float* delta, const float* dout, const float* qkv, const O* out,
+                           const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
+                           DType compute, CudaStream stream) {
   const int hs = check_head_tc(b, c, nh, compute);
   if (b * t == 0) return;
   attention_delta(delta, dout, out, b, t, c, nh, stream);
+  auto* dx = cuda_detail::cuda_ptr(dqkv);
   if (compute == DType::bf16)
-    backward_tc<__nv_bfloat16>(dqkv, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
+    backward_tc<__nv_bfloat16>(dx, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
   else
-    backward_tc<__half>(dqkv, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
+    backward_tc<__half>(dx, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
 }
 
 template void attention_forward_tc(float*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
@@ -463,10 +479,10 @@ template void attention_forward_tc(f16*, float*, const float*, int64_t, int64_t,
 template void attention_backward_tc(float*, float*, const float*, const float*, const float*,
                                     const float*, int64_t, int64_t, int64_t, int64_t, DType,
                                     CudaStream);
-template void attention_backward_tc(float*, float*, const float*, const float*, const bf16*,
+template void attention_backward_tc(bf16*, float*, const float*, const float*, const bf16*,
                                     const float*, int64_t, int64_t, int64_t, int64_t, DType,
                                     CudaStream);
-template void attention_backward_tc(float*, float*, const float*, const float*, const f16*,
+template void attention_backward_tc(f16*, float*, const float*, const float*, const f16*,
                                     const float*, int64_t, int64_t, int64_t, int64_t, DType,
                                     CudaStream);
 

@@ -36,24 +36,27 @@ void gelu_forward(Tensor& out, const Tensor& inp) {
 }
 
 void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
-  const auto backend = backend_f32("gelu_backward", {{"dinp", dinp}, {"dout", dout}, {"inp", inp}});
+  const auto backend = backend_f32("gelu_backward", {{"dout", dout}, {"inp", inp}});
+  kernels_detail::check_float("gelu_backward", "dinp", dinp, inp);
   TS_CHECK(dinp.numel() == inp.numel() && dout.numel() == inp.numel(),
            "gelu_backward: dinp, dout and inp must have the same number of elements");
-  TS_RUN_ON_CUDA(backend, cuda::gelu_backward(dinp.data<float>(), dout.data<float>(),
-                                              inp.data<float>(), inp.numel(), kOpStream));
-  const float* x = inp.data<float>();
-  const float* dy = dout.data<float>();
-  float* dx = dinp.data<float>();
-  const int64_t n = inp.numel();
+  kernels_detail::visit_float(dinp.dtype(), [&]<class D>() {
+    TS_RUN_ON_CUDA(backend, cuda::gelu_backward(dinp.data<D>(), dout.data<float>(),
+                                                inp.data<float>(), inp.numel(), kOpStream));
+    const float* x = inp.data<float>();
+    const float* dy = dout.data<float>();
+    D* dx = dinp.data<D>();
+    const int64_t n = inp.numel();
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float xi = x[i];
-    const float u = kSqrt2OverPi * (xi + kCoeff * xi * xi * xi);
-    const float th = tanh_f32(u);
-    const float sech2 = 1.0f - th * th;
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoeff * xi * xi);
-    dx[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * xi * sech2 * du);
-  }
+    for (int64_t i = 0; i < n; ++i) {
+      const float xi = x[i];
+      const float u = kSqrt2OverPi * (xi + kCoeff * xi * xi * xi);
+      const float th = tanh_f32(u);
+      const float sech2 = 1.0f - th * th;
+      const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoeff * xi * xi);
+      kernels_detail::store(dx[i], dy[i] * (0.5f * (1.0f + th) + 0.5f * xi * sech2 * du));
+    }
+  });
 }
 
 }  // namespace tessera

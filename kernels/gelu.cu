@@ -19,13 +19,14 @@ __global__ void gelu_forward_kernel(Y* out, const float* inp, int64_t n) {
   }
 }
 
-__global__ void gelu_backward_kernel(float* dinp, const float* dout, const float* inp, int64_t n) {
+template <class D>
+__global__ void gelu_backward_kernel(D* dinp, const float* dout, const float* inp, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float x = inp[i];
     const float th = tanhf(kSqrt2OverPi * (x + kCoeff * x * x * x));
     const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoeff * x * x);
-    dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
+    cuda_detail::store(dinp[i], dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du));
   }
 }
 
@@ -41,10 +42,15 @@ template void gelu_forward(float*, const float*, int64_t, CudaStream);
 template void gelu_forward(bf16*, const float*, int64_t, CudaStream);
 template void gelu_forward(f16*, const float*, int64_t, CudaStream);
 
-void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n, CudaStream stream) {
+template <class D>
+void gelu_backward(D* dinp, const float* dout, const float* inp, int64_t n, CudaStream stream) {
   if (n == 0) return;
-  gelu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dinp, dout, inp, n);
+  gelu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cuda_detail::cuda_ptr(dinp), dout,
+                                                               inp, n);
   TS_CUDA_CHECK_LAUNCH();
 }
+template void gelu_backward(float*, const float*, const float*, int64_t, CudaStream);
+template void gelu_backward(bf16*, const float*, const float*, int64_t, CudaStream);
+template void gelu_backward(f16*, const float*, const float*, int64_t, CudaStream);
 
 }  // namespace tessera::cuda

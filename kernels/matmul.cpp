@@ -49,11 +49,13 @@ Tensor gemm_operand(const Tensor& x, DType compute) {
 
 namespace {
 
-// inp of a linear layer: f32, or already of the GEMM's 16-bit type (an activation stored so).
-void check_inp(const char* op, const Tensor& inp, const Tensor& like, DType compute) {
-  kernels_detail::check_float(op, "inp", inp, like);
-  TS_CHECK(inp.dtype() == DType::f32 || inp.dtype() == compute, op, ": inp is ",
-           dtype_name(inp.dtype()), " but the GEMM computes in ", dtype_name(compute));
+// inp (or dout) of a linear layer: f32, or already of the GEMM's 16-bit type (an activation or
+// gradient stored so because only GEMMs read it).
+void check_operand(const char* op, const char* name, const Tensor& t, const Tensor& like,
+                   DType compute) {
+  kernels_detail::check_float(op, name, t, like);
+  TS_CHECK(t.dtype() == DType::f32 || t.dtype() == compute, op, ": ", name, " is ",
+           dtype_name(t.dtype()), " but the GEMM computes in ", dtype_name(compute));
 }
 
 }  // namespace
@@ -65,7 +67,7 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
           ? backend_f32("matmul_forward", {{"out", out}, {"weight", weight}, {"bias", bias}})
           : backend_f32("matmul_forward", {{"out", out}, {"weight", weight}});
   check_gemm_compute(compute);
-  check_inp("matmul_forward", inp, out, compute);
+  check_operand("matmul_forward", "inp", inp, out, compute);
   const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
   TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
   if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
@@ -88,19 +90,19 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight, DType compute) {
-  const auto backend =
-      backend_f32("matmul_backward", {{"dweight", dweight}, {"dout", dout}, {"weight", weight}});
+  const auto backend = backend_f32("matmul_backward", {{"dweight", dweight}, {"weight", weight}});
   check_gemm_compute(compute);
-  check_inp("matmul_backward", inp, dout, compute);
+  check_operand("matmul_backward", "inp", inp, weight, compute);
+  check_operand("matmul_backward", "dout", dout, weight, compute);
   const Dims d = check_dims("matmul_backward", dout, "dout", weight, 1);
   TS_CHECK_EQ(inp.numel(), d.n * d.ic, "matmul_backward: inp ", shape_str(inp.shape()));
   dweight.expect("matmul_backward dweight", weight.shape(), DType::f32);
   if (dinp.defined()) {
-    backend_f32("matmul_backward", {{"dout", dout}, {"dinp", dinp}});
+    backend_f32("matmul_backward", {{"weight", weight}, {"dinp", dinp}});
     TS_CHECK_EQ(dinp.numel(), d.n * d.ic, "matmul_backward: dinp ", shape_str(dinp.shape()));
   }
   if (dbias.defined()) {
-    backend_f32("matmul_backward", {{"dout", dout}, {"dbias", dbias}});
+    backend_f32("matmul_backward", {{"weight", weight}, {"dbias", dbias}});
     dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
   }
 #ifdef TESSERA_WITH_CUDA
@@ -115,8 +117,10 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
                d.oc, d.n, true, false, 1.0f, kOpStream, types);
     if (dbias.defined()) {
       Tensor partials = Tensor::empty({cuda::kColumnChunks, d.oc}, DType::f32, dout.device());
-      cuda::column_sum(dbias.data<float>(), partials.data<float>(), dout.data<float>(), d.n, d.oc,
-                       kOpStream);
+      kernels_detail::visit_float(dout.dtype(), [&]<class D>() {
+        cuda::column_sum(dbias.data<float>(), partials.data<float>(), dout.data<D>(), d.n, d.oc,
+                         kOpStream);
+      });
     }
     return;
   }
@@ -132,6 +136,8 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
               rounded_f32(inp, compute).data<float>(), d.ic, dy, d.oc, 1.0f, dweight.data<float>(),
               d.oc);
   if (dbias.defined()) {
+    // Σ of dout as the CUDA column sums take it: f32 as it is, or the 16-bit values widened.
+    const float* bias_rows = dout.dtype() == DType::f32 ? dout.data<float>() : dy;
     // Column sums in fixed row chunks, then an ordered reduction: deterministic for any threads.
     const int64_t chunks = std::min<int64_t>(kReduceChunks, std::max<int64_t>(d.n, 1));
     std::vector<float> partial(chunks * d.oc, 0.0f);
@@ -139,7 +145,7 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
     for (int64_t c = 0; c < chunks; ++c) {
       float* acc = partial.data() + c * d.oc;
       for (int64_t i = c * d.n / chunks; i < (c + 1) * d.n / chunks; ++i) {
-        const float* row = dout.data<float>() + i * d.oc;
+        const float* row = bias_rows + i * d.oc;
         for (int64_t j = 0; j < d.oc; ++j) acc[j] += row[j];
       }
     }

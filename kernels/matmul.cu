@@ -86,14 +86,14 @@ struct Preference {
 };
 
 // partials (kRowChunks, n): each row chunk's column sums of dout (rows, n), in row order.
-__global__ void column_partials_kernel(float* partials, const float* dout, int64_t rows,
-                                       int64_t n) {
+template <class D>
+__global__ void column_partials_kernel(float* partials, const D* dout, int64_t rows, int64_t n) {
   const int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (j >= n) return;
   int64_t first, end;
   cuda_detail::chunk_rows(rows, first, end);
   float acc = 0.0f;
-  for (int64_t i = first; i < end; ++i) acc += dout[i * n + j];
+  for (int64_t i = first; i < end; ++i) acc += cuda_detail::load(dout[i * n + j]);
   partials[blockIdx.y * n + j] = acc;
 }
 
@@ -201,16 +201,21 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
                                  stream));
 }
 
-void column_sum(float* dbias, float* partials, const float* dout, int64_t rows, int64_t n,
+template <class D>
+void column_sum(float* dbias, float* partials, const D* dout, int64_t rows, int64_t n,
                 CudaStream stream) {
   static_assert(kColumnChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
-  column_partials_kernel<<<cuda_detail::partial_grid(n), kThreads, 0, stream>>>(partials, dout,
-                                                                                rows, n);
+  column_partials_kernel<<<cuda_detail::partial_grid(n), kThreads, 0, stream>>>(
+      partials, cuda_detail::cuda_ptr(dout), rows, n);
   TS_CUDA_CHECK_LAUNCH();
   cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(n), kThreads, 0, stream>>>(
       dbias, partials, n);
   TS_CUDA_CHECK_LAUNCH();
 }
+
+template void column_sum(float*, float*, const float*, int64_t, int64_t, CudaStream);
+template void column_sum(float*, float*, const bf16*, int64_t, int64_t, CudaStream);
+template void column_sum(float*, float*, const f16*, int64_t, int64_t, CudaStream);
 
 }  // namespace tessera::cuda

@@ -17,7 +17,8 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
                     DType compute = DType::f32);
 
 // dinp (N, IC) = dout · weightᵀ; dweight (IC, OC) += inpᵀ · dout; dbias (OC) += Σ_n dout.
-// dbias may be undefined. dinp may be undefined when the input needs no gradient.
+// dbias may be undefined. dinp may be undefined when the input needs no gradient. dout, like inp,
+// may already be of the 16-bit compute type (a gradient only GEMMs and this bias sum read).
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight, DType compute = DType::f32);
 
@@ -39,10 +40,11 @@ struct GemmTypes {
 // a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b.
 void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
           bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types = {});
-// dbias (n) += Σ over rows of dout (rows, n), in a fixed order; partials (kColumnChunks, n) is
-// scratch.
+// dbias (n) += Σ over rows of dout (rows, n) of type D (float, bf16 or f16), in a fixed order;
+// partials (kColumnChunks, n) is scratch.
 constexpr int kColumnChunks = 64;
-void column_sum(float* dbias, float* partials, const float* dout, int64_t rows, int64_t n,
+template <class D>
+void column_sum(float* dbias, float* partials, const D* dout, int64_t rows, int64_t n,
                 CudaStream stream);
 }  // namespace cuda
 

@@ -266,6 +266,9 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
            ": make them a multiple of it");
   const Shape stream = par_.sequence_split() ? Shape{b * t / tp_size(), c} : Shape{b, t, c};
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, dev); };
+  // Activations and gradients only GEMMs read, in the GEMMs' type (f32 with sequence parallelism,
+  // whose all-gathers move f32).
+  const DType gemm_input = par_.sequence_split() ? DType::f32 : gemm_;
   Gpt2Activations a;
   a.batch = b;
   a.seq_len = t;
@@ -274,8 +277,7 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   a.tokens = Tensor::empty({b, t}, DType::i32, dev);
   for (int64_t l = 0; l <= layers; ++l) a.resid.push_back(f32(stream));
   for (int64_t l = 0; l < (recompute ? 1 : layers); ++l)
-    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, par_,
-                                                 par_.sequence_split() ? DType::f32 : gemm_));
+    a.block.push_back(BlockActivations::allocate(b, t, c, config_.n_head, dev, par_, gemm_input));
   if (ends_model(a)) {
     a.lnf = f32({b, t, c});
     a.lnf_mean = f32({shape_numel(stream) / c});
@@ -284,7 +286,7 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
     a.losses = f32({b * t});
     a.dlnf = f32({b, t, c});
   }
-  a.scratch = BlockScratch::allocate(b, t, c, dev, par_);
+  a.scratch = BlockScratch::allocate(b, t, c, dev, par_, gemm_input);
   a.dresid = f32(stream);
   return a;
 }

@@ -57,12 +57,16 @@ BlockActivations BlockActivations::allocate(int64_t b, int64_t t, int64_t c, int
 }
 
 BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device device,
-                                    const BlockParallel& par) {
+                                    const BlockParallel& par, DType gemm_input) {
   auto f32 = [&](const Shape& s) { return Tensor::empty(s, DType::f32, device); };
+  auto in = [&](const Shape& s) { return Tensor::empty(s, gemm_input, device); };
   const int n = par.size();
   const int64_t cl = c / n;
-  BlockScratch s{f32({b, t, c}),      f32({b, t, c}), f32({b, t, c}), f32({b, t, 3 * cl}),
-                 f32({b, t, 4 * cl}), Tensor(),       Tensor()};
+  TS_CHECK(gemm_input == DType::f32 || !par.sequence_split(),
+           "16-bit GEMM inputs are not built with sequence parallelism (its all-gathers are f32)");
+  BlockScratch s{f32({b, t, c}),      f32({b, t, c}), f32({b, t, c}), in({b, t, 3 * cl}),
+                 f32({b, t, 4 * cl}), Tensor(),       Tensor(),       Tensor()};
+  s.dfc = gemm_input == DType::f32 ? s.dgelu : in({b, t, 4 * cl});
   if (par.sequence_split()) {
     s.dres1 = f32({b * t / n, c});
     s.rows = f32({b * t / n, c});
@@ -105,8 +109,8 @@ void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tenso
                        int64_t num_heads, parallel::Communicator& tp, DType gemm) {
   // MLP branch: g's backward gathers dy's rows, so the biases' gradients come from all rows.
   parallel::sp_all_gather(tp, s.btc, dy);
-  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w, gemm);
-  gelu_backward(s.dfc, s.dfc, a.fc);
+  matmul_backward(s.dgelu, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w, gemm);
+  gelu_backward(s.dfc, s.dgelu, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
   layernorm_backward(s.rows2, g.ln2_w, g.ln2_b, s.rows, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);
@@ -154,8 +158,8 @@ void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& 
   parallel::Communicator* tp = par.tp;
   // MLP branch: y = res1 + fcproj(gelu(fc(ln2(res1)))); ∂L/∂(branch output) is dy itself (g's
   // backward is the identity, and the replicated bias gets the full gradient on every rank).
-  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w, gemm);
-  gelu_backward(s.dfc, s.dfc, a.fc);
+  matmul_backward(s.dgelu, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w, gemm);
+  gelu_backward(s.dfc, s.dgelu, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f: this rank's columns' share of dln2
   layernorm_backward(s.btc, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);

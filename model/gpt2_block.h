@@ -66,11 +66,14 @@ struct BlockScratch {
   Tensor dres1;        // (B, T, C), or this rank's rows with sequence parallelism
   Tensor dln;          // (B, T, C)
   Tensor dqkv;         // (B, T, 3C/tp)
-  Tensor dfc;          // (B, T, 4C/tp)
+  Tensor dgelu;        // (B, T, 4C/tp) ∂L/∂fc_gelu
+  Tensor dfc;          // (B, T, 4C/tp) ∂L/∂fc: dgelu itself in f32 (GELU's backward in place)
   Tensor rows, rows2;  // (B·T/tp, C): this rank's rows (sequence parallelism only)
 
+  // dqkv and dfc are read by GEMMs (and their bias sums) only: they take `gemm_input` like
+  // BlockActivations' GEMM inputs; the rest is f32.
   static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device,
-                               const BlockParallel& par = {});
+                               const BlockParallel& par = {}, DType gemm_input = DType::f32);
 };
 
 // y (B, T, C) = block(x (B, T, C)); fills acts. num_heads counts this rank's heads. Collective

@@ -199,7 +199,8 @@ TEST(Attention, RejectsBadShapes) {
 // 16-bit compute on the CPU rounds what the tensor-core kernels round (q, k, v, dout, P, dS; the
 // reference of the CUDA path): within 1e-2 of float64 in bf16 (seen: 2.5e-3 for out, 3.7e-3 for
 // dqkv), 2e-3 in f16 (seen: 4.5e-4), and not equal to fp32. A 16-bit out holds the same
-// computation's output rounded, and backward from it stays as close to float64.
+// computation's output rounded, and backward from it into a 16-bit dqkv (out's type) stays as
+// close to float64.
 TEST(Attention, SixteenBitComputeOnTheCpu) {
   const uint64_t seed = testing::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -232,11 +233,17 @@ TEST(Attention, SixteenBitComputeOnTheCpu) {
     convert(want16, out);
     EXPECT_EQ(std::memcmp(out16.raw(), want16.raw(), want16.nbytes()), 0);
     EXPECT_EQ(std::memcmp(lse16.raw(), lse.raw(), lse.nbytes()), 0);
-    Tensor dqkv16 = Tensor::empty({b, t, 3 * c}, DType::f32);
+    Tensor dqkv16 = Tensor::empty({b, t, 3 * c}, half),
+           dqkv16_f32 = Tensor::empty(qkv.shape(), DType::f32);
     attention_backward(dqkv16, dy, qkv, out16, lse16, nh, half);
-    EXPECT_LT(testing::rel_error(dqkv16, ref_dqkv), tol);
-    // A 16-bit out needs 16-bit products (the fp32 engine writes f32).
+    convert(dqkv16_f32, dqkv16);
+    EXPECT_LT(testing::rel_error(dqkv16_f32, ref_dqkv), tol);
+    EXPECT_THROW(attention_backward(dqkv, dy, qkv, out16, lse16, nh, half), Error);  // types differ
+    // A 16-bit out is of the products' type (the fp32 engine writes f32).
     EXPECT_THROW(attention_forward(out16, lse16, qkv, nh), Error);
+    EXPECT_THROW(
+        attention_forward(out16, lse16, qkv, nh, half == DType::bf16 ? DType::f16 : DType::bf16),
+        Error);
   }
 }
 

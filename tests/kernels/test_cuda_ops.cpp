@@ -314,9 +314,9 @@ TEST_F(CudaOps, CausalAttentionForwardBackward) {
 
 TEST_F(CudaOps, SixteenBitAttentionMatchesTheCpusEmulation) {
   // train.precision: bf16 / fp16 runs attention's products on the tensor cores (q, k, v, dout, P
-  // and dS rounded to 16 bits, fp32 softmax and accumulation) and writes a 16-bit out: against
-  // the CPU rounding the same values, to 1e-2 (sums in other orders may round a value the other
-  // way); not equal to fp32; bit for bit the same when repeated. Head sizes 16, 64, 128.
+  // and dS rounded to 16 bits, fp32 softmax and accumulation) and writes 16-bit out and dqkv:
+  // against the CPU rounding the same values, to 1e-2 (sums in other orders may round a value the
+  // other way); not equal to fp32; bit for bit the same when repeated. Head sizes 16, 64, 128.
   for (const DType half : {DType::bf16, DType::f16})
     for (const auto& [b, t, c, nh] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 37, 64, 4},
                                       {1, 130, 256, 4},
@@ -326,7 +326,7 @@ TEST_F(CudaOps, SixteenBitAttentionMatchesTheCpusEmulation) {
                    std::to_string(c / nh));
       const Tensor qkv = random({b, t, 3 * c}), dy = random({b, t, c});
       Tensor y = Tensor::empty({b, t, c}, half), lse = Tensor::empty({b, nh, t}, DType::f32);
-      Tensor dqkv = Tensor::empty({b, t, 3 * c}, DType::f32);
+      Tensor dqkv = Tensor::empty({b, t, 3 * c}, half);
       attention_forward(y, lse, qkv, nh, half);
       attention_backward(dqkv, dy, qkv, y, lse, nh, half);
       Tensor y32 = Tensor::empty({b, t, c}, DType::f32),
@@ -337,12 +337,20 @@ TEST_F(CudaOps, SixteenBitAttentionMatchesTheCpusEmulation) {
       auto run_gpu = [&](Tensor& gy, Tensor& glse, Tensor& gdqkv) {
         gy = Tensor::empty({b, t, c}, half, Device::cuda(0));
         glse = poisoned_gpu({b, nh, t});
-        gdqkv = poisoned_gpu({b, t, 3 * c});
+        gdqkv = Tensor::empty({b, t, 3 * c}, half, Device::cuda(0));
         attention_forward(gy, glse, gqkv, nh, half);
         attention_backward(gdqkv, gdy, gqkv, gy, glse, nh, half);
       };
       Tensor gy, glse, gdqkv;
-      run_gpu(gy, glse, gdqkv);
+      try {
+        run_gpu(gy, glse, gdqkv);
+      } catch (const Error& e) {
+        // Head size 128's dk/dv kernel takes 187 KiB of shared memory per block: H100-class
+        // cards only; an A100 or smaller refuses it with this error, which is the contract.
+        EXPECT_EQ(c / nh, 128) << e.what();
+        EXPECT_NE(std::string(e.what()).find("shared memory"), std::string::npos) << e.what();
+        continue;
+      }
       auto widened = [](const Tensor& x) {
         Tensor f = Tensor::empty(x.shape(), DType::f32);
         convert(f, x.to(Device::cpu()));
@@ -350,41 +358,43 @@ TEST_F(CudaOps, SixteenBitAttentionMatchesTheCpusEmulation) {
       };
       EXPECT_LT(testing::rel_error(widened(gy), testing::to_f64(widened(y))), 1e-2) << "out";
       EXPECT_LT(testing::rel_error(glse.to(Device::cpu()), testing::to_f64(lse)), 1e-2) << "lse";
-      EXPECT_LT(testing::rel_error(gdqkv.to(Device::cpu()), testing::to_f64(dqkv)), 1e-2) << "dqkv";
+      EXPECT_LT(testing::rel_error(widened(gdqkv), testing::to_f64(widened(dqkv))), 1e-2) << "dqkv";
       EXPECT_GT(testing::rel_error(widened(gy), testing::to_f64(y32)), 1e-6)
           << "no rounding at all (did the 16-bit path run?)";
       Tensor gy2, glse2, gdqkv2;  // deterministic: the same inputs give the same bits
       run_gpu(gy2, glse2, gdqkv2);
       EXPECT_EQ(testing::to_f64(widened(gy2)), testing::to_f64(widened(gy)));
-      EXPECT_EQ(testing::to_f64(gdqkv2.to(Device::cpu())),
-                testing::to_f64(gdqkv.to(Device::cpu())));
+      EXPECT_EQ(testing::to_f64(widened(gdqkv2)), testing::to_f64(widened(gdqkv)));
     }
 }
 
 TEST_F(CudaOps, SixteenBitGemmsAndOutputsMatchTheCpusEmulation) {
   // The GEMMs of train.precision bf16 / fp16 against the CPU's product of the same rounded
-  // operands (both accumulate exact products in fp32, in different orders): 1e-4, from an f32
-  // input and from one stored in the 16-bit type. The 16-bit outputs of layernorm and GELU: the
+  // operands (both accumulate exact products in fp32, in different orders): 1e-4, from f32 inp
+  // and dout and from ones stored in the 16-bit type. The 16-bit outputs of layernorm and GELU: the
   // same rounding of fp32 values that agree to 1e-5, so 1e-2 at worst.
   const int64_t n = 300, ic = 96, oc = 136;
   const Tensor x = random({n, ic}), w = random({ic, oc}, 0.1f), bias = random({oc}),
                dy = random({n, oc});
   for (const DType half : {DType::bf16, DType::f16}) {
     SCOPED_TRACE(dtype_name(half));
-    Tensor x16 = Tensor::empty({n, ic}, half);
+    Tensor x16 = Tensor::empty({n, ic}, half), dy16 = Tensor::empty({n, oc}, half);
     convert(x16, x);
-    for (const Tensor* inp : {&x, static_cast<const Tensor*>(&x16)}) {
-      SCOPED_TRACE(std::string(dtype_name(inp->dtype())) + " input");
+    convert(dy16, dy);
+    for (const bool stored : {false, true}) {  // inp and dout f32, or stored in the 16-bit type
+      SCOPED_TRACE(stored ? "16-bit inp and dout" : "f32 inp and dout");
+      const Tensor* inp = stored ? &x16 : &x;
+      const Tensor& dout = stored ? dy16 : dy;
       Tensor y = Tensor::empty({n, oc}, DType::f32), dx = Tensor::empty({n, ic}, DType::f32);
       Tensor dw = Tensor::zeros({ic, oc}, DType::f32), db = Tensor::zeros({oc}, DType::f32);
       matmul_forward(y, *inp, w, bias, half);
-      matmul_backward(dx, dw, db, dy, *inp, w, half);
+      matmul_backward(dx, dw, db, dout, *inp, w, half);
       Tensor gy = poisoned_gpu({n, oc}), gdx = poisoned_gpu({n, ic});
       Tensor gdw = on_gpu(Tensor::zeros({ic, oc}, DType::f32)),
              gdb = on_gpu(Tensor::zeros({oc}, DType::f32));
       const Tensor ginp = inp->to(Device::cuda(0));
       matmul_forward(gy, ginp, on_gpu(w), on_gpu(bias), half);
-      matmul_backward(gdx, gdw, gdb, on_gpu(dy), ginp, on_gpu(w), half);
+      matmul_backward(gdx, gdw, gdb, dout.to(Device::cuda(0)), ginp, on_gpu(w), half);
       for (const auto& [got, want, what] :
            {std::tuple<const Tensor&, const Tensor&, const char*>{gy, y, "out"},
             {gdx, dx, "dinp"},
@@ -395,15 +405,21 @@ TEST_F(CudaOps, SixteenBitGemmsAndOutputsMatchTheCpusEmulation) {
     const Tensor lw = random({ic}), lb = random({ic});
     Tensor ln = Tensor::empty({n, ic}, half), mean = Tensor::empty({n}, DType::f32),
            rstd = Tensor::empty({n}, DType::f32), g = Tensor::empty({n, ic}, half);
+    Tensor dg = Tensor::empty({n, ic}, half);
+    const Tensor gdy_ic = random({n, ic});
     layernorm_forward(ln, mean, rstd, x, lw, lb);
     gelu_forward(g, x);
+    gelu_backward(dg, gdy_ic, x);
     Tensor gln = Tensor::empty({n, ic}, half, Device::cuda(0)), gmean = poisoned_gpu({n}),
            grstd = poisoned_gpu({n}), gg = Tensor::empty({n, ic}, half, Device::cuda(0));
+    Tensor gdg = Tensor::empty({n, ic}, half, Device::cuda(0));
     layernorm_forward(gln, gmean, grstd, on_gpu(x), on_gpu(lw), on_gpu(lb));
     gelu_forward(gg, on_gpu(x));
+    gelu_backward(gdg, on_gpu(gdy_ic), on_gpu(x));
     for (const auto& [got, want, what] :
          {std::tuple<const Tensor&, const Tensor&, const char*>{gln, ln, "layernorm"},
-          {gg, g, "gelu"}}) {
+          {gg, g, "gelu"},
+          {gdg, dg, "gelu backward"}}) {
       Tensor a = Tensor::empty({n, ic}, DType::f32), b = Tensor::empty({n, ic}, DType::f32);
       convert(a, got.to(Device::cpu()));
       convert(b, want);

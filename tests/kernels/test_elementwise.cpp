@@ -112,17 +112,25 @@ TEST(Gelu, MatchesReference) {
   EXPECT_LT(testing::rel_error(dinp, gelu_reference_backward(testing::to_f64(dout), xd)), 1e-6);
 }
 
-// A 16-bit out (read by 16-bit GEMMs only) holds the f32 out rounded to nearest even.
-TEST(Gelu, SixteenBitOutIsTheRoundedF32Out) {
+// A 16-bit out or dinp (read by 16-bit GEMMs only) holds the f32 one rounded to nearest even.
+TEST(Gelu, SixteenBitOutputsAreTheRoundedF32Ones) {
   std::mt19937_64 rng(testing::test_seed());
-  const Tensor x = randn({5, 333}, rng, 3.0f);
-  Tensor out = poisoned({5, 333});
+  const Tensor x = randn({5, 333}, rng, 3.0f), dout = randn({5, 333}, rng);
+  Tensor out = poisoned({5, 333}), dinp = poisoned({5, 333});
   gelu_forward(out, x);
+  gelu_backward(dinp, dout, x);
   for (const DType half : {DType::bf16, DType::f16}) {
-    Tensor want = Tensor::empty({5, 333}, half), got = Tensor::empty({5, 333}, half);
-    convert(want, out);
-    gelu_forward(got, x);
-    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << dtype_name(half);
+    for (const auto& [f32, backward] :
+         {std::pair<const Tensor*, bool>{&out, false}, {&dinp, true}}) {
+      Tensor want = Tensor::empty({5, 333}, half), got = Tensor::empty({5, 333}, half);
+      convert(want, *f32);
+      if (backward)
+        gelu_backward(got, dout, x);
+      else
+        gelu_forward(got, x);
+      EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0)
+          << dtype_name(half) << (backward ? " dinp" : " out");
+    }
   }
 }
 

@@ -189,7 +189,8 @@ TEST(Matmul, DeterministicAcrossThreadCounts) {
 
 // 16-bit compute on the CPU (the CUDA path's reference): the product of the operands rounded to
 // bf16 / f16 (fp32 accumulation of exact products), from an f32 input or from one already stored
-// in the 16-bit type; the bias gradient sums the unrounded dout, like cuBLASLt's column sums.
+// in the 16-bit type (and dout likewise); the bias gradient sums dout as given, like the CUDA
+// column sums.
 TEST(Matmul, SixteenBitComputeIsTheProductOfRoundedOperands) {
   const uint64_t seed = testing::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -205,19 +206,24 @@ TEST(Matmul, SixteenBitComputeIsTheProductOfRoundedOperands) {
     const std::vector<double> want = reference_forward(rx, rw, testing::to_f64(bias), k);
     Grads g = reference_backward(rdy, rx, rw, k);
     g.dbias = reference_backward(testing::to_f64(dy), rx, rw, k).dbias;
-    Tensor x16 = Tensor::empty(x.shape(), half);
+    Tensor x16 = Tensor::empty(x.shape(), half), dy16 = Tensor::empty(dy.shape(), half);
     convert(x16, x);
-    for (const Tensor* inp : {&x, static_cast<const Tensor*>(&x16)}) {
-      SCOPED_TRACE(dtype_name(inp->dtype()) + std::string(" input"));
+    convert(dy16, dy);
+    for (const bool stored : {false, true}) {  // inp and dout f32, or stored in the 16-bit type
+      SCOPED_TRACE(stored ? "16-bit inp and dout" : "f32 inp and dout");
+      const Tensor& inp = stored ? x16 : x;
+      const Tensor& dout = stored ? dy16 : dy;
       Tensor out = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
       Tensor dinp = Tensor::empty(x.shape(), DType::f32), dw = Tensor::zeros(w.shape(), DType::f32),
              db = Tensor::zeros(bias.shape(), DType::f32);
-      matmul_forward(out, *inp, w, bias, half);
-      matmul_backward(dinp, dw, db, dy, *inp, w, half);
+      matmul_forward(out, inp, w, bias, half);
+      matmul_backward(dinp, dw, db, dout, inp, w, half);
       EXPECT_LT(testing::rel_error(out, want), 1e-6);
       EXPECT_LT(testing::rel_error(dinp, g.dinp), 1e-6);
       EXPECT_LT(testing::rel_error(dw, g.dweight), 1e-6);
-      EXPECT_LT(testing::rel_error(db, g.dbias), 1e-6);
+      // The bias gradient sums dout as it is given: rounded only when stored so.
+      EXPECT_LT(testing::rel_error(db, stored ? reference_backward(rdy, rx, rw, k).dbias : g.dbias),
+                1e-6);
       EXPECT_GT(testing::rel_error(out, reference_forward(testing::to_f64(x), testing::to_f64(w),
                                                           testing::to_f64(bias), k)),
                 1e-5);  // the rounding ran

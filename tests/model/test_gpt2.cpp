@@ -101,7 +101,8 @@ TEST(Gpt2, RecomputeGivesIdenticalGradients) {
 }
 
 // 16-bit compute on the CPU (the reference of the CUDA tensor-core path): the activations only
-// GEMMs read are stored in bf16 / f16; the loss and the gradients stay near the fp32 model's
+// GEMMs read (and the gradients dqkv and dfc) are stored in bf16 / f16; the loss and the
+// gradients stay near the fp32 model's
 // (seen: gradients 3e-3 apart in bf16, 4e-4 in f16) but not equal to them (the rounding ran),
 // repeat bit for bit, and recomputation gives exactly the stored activations' gradients.
 TEST(Gpt2, SixteenBitComputeOnTheCpu) {
@@ -119,6 +120,9 @@ TEST(Gpt2, SixteenBitComputeOnTheCpu) {
          {&acts.block[0].ln1, &acts.block[0].att, &acts.block[0].ln2, &acts.block[0].fc_gelu})
       EXPECT_EQ(t->dtype(), gemm);
     EXPECT_EQ(acts.block[0].qkv.dtype(), DType::f32);
+    EXPECT_EQ(acts.scratch.dqkv.dtype(), gemm);
+    EXPECT_EQ(acts.scratch.dfc.dtype(), gemm);
+    EXPECT_EQ(acts.scratch.dgelu.dtype(), DType::f32);
     model.forward(acts, x);
     const double loss = model.backward(acts, y, 1.0f / 24);
     grads = flat(model.params().gather_flat(true));
