@@ -177,19 +177,20 @@ TEST(LayerNorm, DeterministicAcrossThreadCounts) {
   }
 }
 
-// Wrong dtypes and shapes throw Error instead of reading out of bounds.
+// An f32 tensor of N(0, sd) values.
+Tensor normal(std::mt19937_64& rng, const Shape& shape, float sd) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  testing::fill_normal(t, rng, sd);
+  return t;
+}
+
 // The fused residual + layernorm is the two ops one after the other, bit for bit, also when its
 // output overwrites its second input.
 TEST(LayerNorm, FusedResidualIsBitForBitTheTwoOps) {
   std::mt19937_64 rng(testing::test_seed());
   const int64_t n = 37, c = 96;
-  auto normal = [&](const Shape& s, float sd) {
-    Tensor t = Tensor::empty(s, DType::f32);
-    testing::fill_normal(t, rng, sd);
-    return t;
-  };
-  const Tensor a = normal({n, c}, 2.0f), b = normal({n, c}, 1.0f), w = normal({c}, 1.0f),
-               bias = normal({c}, 0.5f);
+  const Tensor a = normal(rng, {n, c}, 2.0f), b = normal(rng, {n, c}, 1.0f),
+               w = normal(rng, {c}, 1.0f), bias = normal(rng, {c}, 0.5f);
   auto flat = [](const Tensor& t) {
     return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
   };
@@ -214,13 +215,8 @@ TEST(LayerNorm, FusedResidualIsBitForBitTheTwoOps) {
 TEST(LayerNorm, SixteenBitOutIsTheRoundedF32Out) {
   std::mt19937_64 rng(testing::test_seed());
   const int64_t n = 37, c = 96;
-  auto normal = [&](const Shape& s, float sd) {
-    Tensor t = Tensor::empty(s, DType::f32);
-    testing::fill_normal(t, rng, sd);
-    return t;
-  };
-  const Tensor a = normal({n, c}, 2.0f), b = normal({n, c}, 1.0f), w = normal({c}, 1.0f),
-               bias = normal({c}, 0.5f);
+  const Tensor a = normal(rng, {n, c}, 2.0f), b = normal(rng, {n, c}, 1.0f),
+               w = normal(rng, {c}, 1.0f), bias = normal(rng, {c}, 0.5f);
   Tensor res = Tensor::empty({n, c}, DType::f32), y = Tensor::empty({n, c}, DType::f32);
   Tensor mean = Tensor::empty({n}, DType::f32), rstd = Tensor::empty({n}, DType::f32);
   residual_layernorm_forward(res, y, mean, rstd, a, b, w, bias);
