@@ -7,19 +7,21 @@
 #                                shared libraries the GPU machine lacks into .gpu/ (git-ignored)
 #                                It also trains a small model here for 30 steps and keeps its
 #                                checkpoint and, from `tessera generate --logits-out`, its logits
-#   scripts/gpu_check.sh run     there: runs every test binary in .gpu/bin, opens that checkpoint
-#                                in transformers (bench/hf_export_check.py), then the benchmark:
-#                                the card's dense bf16 rate, GPT-2 124M training steps in Tessera
-#                                and in PyTorch (fp32 eager, bf16 eager, bf16 torch.compile). Logs
-#                                and gtest XML go to $OUT (or .gpu/out); a summary is printed last.
-#                                `run tests` or `run bench` runs one part (tests include the
-#                                Hugging Face check).
-#   scripts/gpu_check.sh run sanitize   there: compute-sanitizer over the CUDA op tests (memcheck
-#                                on all of them; racecheck and synccheck on the attention kernels)
-#   scripts/gpu_check.sh run profile    there: GPU time per kernel of one bf16 GPT-2 124M training
-#                                step (Nsight Compute, bench/kernel_times.py)
-# Neither of the last two runs by default: each takes minutes of device time.
-# With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"]).
+#   scripts/gpu_check.sh run [PART...]   there, the parts in the order given (default: tests bench):
+#     tests     every test binary in .gpu/bin, then that checkpoint opened in transformers
+#               (bench/hf_export_check.py)
+#     bench     the card's dense bf16 rate, GPT-2 124M training steps in Tessera (bf16, fp16, fp32)
+#               and in PyTorch (bf16 torch.compile, bf16 eager, fp32 eager)
+#     sanitize  compute-sanitizer over the CUDA op tests (memcheck on all of them; racecheck and
+#               synccheck on the attention kernels)
+#     profile   GPU time per kernel of one bf16 GPT-2 124M training step (Nsight Compute,
+#               bench/kernel_times.py)
+#   A summary is printed last and kept in $OUT/summary.txt; every log and gtest XML is packed into
+#   $OUT/logs.tar.gz after each part ($OUT: the device tool's folder, else .gpu/out).
+#   GPU_CHECK_BUDGET_S (seconds) stops each command at the time left, so that a lease's limit
+#   never cuts the summary off; each command also has its own limit (a hang costs minutes, not all).
+# With the device tool: run(command="GPU_CHECK_BUDGET_S=300 bash scripts/gpu_check.sh run",
+#                           carry=[".gpu"], timeout_s=330).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=(test_caching_allocator test_cuda_ops test_gpt2_cuda test_train_cuda test_comm_nccl)
@@ -69,6 +71,24 @@ library_path() {
   echo "$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
+# limited SECONDS CMD...: CMD stopped after SECONDS, or when the budget's time is up (exit 124).
+limited() {
+  local limit=$1 left=$((budget - SECONDS - 5))
+  shift
+  ((left < limit)) && limit=$left
+  if ((limit <= 0)); then
+    echo "not run: the time budget (GPU_CHECK_BUDGET_S=$budget) is spent"
+    return 124
+  fi
+  timeout --kill-after=5 "$limit" "$@"
+}
+
+# note LINE: one line of the summary, printed at the end and kept in $OUT/summary.txt now.
+note() {
+  summary+="$1"$'\n'
+  printf '%s' "$summary" > "$out/summary.txt"
+}
+
 run_tests() {
   local status=0 bin name result counts
   for bin in .gpu/bin/*; do
@@ -78,46 +98,58 @@ run_tests() {
     if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" OMPI_MCA_ess_singleton_isolated=1 \
         OMPI_MCA_mca_base_component_path=/tmp/tessera-gpu/lib/openmpi3 \
         OMPI_MCA_mca_base_component_show_load_errors=0 OMPI_ALLOW_RUN_AS_ROOT=1 \
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$bin" \
-        --gtest_output="xml:$out/$name.xml" > "$out/$name.log" 2>&1; then
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 limited 120 "$bin" \
+        --gtest_output="xml:$logs/$name.xml" > "$logs/$name.log" 2>&1; then
       result=passed
     else
       result="FAILED (exit $?)"
       status=1
     fi
-    counts=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/$name.log" | tr '\n' ' ')
-    summary+="$name: $result  $counts"$'\n'
-    grep -E '^\[  FAILED  \]|Failure$|error' "$out/$name.log" | head -20 || true
+    counts=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$name.log" | tr '\n' ' ')
+    note "$name: $result  $counts"
+    grep -E -A3 '^\[  FAILED  \]|Failure$|error' "$logs/$name.log" | head -40 || true
   done
-  if python3 bench/hf_export_check.py --checkpoint .gpu/hf/checkpoint \
-      --logits .gpu/hf/logits.safetensors > "$out/hf_export.log" 2>&1; then
-    summary+="hf_export_check: passed  $(tail -1 "$out/hf_export.log")"$'\n'
+  if limited 120 python3 bench/hf_export_check.py --checkpoint .gpu/hf/checkpoint \
+      --logits .gpu/hf/logits.safetensors > "$logs/hf_export.log" 2>&1; then
+    note "hf_export_check: passed  $(tail -1 "$logs/hf_export.log")"
   else
-    summary+="hf_export_check: FAILED  $(tail -3 "$out/hf_export.log")"$'\n'
+    note "hf_export_check: FAILED  $(tail -3 "$logs/hf_export.log")"
     status=1
   fi
   return $status
 }
 
 run_bench() {
-  local gpt2=(--n_layer 12 --n_embd 768 --n_head 12 --seq_len 1024 --batch 16 --vocab 50304
-              --steps 10 --warmup 3 --device cuda)
-  local peak line
-  LD_LIBRARY_PATH="$libpath" .gpu/tessera bench gemm --size 8192 --steps 20 | tee "$out/gemm.log"
-  peak=$(sed -n 's/.*"tflops":\([0-9.]*\).*/\1/p' "$out/gemm.log")
-  summary+="dense bf16 GEMM 8192^3: $peak TFLOP/s"$'\n'
-  for precision in fp32 bf16 fp16; do
-    LD_LIBRARY_PATH="$libpath" .gpu/tessera bench train --config configs/gpt2-124m.yaml \
-      --set train.precision=$precision --steps 10 --warmup 3 --peak-tflops "$peak" \
-      > "$out/tessera_$precision.log" 2>&1 || true
-    summary+="tessera $precision: $(tail -1 "$out/tessera_$precision.log")"$'\n'
-  done
-  for variant in "none" "bf16" "bf16 --compile"; do
-    set -- $variant
-    line=$(python3 bench/pytorch_gpt2.py "${gpt2[@]}" --amp "$@" 2>"$out/pytorch_$1_$#.err" |
-           tee "$out/pytorch_$1_$#.log" | tail -1) || line="FAILED: $(tail -3 "$out/pytorch_$1_$#.err")"
-    summary+="pytorch amp=$variant: $line"$'\n'
-  done
+  gpt2=(--n_layer 12 --n_embd 768 --n_head 12 --seq_len 1024 --batch 16 --vocab 50304
+        --steps 10 --warmup 3 --device cuda)
+  LD_LIBRARY_PATH="$libpath" limited 60 .gpu/tessera bench gemm --size 8192 --steps 20 \
+    > "$logs/gemm.log" 2>&1 || true
+  peak=$(sed -n 's/.*"tflops":\([0-9.]*\).*/\1/p' "$logs/gemm.log")
+  note "dense bf16 GEMM 8192^3: ${peak:-FAILED $(tail -2 "$logs/gemm.log")} TFLOP/s"
+  # Most telling first, so that a budget cut drops the least: bf16 on both sides, then the rest.
+  tessera_bench bf16
+  pytorch_bench bf16
+  pytorch_bench bf16 --compile
+  tessera_bench fp16
+  tessera_bench fp32
+  pytorch_bench none
+}
+
+# tessera_bench PRECISION: 10 timed GPT-2 124M training steps of `tessera bench train`.
+tessera_bench() {
+  local log="$logs/tessera_$1.log"
+  LD_LIBRARY_PATH="$libpath" limited 120 .gpu/tessera bench train \
+    --config configs/gpt2-124m.yaml --set train.precision="$1" --steps 10 --warmup 3 \
+    ${peak:+--peak-tflops "$peak"} > "$log" 2>&1 || echo "exit $?" >> "$log"
+  note "tessera $1: $(tail -2 "$log" | tr '\n' ' ')"
+}
+
+# pytorch_bench AMP [--compile]: the same model and steps in PyTorch (bench/pytorch_gpt2.py).
+pytorch_bench() {
+  local log="$logs/pytorch_${1}${2:-}.log" line
+  line=$(PYTHONUNBUFFERED=1 limited 180 python3 bench/pytorch_gpt2.py "${gpt2[@]}" --amp "$@" \
+         > "$log" 2>&1 && tail -1 "$log") || line="FAILED: $(tail -3 "$log")"
+  note "pytorch amp=$*: $line"
 }
 
 # compute-sanitizer's memcheck over every CUDA op test, racecheck (shared-memory hazards) and
@@ -125,19 +157,19 @@ run_bench() {
 run_sanitize() {
   local status=0 tool filter
   if ! command -v compute-sanitizer >/dev/null; then
-    summary+="sanitize: no compute-sanitizer on this machine"$'\n'
+    note "sanitize: no compute-sanitizer on this machine"
     return 0
   fi
   for tool in memcheck racecheck synccheck; do
     filter='*'
     [ "$tool" = memcheck ] || filter='*Attention*'
-    if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" compute-sanitizer --tool "$tool" \
-        --error-exitcode 9 .gpu/bin/test_cuda_ops --gtest_filter="$filter" \
-        > "$out/sanitize_$tool.log" 2>&1; then
-      summary+="compute-sanitizer $tool: clean  $(grep -E 'ERROR SUMMARY' "$out/sanitize_$tool.log" | tail -1)"$'\n'
+    if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" limited 180 compute-sanitizer \
+        --tool "$tool" --error-exitcode 9 .gpu/bin/test_cuda_ops --gtest_filter="$filter" \
+        > "$logs/sanitize_$tool.log" 2>&1; then
+      note "compute-sanitizer $tool: clean  $(grep -E 'ERROR SUMMARY' "$logs/sanitize_$tool.log" | tail -1)"
     else
-      summary+="compute-sanitizer $tool: FAILED (see sanitize_$tool.log)  $(grep -E 'ERROR SUMMARY' "$out/sanitize_$tool.log" | tail -1)"$'\n'
-      grep -m 20 -E '^========= ' "$out/sanitize_$tool.log" || true
+      note "compute-sanitizer $tool: FAILED (exit $?, sanitize_$tool.log)  $(grep -E 'ERROR SUMMARY' "$logs/sanitize_$tool.log" | tail -1)"
+      grep -m 20 -E '^========= ' "$logs/sanitize_$tool.log" || true
       status=1
     fi
   done
@@ -147,43 +179,53 @@ run_sanitize() {
 # One bf16 training step of GPT-2 124M under Nsight Compute, each kernel's GPU time grouped by name.
 run_profile() {
   if ! command -v ncu >/dev/null; then
-    summary+="profile: no ncu on this machine"$'\n'
+    note "profile: no ncu on this machine"
     return 0
   fi
-  LD_LIBRARY_PATH="$libpath" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-    .gpu/tessera bench train --config configs/gpt2-124m.yaml --set train.precision=bf16 \
-    --steps 1 --warmup 0 > "$out/ncu_step.csv" 2> "$out/ncu_step.err" || {
-    summary+="profile: ncu FAILED  $(tail -3 "$out/ncu_step.err")"$'\n'
+  LD_LIBRARY_PATH="$libpath" limited 240 ncu --clock-control none \
+    --metrics gpu__time_duration.sum --csv .gpu/tessera bench train \
+    --config configs/gpt2-124m.yaml --set train.precision=bf16 --steps 1 --warmup 0 \
+    > "$logs/ncu_step.csv" 2> "$logs/ncu_step.err" || {
+    note "profile: ncu FAILED (exit $?)  $(tail -3 "$logs/ncu_step.err")"
     return 1
   }
-  python3 bench/kernel_times.py "$out/ncu_step.csv" | tee "$out/kernel_times.txt"
-  summary+="profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -12 "$out/kernel_times.txt")"$'\n'
+  python3 bench/kernel_times.py "$logs/ncu_step.csv" > "$logs/kernel_times.txt"
+  note "profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -16 "$logs/kernel_times.txt")"
 }
 
 case "${1:-}" in
   build) build ;;
   run)
     [ -d .gpu/bin ] || { echo "no .gpu/bin: run 'scripts/gpu_check.sh build' first and carry .gpu" >&2; exit 1; }
+    shift
+    parts=("$@")
+    ((${#parts[@]})) || parts=(tests bench)
+    for part in "${parts[@]}"; do
+      case $part in
+        tests | bench | sanitize | profile) ;;
+        *) echo "usage: scripts/gpu_check.sh run [tests|bench|sanitize|profile]..." >&2; exit 2 ;;
+      esac
+    done
     out=${OUT:-.gpu/out}
-    mkdir -p "$out" /tmp/tessera-gpu
+    logs=/tmp/tessera-gpu/logs
+    budget=${GPU_CHECK_BUDGET_S:-100000}
+    rm -rf "$logs"
+    mkdir -p "$out" "$logs"
     tar -C /tmp/tessera-gpu -xJf .gpu/lib.tar.xz
     libpath=$(library_path /tmp/tessera-gpu/lib)
-    nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
     summary="" status=0
-    case "${2:-}" in
-      "") run_tests || status=1; run_bench || status=1 ;;
-      tests) run_tests || status=1 ;;
-      bench) run_bench || status=1 ;;
-      sanitize) run_sanitize || status=1 ;;
-      profile) run_profile || status=1 ;;
-      *) echo "usage: scripts/gpu_check.sh run [tests|bench|sanitize|profile]" >&2; exit 2 ;;
-    esac
-    head -12 "$out/nvidia-smi.txt" || true
+    nvidia-smi > "$logs/nvidia-smi.txt" 2>&1 || true
+    note "$(grep -m1 -o 'NVIDIA [A-Z0-9].*[0-9]GB[^|]*' "$logs/nvidia-smi.txt" | head -1), $(grep -o 'Driver Version: [0-9.]*' "$logs/nvidia-smi.txt")"
+    LD_LIBRARY_PATH="$libpath" ldd .gpu/bin/* .gpu/tessera | grep 'not found' | sort -u || true
+    for part in "${parts[@]}"; do
+      "run_$part" || status=1
+      tar -C "$logs" -czf "$out/logs.tar.gz" .
+    done
     echo "$summary"
     exit $status
     ;;
   *)
-    echo "usage: scripts/gpu_check.sh build | run [tests|bench|sanitize|profile]" >&2
+    echo "usage: scripts/gpu_check.sh build | run [tests|bench|sanitize|profile]..." >&2
     exit 2
     ;;
 esac
