@@ -79,14 +79,49 @@ struct Strides {
   __host__ __device__ int c32() const { return kCols + kPad32; }  // (rows, kCols) fp32
 };
 
-// tile (rows, hs) = src rows [first, first + rows) as T, zeros past t. The whole block takes part.
+// A (rows, hs) 16-bit tile to fill from fp32 rows: row i of the source at src + i * ld.
 template <class T>
-__device__ void load_rows(T* tile, int ld, const float* src, int64_t src_ld, int64_t first,
-                          int rows, int64_t t, int hs) {
-  for (int e = threadIdx.x; e < rows * hs; e += kThreadsTc) {
-    const int r = e / hs, d = e % hs;
-    const int64_t i = first + r;
-    store(tile[r * ld + d], i < t ? src[i * src_ld + d] : 0.0f);
+struct RowSource {
+  T* tile;
+  const float* src;
+  int64_t ld;
+};
+
+// Each tile (rows, hs), row stride `tile_ld`, = its source's rows [first, first + rows) rounded
+// to T, zeros past t; the whole block takes part. 16-byte loads (launchers check the alignment),
+// each thread's loads of a batch issued before any store, so their latencies overlap: one
+// dependent load at a time left the tensor cores idle most of the kernel.
+template <int kTiles, class T>
+__device__ void load_rows(const RowSource<T> (&tiles)[kTiles], int tile_ld, int64_t first, int rows,
+                          int64_t t, int hs) {
+  constexpr int kBatch = 8 / kTiles;  // 16-byte loads in flight per tile
+  const int per_row = hs / 4, n = rows * per_row;
+  for (int e0 = threadIdx.x; e0 < n; e0 += kBatch * kThreadsTc) {
+    float4 v[kTiles][kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = e0 + u * kThreadsTc, r = e / per_row, d = 4 * (e % per_row);
+      const bool in = e < n && first + r < t;
+#pragma unroll
+      for (int s = 0; s < kTiles; ++s)
+        v[s][u] = in ? __ldg(reinterpret_cast<const float4*>(tiles[s].src +
+                                                             (first + r) * tiles[s].ld + d))
+                     : float4{0.0f, 0.0f, 0.0f, 0.0f};
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = e0 + u * kThreadsTc, r = e / per_row, d = 4 * (e % per_row);
+      if (e >= n) break;
+#pragma unroll
+      for (int s = 0; s < kTiles; ++s) {
+        alignas(8) T x[4];
+        store(x[0], v[s][u].x);
+        store(x[1], v[s][u].y);
+        store(x[2], v[s][u].z);
+        store(x[3], v[s][u].w);
+        *reinterpret_cast<uint2*>(tiles[s].tile + r * tile_ld + d) = *reinterpret_cast<uint2*>(x);
+      }
+    }
   }
 }
 
@@ -115,6 +150,43 @@ __device__ void warp_gemm(float* c, int ldc, const T* a, int lda, const T* b, in
       wmma::mma_sync(acc, fa, fb, acc);
     }
     wmma::store_matrix_sync(c + n0, acc, ldc, wmma::mem_row_major);
+  }
+}
+
+// A warp's (16, hs) accumulators held in registers across tiles: column block f in acc[f].
+using Accumulator = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+using Accumulators = Accumulator[kMaxHs / 16];
+
+__device__ inline void zero(Accumulators& acc) {
+#pragma unroll
+  for (int f = 0; f < kMaxHs / 16; ++f) wmma::fill_fragment(acc[f], 0.0f);
+}
+
+// One warp: acc (16, n) += a (16, k) · b, b stored (k, n) row-major; n ≤ kMaxHs and k multiples
+// of 16.
+template <class T>
+__device__ void warp_gemm(Accumulators& acc, const T* a, int lda, const T* b, int ldb, int n,
+                          int k) {
+#pragma unroll
+  for (int f = 0; f < kMaxHs / 16; ++f) {
+    if (16 * f >= n) continue;
+    for (int k0 = 0; k0 < k; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+      wmma::load_matrix_sync(fa, a + k0, lda);
+      wmma::load_matrix_sync(fb, b + k0 * ldb + 16 * f, ldb);
+      wmma::mma_sync(acc[f], fa, fb, acc[f]);
+    }
+  }
+}
+
+// One warp: its (16, n) accumulators times `scale` into tile (16, n) row-major, fp32.
+__device__ inline void store_scaled(float* tile, int ld, Accumulators& acc, int n, float scale) {
+#pragma unroll
+  for (int f = 0; f < kMaxHs / 16; ++f) {
+    if (16 * f >= n) continue;
+    for (int e = 0; e < acc[f].num_elements; ++e) acc[f].x[e] *= scale;
+    wmma::store_matrix_sync(tile + 16 * f, acc[f], ld, wmma::mem_row_major);
   }
 }
 
@@ -149,14 +221,14 @@ struct ForwardTiles {
 
 template <class T>
 struct DqTiles {
-  T* qs;       // (64, hs) the block's queries
-  T* dos;      // (64, hs) their output gradients
-  T* ks;       // (64, hs) keys of the tile
-  T* vs;       // (64, hs) values of the tile
-  T* dss;      // (64, 64) dS, rounded
-  float* ss;   // (64, 64) scores
-  float* dps;  // (64, 64) dP = dO Vᵀ
-  float* dqs;  // (64, hs) dq accumulators
+  T* qs;      // (64, hs) the block's queries
+  T* dos;     // (64, hs) their output gradients
+  T* ks;      // (64, hs) keys of the tile
+  T* vs;      // (64, hs) values of the tile
+  T* dss;     // (64, 64) dS, rounded
+  float* ss;  // (64, 64) scores, then dP = dO Vᵀ (64, 64) after them: one tile, which at the
+              // end holds the warps' (16, hs) results (64 (hs + 4) ≤ 2 · 64 · 68 floats)
+  float* dps;
   template <class Carver>
   __host__ __device__ DqTiles(Carver& cv, Strides st)
       : qs(cv.template take<T>(kRows * st.h16())),
@@ -164,23 +236,21 @@ struct DqTiles {
         ks(cv.template take<T>(kCols * st.h16())),
         vs(cv.template take<T>(kCols * st.h16())),
         dss(cv.template take<T>(kRows * st.c16())),
-        ss(cv.template take<float>(kRows * st.c32())),
-        dps(cv.template take<float>(kRows * st.c32())),
-        dqs(cv.template take<float>(kRows * st.h32())) {}
+        ss(cv.template take<float>(2 * kRows * st.c32())),
+        dps(ss + kRows * st.c32()) {}
 };
 
 template <class T>
 struct DkvTiles {
-  T* ks;           // (64, hs) the block's keys
-  T* vs;           // (64, hs) their values
-  T* qs;           // (64, hs) queries of the tile
-  T* dos;          // (64, hs) their output gradients
-  T* pts;          // (64, 64) Pᵀ, rounded
-  T* dsts;         // (64, 64) dSᵀ, rounded
-  float* sts;      // (64, 64) Sᵀ
-  float* dpts;     // (64, 64) dPᵀ = V dOᵀ
-  float* dks;      // (64, hs) dk accumulators
-  float* dvs;      // (64, hs) dv accumulators
+  T* ks;       // (64, hs) the block's keys
+  T* vs;       // (64, hs) their values
+  T* qs;       // (64, hs) queries of the tile
+  T* dos;      // (64, hs) their output gradients
+  T* pts;      // (64, 64) Pᵀ, rounded
+  T* dsts;     // (64, 64) dSᵀ, rounded
+  float* sts;  // (64, 64) Sᵀ, then dPᵀ = V dOᵀ (64, 64) after it: one tile, which at the
+               // end holds the warps' (16, hs) dk, then dv
+  float* dpts;
   float* lse_t;    // (64) the tile's queries' lse
   float* delta_t;  // (64) and D
   template <class Carver>
@@ -191,13 +261,14 @@ struct DkvTiles {
         dos(cv.template take<T>(kCols * st.h16())),
         pts(cv.template take<T>(kRows * st.c16())),
         dsts(cv.template take<T>(kRows * st.c16())),
-        sts(cv.template take<float>(kRows * st.c32())),
-        dpts(cv.template take<float>(kRows * st.c32())),
-        dks(cv.template take<float>(kRows * st.h32())),
-        dvs(cv.template take<float>(kRows * st.h32())),
+        sts(cv.template take<float>(2 * kRows * st.c32())),
+        dpts(sts + kRows * st.c32()),
         lse_t(cv.template take<float>(kCols)),
         delta_t(cv.template take<float>(kCols)) {}
 };
+
+// The score tiles hold the results at the end.
+static_assert(2 * kRows * (kCols + kPad32) >= kRows * (kMaxHs + kPad32));
 
 // Bytes of shared memory Tiles takes for head size hs.
 template <class Tiles>
@@ -223,7 +294,7 @@ __global__ void __launch_bounds__(kThreadsTc)
   // The last rows see the most keys: their blocks start first, so no long block comes last.
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, i = i0 + r;
   const bool idle = i0 + 16 * w >= t;  // the warp's rows are all past the end
-  load_rows(qs, st.h16(), q, 3 * c, i0, kRows, t, hs);
+  load_rows<1, T>({{qs, q, 3 * c}}, st.h16(), i0, kRows, t, hs);
   zero_rows(os, st.h32(), kRows, hs);
   float m = -INFINITY, l = 0.0f;  // row r's running maximum and sum
   float* srow = ss + r * st.c32() + 32 * half;
@@ -232,8 +303,7 @@ __global__ void __launch_bounds__(kThreadsTc)
   const int rot = rotation(lane);
   for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
     __syncthreads();  // the previous tile is consumed (and qs, os are written, the first time)
-    load_rows(ks, st.h16(), q + c, 3 * c, j0, kCols, t, hs);
-    load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kCols, t, hs);
+    load_rows<2, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, st.h16(), j0, kCols, t, hs);
     __syncthreads();
     if (idle) continue;
     warp_gemm<true>(ss + 16 * w * st.c32(), st.c32(), qs + 16 * w * st.h16(), st.h16(), ks,
@@ -247,12 +317,12 @@ __global__ void __launch_bounds__(kThreadsTc)
       mx = fmaxf(mx, s);
     }
     const float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1)));
-    const float correction = expf(m - m_new);  // 0 on the first tile
+    const float correction = __expf(m - m_new);  // 0 on the first tile
     float sum = 0.0f;
     for (int n = 0; n < 32; ++n) {
       const int k = (n + rot) % 32;
       T p;
-      store(p, expf(srow[k] - m_new));
+      store(p, __expf(srow[k] - m_new));
       prow[k] = p;
       sum += load(p);
     }
@@ -279,23 +349,22 @@ __global__ void __launch_bounds__(kThreadsTc)
   extern __shared__ __align__(128) unsigned char smem[];
   const Strides st{hs};
   SmemCarver cv{smem};
-  const auto [qs, dos, ks, vs, dss, ss, dps, dqs] = DqTiles<T>(cv, st);
+  const auto [qs, dos, ks, vs, dss, ss, dps] = DqTiles<T>(cv, st);
   const HeadTc hd = head_tc(t, c, nh, hs);
   const float* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
   // The last rows see the most keys: their blocks start first, so no long block comes last.
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, i = i0 + r;
   const bool idle = i0 + 16 * w >= t;
-  load_rows(qs, st.h16(), q, 3 * c, i0, kRows, t, hs);
-  load_rows(dos, st.h16(), dout + hd.out, c, i0, kRows, t, hs);
-  zero_rows(dqs, st.h32(), kRows, hs);
+  load_rows<2, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, st.h16(), i0, kRows, t, hs);
+  Accumulators dq;  // the warp's 16 rows of dq / scale
+  zero(dq);
   const float lse_i = i < t ? lse[hd.stats + i] : 0.0f;
   const float delta_i = i < t ? delta[hd.stats + i] : 0.0f;
   const int off32 = 16 * w * st.c32(), rot = rotation(lane);
   for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
     __syncthreads();
-    load_rows(ks, st.h16(), q + c, 3 * c, j0, kCols, t, hs);
-    load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kCols, t, hs);
+    load_rows<2, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, st.h16(), j0, kCols, t, hs);
     __syncthreads();
     if (idle) continue;
     warp_gemm<true>(ss + off32, st.c32(), qs + 16 * w * st.h16(), st.h16(), ks, st.h16(), kCols, hs,
@@ -308,18 +377,21 @@ __global__ void __launch_bounds__(kThreadsTc)
     T* dsrow = dss + r * st.c16() + 32 * half;
     for (int n = 0; n < 32; ++n) {
       const int k = (n + rot) % 32;
-      const float p = j0 + 32 * half + k <= i ? expf(srow[k] * scale - lse_i) : 0.0f;
+      const float p = j0 + 32 * half + k <= i ? __expf(srow[k] * scale - lse_i) : 0.0f;
       store(dsrow[k], p * (dprow[k] - delta_i));
     }
     __syncwarp();
-    warp_gemm<false>(dqs + 16 * w * st.h32(), st.h32(), dss + 16 * w * st.c16(), st.c16(), ks,
-                     st.h16(), hs, kCols, true);  // dQ += dS K
+    warp_gemm(dq, dss + 16 * w * st.c16(), st.c16(), ks, st.h16(), hs, kCols);  // dQ += dS K
     __syncwarp();
   }
+  __syncthreads();  // every warp is done with the score tiles: they take the results
+  float* rows = ss + 16 * w * st.h32();  // (16, hs) this warp's rows
+  store_scaled(rows, st.h32(), dq, hs, scale);
+  __syncwarp();
   if (i >= t) return;
-  const float* acc = dqs + r * st.h32() + half * (hs / 2);
+  const float* acc = rows + (lane / 2) * st.h32() + half * (hs / 2);
   G* dst = dqkv + hd.qkv + i * 3 * c + half * (hs / 2);
-  for (int d = 0; d < hs / 2; ++d) cuda_detail::store(dst[d], acc[d] * scale);
+  for (int d = 0; d < hs / 2; ++d) cuda_detail::store(dst[d], acc[d]);
 }
 
 // dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
@@ -331,23 +403,21 @@ __global__ void __launch_bounds__(kThreadsTc)
   extern __shared__ __align__(128) unsigned char smem[];
   const Strides st{hs};
   SmemCarver cv{smem};
-  const auto [ks, vs, qs, dos, pts, dsts, sts, dpts, dks, dvs, lse_t, delta_t] =
-      DkvTiles<T>(cv, st);
+  const auto [ks, vs, qs, dos, pts, dsts, sts, dpts, lse_t, delta_t] = DkvTiles<T>(cv, st);
   const HeadTc hd = head_tc(t, c, nh, hs);
   const float* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, r = 16 * w + lane / 2, half = lane % 2;
   const int64_t j0 = blockIdx.x * int64_t{kRows}, j = j0 + r;
   const bool idle = j0 + 16 * w >= t;
-  load_rows(ks, st.h16(), q + c, 3 * c, j0, kRows, t, hs);
-  load_rows(vs, st.h16(), q + 2 * c, 3 * c, j0, kRows, t, hs);
-  zero_rows(dks, st.h32(), kRows, hs);
-  zero_rows(dvs, st.h32(), kRows, hs);
-  const int off16 = 16 * w * st.c16(), off32 = 16 * w * st.c32(), offh = 16 * w * st.h32();
+  load_rows<2, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, st.h16(), j0, kRows, t, hs);
+  Accumulators dk, dv;  // the warp's 16 keys' dk / scale and dv
+  zero(dk);
+  zero(dv);
+  const int off16 = 16 * w * st.c16(), off32 = 16 * w * st.c32();
   const int rot = rotation(lane);
   for (int64_t i0 = j0; i0 < t; i0 += kCols) {
     __syncthreads();
-    load_rows(qs, st.h16(), q, 3 * c, i0, kCols, t, hs);
-    load_rows(dos, st.h16(), dout + hd.out, c, i0, kCols, t, hs);
+    load_rows<2, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, st.h16(), i0, kCols, t, hs);
     if (threadIdx.x < kCols) {
       const int64_t i = i0 + threadIdx.x;
       lse_t[threadIdx.x] = i < t ? lse[hd.stats + i] : 0.0f;
@@ -367,24 +437,29 @@ __global__ void __launch_bounds__(kThreadsTc)
     for (int n = 0; n < 32; ++n) {
       const int k = (n + rot) % 32, col = 32 * half + k;
       const int64_t i = i0 + col;
-      const float p = i >= j && i < t ? expf(strow[k] * scale - lse_t[col]) : 0.0f;
+      const float p = i >= j && i < t ? __expf(strow[k] * scale - lse_t[col]) : 0.0f;
       store(ptrow[k], p);
       store(dstrow[k], p * (dptrow[k] - delta_t[col]));
     }
     __syncwarp();
-    warp_gemm<false>(dvs + offh, st.h32(), pts + off16, st.c16(), dos, st.h16(), hs, kCols,
-                     true);  // dV += Pᵀ dO
-    warp_gemm<false>(dks + offh, st.h32(), dsts + off16, st.c16(), qs, st.h16(), hs, kCols,
-                     true);  // dK += dSᵀ Q
+    warp_gemm(dv, pts + off16, st.c16(), dos, st.h16(), hs, kCols);  // dV += Pᵀ dO
+    warp_gemm(dk, dsts + off16, st.c16(), qs, st.h16(), hs, kCols);  // dK += dSᵀ Q
     __syncwarp();
   }
-  if (j >= t) return;
-  const int first = half * (hs / 2);
-  G* dst = dqkv + hd.qkv + j * 3 * c + c + first;
-  for (int d = 0; d < hs / 2; ++d) {
-    cuda_detail::store(dst[d], dks[r * st.h32() + first + d] * scale);
-    cuda_detail::store(dst[c + d], dvs[r * st.h32() + first + d]);
-  }
+  __syncthreads();  // every warp is done with the score tiles: they take the results
+  float* rows = sts + 16 * w * st.h32();  // (16, hs) this warp's keys
+  const float* acc = rows + (lane / 2) * st.h32() + half * (hs / 2);
+  G* dst = dqkv + hd.qkv + j * 3 * c + c + half * (hs / 2);  // dk; dv at + c
+  auto write = [&](int64_t at) {                             // the rows into dqkv at dst + at
+    __syncwarp();
+    if (j < t)
+      for (int d = 0; d < hs / 2; ++d) cuda_detail::store(dst[at + d], acc[d]);
+    __syncwarp();  // read before the rows are overwritten
+  };
+  store_scaled(rows, st.h32(), dk, hs, scale);
+  write(0);
+  store_scaled(rows, st.h32(), dv, hs, 1.0f);
+  write(c);
 }
 
 // Lets `kernel` use `bytes` of shared memory, or throws Error saying the head is too large for
@@ -411,6 +486,13 @@ int check_head_tc(int64_t b, int64_t c, int64_t nh, DType compute) {
   TS_CHECK(b * nh <= 65535, "attention on CUDA takes at most 65535 (batch x heads), got ", b * nh,
            ": use a smaller train.batch_size");
   return static_cast<int>(hs);
+}
+
+// The tiles' 16-byte loads need 16-byte aligned rows (tensors from the allocator are).
+void check_aligned(const float* p, const char* what) {
+  TS_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "16-bit attention reads ", what,
+           " 16 bytes at a time: its data must start on a 16-byte boundary (an offset view? pass "
+           "a contiguous copy)");
 }
 
 dim3 grid_tc(int64_t b, int64_t t, int64_t nh) {
@@ -449,6 +531,7 @@ void attention_forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64
                           int64_t nh, DType compute, CudaStream stream) {
   const int hs = check_head_tc(b, c, nh, compute);
   if (b * t == 0) return;
+  check_aligned(qkv, "qkv");
   auto* o = cuda_detail::cuda_ptr(out);
   if (compute == DType::bf16)
     forward_tc<__nv_bfloat16>(o, lse, qkv, b, t, c, nh, hs, stream);
@@ -462,6 +545,8 @@ void attention_backward_tc(O* dqkv, float* delta, const float* dout, const float
                            DType compute, CudaStream stream) {
   const int hs = check_head_tc(b, c, nh, compute);
   if (b * t == 0) return;
+  check_aligned(qkv, "qkv");
+  check_aligned(dout, "dout");
   attention_delta(delta, dout, out, b, t, c, nh, stream);
   auto* dx = cuda_detail::cuda_ptr(dqkv);
   if (compute == DType::bf16)

@@ -10,8 +10,9 @@
 #   scripts/gpu_check.sh run [PART...]   there, the parts in the order given (default: tests bench):
 #     tests     every test binary in .gpu/bin, then that checkpoint opened in transformers
 #               (bench/hf_export_check.py)
-#     bench     the card's dense bf16 rate, GPT-2 124M training steps in Tessera (bf16, fp16, fp32)
-#               and in PyTorch (bf16 torch.compile, bf16 eager, fp32 eager)
+#     bench     tessera, then pytorch:
+#     tessera   the card's dense bf16 rate, GPT-2 124M training steps in Tessera (bf16, fp16, fp32)
+#     pytorch   the same in PyTorch (bf16 eager, bf16 torch.compile, fp32 eager)
 #     sanitize  compute-sanitizer over the CUDA op tests (memcheck on all of them; racecheck and
 #               synccheck on the attention kernels)
 #     profile   GPU time per kernel of one bf16 GPT-2 124M training step (Nsight Compute,
@@ -119,20 +120,29 @@ run_tests() {
   return $status
 }
 
-run_bench() {
-  gpt2=(--n_layer 12 --n_embd 768 --n_head 12 --seq_len 1024 --batch 16 --vocab 50304
-        --steps 10 --warmup 3 --device cuda)
+# The card's dense bf16 rate, then Tessera's GPT-2 124M steps in bf16, fp16 and fp32.
+run_tessera() {
   LD_LIBRARY_PATH="$libpath" limited 60 .gpu/tessera bench gemm --size 8192 --steps 20 \
     > "$logs/gemm.log" 2>&1 || true
   peak=$(sed -n 's/.*"tflops":\([0-9.]*\).*/\1/p' "$logs/gemm.log")
   note "dense bf16 GEMM 8192^3: ${peak:-FAILED $(tail -2 "$logs/gemm.log")} TFLOP/s"
-  # Most telling first, so that a budget cut drops the least: bf16 on both sides, then the rest.
   tessera_bench bf16
-  pytorch_bench bf16
-  pytorch_bench bf16 --compile
   tessera_bench fp16
   tessera_bench fp32
+}
+
+# The same model and batch in PyTorch: bf16 eager and torch.compile, fp32 eager.
+run_pytorch() {
+  gpt2=(--n_layer 12 --n_embd 768 --n_head 12 --seq_len 1024 --batch 16 --vocab 50304
+        --steps 10 --warmup 3 --device cuda)
+  pytorch_bench bf16
+  pytorch_bench bf16 --compile
   pytorch_bench none
+}
+
+run_bench() {
+  run_tessera
+  run_pytorch
 }
 
 # tessera_bench PRECISION: 10 timed GPT-2 124M training steps of `tessera bench train`.
@@ -202,8 +212,8 @@ case "${1:-}" in
     ((${#parts[@]})) || parts=(tests bench)
     for part in "${parts[@]}"; do
       case $part in
-        tests | bench | sanitize | profile) ;;
-        *) echo "usage: scripts/gpu_check.sh run [tests|bench|sanitize|profile]..." >&2; exit 2 ;;
+        tests | bench | tessera | pytorch | sanitize | profile) ;;
+        *) echo "usage: scripts/gpu_check.sh run [tests|bench|tessera|pytorch|sanitize|profile]..." >&2; exit 2 ;;
       esac
     done
     out=${OUT:-.gpu/out}
@@ -225,7 +235,7 @@ case "${1:-}" in
     exit $status
     ;;
   *)
-    echo "usage: scripts/gpu_check.sh build | run [tests|bench|sanitize|profile]..." >&2
+    echo "usage: scripts/gpu_check.sh build | run [tests|bench|tessera|pytorch|sanitize|profile]..." >&2
     exit 2
     ;;
 esac

@@ -4,6 +4,7 @@
 // from the same random values on both sides. Skips without a CUDA device.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <random>
 #include <tuple>
@@ -75,7 +76,7 @@ TEST_F(CudaOps, ResidualAndBias) {
 }
 
 TEST_F(CudaOps, LayerNormForwardBackward) {
-  for (const auto& [n, c] : {std::pair<int64_t, int64_t>{1, 1}, {37, 768}, {256, 100}}) {
+  for (const auto& [n, c] : {std::pair<int64_t, int64_t>{1, 1}, {3, 2}, {37, 768}, {256, 100}}) {
     const Tensor x = random({n, c}, 3.0f), w = random({c}), b = random({c}), dy = random({n, c});
     const Tensor dw0 = random({c}), db0 = random({c});
     Tensor y = Tensor::empty({n, c}, DType::f32), mean = Tensor::empty({n}, DType::f32),
@@ -92,7 +93,13 @@ TEST_F(CudaOps, LayerNormForwardBackward) {
     expect_close(gy, y, "layernorm out");
     expect_close(gmean, mean, "layernorm mean");
     expect_close(grstd, rstd, "layernorm rstd");
-    expect_close(gdx, dx, "layernorm dinp");
+    if (c >= 3) {
+      expect_close(gdx, dx, "layernorm dinp");
+    } else {  // rows of one or two values normalise to constants: dinp is 0, up to round-off
+      // times rstd (~316 at eps 1e-5) where the GPU contracts to FMAs; a wrong formula is ~100
+      const Tensor got = gdx.to(Device::cpu());
+      for (int64_t e = 0; e < got.numel(); ++e) EXPECT_LT(std::fabs(got.data<float>()[e]), 1e-2f);
+    }
     expect_close(gdw, dw, "layernorm dweight");
     expect_close(gdb, db, "layernorm dbias");
   }
