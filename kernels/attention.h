@@ -40,7 +40,7 @@ template <class O>
 void attention_delta(float* delta, const float* dout, const O* out, int64_t b, int64_t t, int64_t c,
                      int64_t nh, CudaStream stream);
 // The same products with bf16 or f16 operands on the tensor cores (kernels/attention_tc.cu); head
-// size a multiple of 16. Throws Error for another compute type or head size, or when the GPU has
+// size 16, 32, 64 or 128. Throws Error for another compute type or head size, or when the GPU has
 // too little shared memory per block for the head size. O: out's type, float, bf16 or f16.
 template <class O>
 void attention_forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
