@@ -5,14 +5,15 @@
 // statistics, lse, D and every accumulator are fp32. P and dS are rounded to 16 bits before their
 // products (the forward's row sums are taken from the rounded P), as the CPU emulates.
 //
-// A block of 4 warps takes 64 rows of one (batch, head), 16 per warp, against 64-row tiles of the
-// other side staged in shared memory. Fragment layouts are the PTX ISA's ("Matrix fragments for
+// A block of warps takes 16 rows each of one (batch, head) against 64-row tiles of the other side
+// staged in shared memory. Fragment layouts are the PTX ISA's ("Matrix fragments for
 // mma.m16n8k16"): lane 4g + q holds accumulator rows g and g + 8 of its warp, columns 2q and 2q + 1
 // of each 8-column block; an accumulator block pair, rounded, is the A fragment of the next
 // product, so P and dS go from one mma to the next without shared memory. Backward recomputes P
 // from the saved lse: one kernel for dq (rows are queries), one for dk and dv (rows are keys), each
 // summing over tiles in a fixed order: deterministic, no atomics. Tiles start on multiples of 64
-// on both sides, so every tile a warp visits holds a column its rows see: no row's maximum is −∞.
+// on both sides and a warp skips the tiles none of its rows sees, so every tile it works on holds
+// a column each of its rows sees: no row's maximum is −∞.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -29,11 +30,13 @@ namespace {
 using cuda_detail::load;
 using cuda_detail::store;
 
-constexpr int kWarps = 4;
-constexpr int kThreadsTc = 32 * kWarps;
-constexpr int kRows = 16 * kWarps;  // rows of the block's own side
-constexpr int kCols = 64;           // rows of the other side per tile
-constexpr int kPad = 8;  // row padding of the tiles, in elements: 16-byte rows, no bank conflicts
+// Warps per block, 16 rows of the block's own side each. The forward's 8 share each k, v tile
+// between 128 queries (half the tile traffic of 4 warps, at the same warps per multiprocessor: its
+// registers allow two blocks); dq and dk/dv hold more registers, and 4 warps keep three blocks.
+constexpr int kForwardWarps = 8;
+constexpr int kBackwardWarps = 4;
+constexpr int kCols = 64;  // rows of the other side per tile
+constexpr int kPad = 8;    // row padding of the tiles, in elements: 16-byte rows, no bank conflicts
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -147,18 +150,19 @@ struct RowSource {
 };
 
 // Each tile (rows, HS), row stride kLd<HS>, = its source's rows [first, first + rows) rounded to
-// T, zeros past t; the whole block takes part. 16-byte loads (launchers check the alignment),
-// each thread's loads of a batch issued before any store, so their latencies overlap.
-template <int kTiles, int HS, class T>
+// T, zeros past t; the whole block (kThreads threads) takes part. 16-byte loads (launchers check
+// the alignment), each thread's loads of a batch issued before any store, so their latencies
+// overlap.
+template <int kThreads, int kTiles, int HS, class T>
 __device__ void load_rows(const RowSource<T> (&tiles)[kTiles], int64_t first, int rows, int64_t t) {
   constexpr int kBatch = 8 / kTiles;  // 16-byte loads in flight per tile
   constexpr int kPerRow = HS / 4;
   const int n = rows * kPerRow;
-  for (int e0 = threadIdx.x; e0 < n; e0 += kBatch * kThreadsTc) {
+  for (int e0 = threadIdx.x; e0 < n; e0 += kBatch * kThreads) {
     float4 v[kTiles][kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      const int e = e0 + u * kThreadsTc, r = e / kPerRow, d = 4 * (e % kPerRow);
+      const int e = e0 + u * kThreads, r = e / kPerRow, d = 4 * (e % kPerRow);
       const bool in = e < n && first + r < t;
 #pragma unroll
       for (int s = 0; s < kTiles; ++s)
@@ -168,7 +172,7 @@ __device__ void load_rows(const RowSource<T> (&tiles)[kTiles], int64_t first, in
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      const int e = e0 + u * kThreadsTc, r = e / kPerRow, d = 4 * (e % kPerRow);
+      const int e = e0 + u * kThreads, r = e / kPerRow, d = 4 * (e % kPerRow);
       if (e >= n) break;
 #pragma unroll
       for (int s = 0; s < kTiles; ++s) {
@@ -226,9 +230,10 @@ __device__ inline HeadTc head_tc(int64_t t, int64_t c, int64_t nh, int hs) {
 // grid (ceil(T / 64), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C). Dynamic
 // shared memory: q, k, v tiles.
 template <int HS, class T, class O>
-__global__ void __launch_bounds__(kThreadsTc)
+__global__ void __launch_bounds__(32 * kForwardWarps)
     forward_tc_kernel(O* out, float* lse, const float* qkv, int64_t t, int64_t c, int64_t nh,
                       float scale) {
+  constexpr int kRows = 16 * kForwardWarps, kThreads = 32 * kForwardWarps;
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
   T* ks = qs + kRows * kLd<HS>;
@@ -240,14 +245,14 @@ __global__ void __launch_bounds__(kThreadsTc)
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * w;
   const bool idle = first >= t;         // the warp's rows are all past the end
   const float scale2 = scale * kLog2e;  // scores in log2 units: exp2 of them
-  load_rows<1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
+  load_rows<kThreads, 1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8: max, sum
   for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
     __syncthreads();  // the previous tile is consumed (and qs is written, the first time)
-    load_rows<2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kCols, t);
+    load_rows<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kCols, t);
     __syncthreads();
-    if (idle) continue;
+    if (idle || j0 > first + 15) continue;  // no row of the warp sees this tile
     float s[8][4];
     warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ
     float mx[2] = {m[0], m[1]};
@@ -297,9 +302,10 @@ __global__ void __launch_bounds__(kThreadsTc)
 // dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T / 64), B · NH).
 // dqkv of type G. Dynamic shared memory: q, dout, k, v tiles.
 template <int HS, class T, class G>
-__global__ void __launch_bounds__(kThreadsTc)
+__global__ void __launch_bounds__(32 * kBackwardWarps)
     dq_tc_kernel(G* dqkv, const float* dout, const float* qkv, const float* lse, const float* delta,
                  int64_t t, int64_t c, int64_t nh, float scale) {
+  constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
   T* dos = qs + kRows * kLd<HS>;
@@ -311,7 +317,7 @@ __global__ void __launch_bounds__(kThreadsTc)
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * w;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
-  load_rows<2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kRows, t);
+  load_rows<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kRows, t);
   float lse2[2], delta_i[2];  // rows g, g + 8: lse in log2 units, D
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -322,9 +328,9 @@ __global__ void __launch_bounds__(kThreadsTc)
   float dq[HS / 8][4] = {};  // dq / scale
   for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
     __syncthreads();
-    load_rows<2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kCols, t);
+    load_rows<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kCols, t);
     __syncthreads();
-    if (idle) continue;
+    if (idle || j0 > first + 15) continue;  // no row of the warp sees this tile
     float s[8][4], dp[8][4];
     warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
     warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
@@ -348,9 +354,10 @@ __global__ void __launch_bounds__(kThreadsTc)
 // the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH). dqkv of type G.
 // Dynamic shared memory: k, v, q, dout tiles, then the query tile's lse and D.
 template <int HS, class T, class G>
-__global__ void __launch_bounds__(kThreadsTc)
+__global__ void __launch_bounds__(32 * kBackwardWarps)
     dkv_tc_kernel(G* dqkv, const float* dout, const float* qkv, const float* lse,
                   const float* delta, int64_t t, int64_t c, int64_t nh, float scale) {
+  constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
   extern __shared__ __align__(16) unsigned char smem[];
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + kRows * kLd<HS>;
@@ -364,18 +371,18 @@ __global__ void __launch_bounds__(kThreadsTc)
   const int64_t j0 = blockIdx.x * int64_t{kRows}, first = j0 + 16 * w;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
-  load_rows<2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kRows, t);
+  load_rows<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kRows, t);
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};  // dk / scale, dv
   for (int64_t i0 = j0; i0 < t; i0 += kCols) {
     __syncthreads();
-    load_rows<2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kCols, t);
+    load_rows<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kCols, t);
     if (threadIdx.x < kCols) {
       const int64_t i = i0 + threadIdx.x;
       lse2_t[threadIdx.x] = i < t ? lse[hd.stats + i] * kLog2e : 0.0f;
       delta_t[threadIdx.x] = i < t ? delta[hd.stats + i] : 0.0f;
     }
     __syncthreads();
-    if (idle) continue;
+    if (idle || i0 + kCols <= first) continue;  // no key of the warp is seen by this tile
     float s[8][4];
     warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
 #pragma unroll
@@ -437,8 +444,9 @@ void check_aligned(const float* p, const char* what) {
            "a contiguous copy)");
 }
 
-dim3 grid_tc(int64_t b, int64_t t, int64_t nh) {
-  return dim3(static_cast<unsigned>((t + kRows - 1) / kRows), static_cast<unsigned>(b * nh));
+// grid (ceil(T / rows), B · NH) for blocks of `rows` rows.
+dim3 grid_tc(int64_t b, int64_t t, int64_t nh, int rows) {
+  return dim3(static_cast<unsigned>((t + rows - 1) / rows), static_cast<unsigned>(b * nh));
 }
 
 // f() with the head size as a template argument.
@@ -460,9 +468,10 @@ template <class T, class O>
 void forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c, int64_t nh,
                 int hs, CudaStream stream) {
   with_head_size(hs, [&]<int HS>() {
+    constexpr int kRows = 16 * kForwardWarps;
     const size_t smem = (kRows + 2 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(forward_tc_kernel<HS, T, O>, smem, hs);
-    forward_tc_kernel<HS, T, O><<<grid_tc(b, t, nh), kThreadsTc, smem, stream>>>(
+    forward_tc_kernel<HS, T, O><<<grid_tc(b, t, nh, kRows), 32 * kForwardWarps, smem, stream>>>(
         out, lse, qkv, t, c, nh, 1.0f / sqrtf(static_cast<float>(hs)));
     TS_CUDA_CHECK_LAUNCH();
   });
@@ -473,14 +482,15 @@ void backward_tc(G* dqkv, const float* delta, const float* dout, const float* qk
                  int64_t b, int64_t t, int64_t c, int64_t nh, int hs, CudaStream stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   with_head_size(hs, [&]<int HS>() {
+    constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
     const size_t tiles = (2 * kRows + 2 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
-    dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh), kThreadsTc, tiles, stream>>>(
+    dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, tiles, stream>>>(
         dqkv, dout, qkv, lse, delta, t, c, nh, scale);
     TS_CUDA_CHECK_LAUNCH();
     const size_t dkv_smem = tiles + 2 * kCols * sizeof(float);
     allow_smem(dkv_tc_kernel<HS, T, G>, dkv_smem, hs);
-    dkv_tc_kernel<HS, T, G><<<grid_tc(b, t, nh), kThreadsTc, dkv_smem, stream>>>(
+    dkv_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, dkv_smem, stream>>>(
         dqkv, dout, qkv, lse, delta, t, c, nh, scale);
     TS_CUDA_CHECK_LAUNCH();
   });

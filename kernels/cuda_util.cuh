@@ -1,5 +1,5 @@
 // Shared pieces of the CUDA kernel files (included from .cu only): launch geometry, the launch
-// check, warp and block reductions.
+// check, warp reductions, deterministic column sums.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -83,19 +83,6 @@ __device__ inline float warp_max(float v) {
   for (int offset = 16; offset > 0; offset >>= 1)
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
-}
-
-// The sum (or max) of every thread's v in a block of kThreads threads, returned to all of them.
-// Uses `scratch` (kThreads / 32 floats of shared memory); every thread of the block must call it.
-template <bool kMax>
-__device__ inline float block_reduce(float v, float* scratch) {
-  v = kMax ? warp_max(v) : warp_sum(v);
-  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
-  __syncthreads();
-  float r = scratch[0];
-  for (int w = 1; w < kThreads / 32; ++w) r = kMax ? fmaxf(r, scratch[w]) : r + scratch[w];
-  __syncthreads();  // scratch may be reused by the next call
-  return r;
 }
 
 // Deterministic column sums over many rows, in two passes: a grid of (column blocks × kRowChunks)

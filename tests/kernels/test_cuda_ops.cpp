@@ -272,29 +272,32 @@ TEST_F(CudaOps, GemmsOnViewsOfAnyAlignment) {
 }
 
 TEST_F(CudaOps, ClassifierLossAndGradients) {
-  const int64_t n = 70, c = 48, v = 301;
-  const Tensor x = random({n, c}), wte = random({v, c}, 0.5f);
-  const Tensor targets = testing::random_tokens(1, n, v, rng_).view({n});
-  const Tensor dwte0 = random({v, c});
-  const float dloss = 1.0f / n;
-  Tensor losses = Tensor::empty({n}, DType::f32), dx = Tensor::empty({n, c}, DType::f32);
-  Tensor dwte = dwte0.to(Device::cpu());
-  classifier_forward_backward(losses, dx, dwte, x, wte, targets, dloss);
-  Tensor only = Tensor::empty({n}, DType::f32), logits = Tensor::empty({n, v}, DType::f32);
-  classifier_forward(only, x, wte, targets);
-  logits_forward(logits, x, wte);
+  // A vocabulary of 301 (rows read one value at a time) and of 512 (16 bytes at a time).
+  for (const int64_t v : {301, 512}) {
+    const int64_t n = 70, c = 48;
+    const Tensor x = random({n, c}), wte = random({v, c}, 0.5f);
+    const Tensor targets = testing::random_tokens(1, n, v, rng_).view({n});
+    const Tensor dwte0 = random({v, c});
+    const float dloss = 1.0f / n;
+    Tensor losses = Tensor::empty({n}, DType::f32), dx = Tensor::empty({n, c}, DType::f32);
+    Tensor dwte = dwte0.to(Device::cpu());
+    classifier_forward_backward(losses, dx, dwte, x, wte, targets, dloss);
+    Tensor only = Tensor::empty({n}, DType::f32), logits = Tensor::empty({n, v}, DType::f32);
+    classifier_forward(only, x, wte, targets);
+    logits_forward(logits, x, wte);
 
-  const Tensor gx = on_gpu(x), gwte = on_gpu(wte), gtargets = targets.to(Device::cuda(0));
-  Tensor glosses = poisoned_gpu({n}), gdx = poisoned_gpu({n, c}), gdwte = on_gpu(dwte0);
-  classifier_forward_backward(glosses, gdx, gdwte, gx, gwte, gtargets, dloss);
-  Tensor gonly = poisoned_gpu({n}), glogits = poisoned_gpu({n, v});
-  classifier_forward(gonly, gx, gwte, gtargets);
-  logits_forward(glogits, gx, gwte);
-  expect_close(glosses, losses, "classifier losses");
-  expect_close(gdx, dx, "classifier dx");
-  expect_close(gdwte, dwte, "classifier dwte");
-  expect_close(gonly, only, "classifier forward losses");
-  expect_close(glogits, logits, "logits");
+    const Tensor gx = on_gpu(x), gwte = on_gpu(wte), gtargets = targets.to(Device::cuda(0));
+    Tensor glosses = poisoned_gpu({n}), gdx = poisoned_gpu({n, c}), gdwte = on_gpu(dwte0);
+    classifier_forward_backward(glosses, gdx, gdwte, gx, gwte, gtargets, dloss);
+    Tensor gonly = poisoned_gpu({n}), glogits = poisoned_gpu({n, v});
+    classifier_forward(gonly, gx, gwte, gtargets);
+    logits_forward(glogits, gx, gwte);
+    expect_close(glosses, losses, "classifier losses");
+    expect_close(gdx, dx, "classifier dx");
+    expect_close(gdwte, dwte, "classifier dwte");
+    expect_close(gonly, only, "classifier forward losses");
+    expect_close(glogits, logits, "logits");
+  }
 }
 
 TEST_F(CudaOps, CausalAttentionForwardBackward) {
