@@ -256,12 +256,14 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
     float s[8][4];
     warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ
     float mx[2] = {m[0], m[1]};
+    const int dj = static_cast<int>(j0 - first);  // column 0 of the tile less row 0 of the warp
+    const bool diagonal = dj + kCols > 1;         // some column is past some row: mask
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t i = first + g + 8 * (e / 2), j = j0 + 8 * nb + 2 * qd + e % 2;
-        s[nb][e] = j <= i ? s[nb][e] * scale2 : -INFINITY;
+        const bool masked = diagonal && dj + 8 * nb + 2 * qd + e % 2 > g + 8 * (e / 2);
+        s[nb][e] = masked ? -INFINITY : s[nb][e] * scale2;
         mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
       }
     float correction[2], sum[2] = {0.0f, 0.0f};
@@ -334,12 +336,14 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     float s[8][4], dp[8][4];
     warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
     warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
+    const int dj = static_cast<int>(j0 - first);  // column 0 of the tile less row 0 of the warp
+    const bool diagonal = dj + kCols > 1;         // some column is past some row: mask
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t i = first + g + 8 * (e / 2), j = j0 + 8 * nb + 2 * qd + e % 2;
-        const float p = j <= i ? exp2f(s[nb][e] * scale2 - lse2[e / 2]) : 0.0f;
+        const bool masked = diagonal && dj + 8 * nb + 2 * qd + e % 2 > g + 8 * (e / 2);
+        const float p = masked ? 0.0f : exp2f(s[nb][e] * scale2 - lse2[e / 2]);
         s[nb][e] = p * (dp[nb][e] - delta_i[e / 2]);  // dS
       }
     uint32_t dsa[4][4];
@@ -385,13 +389,16 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     if (idle || i0 + kCols <= first) continue;  // no key of the warp is seen by this tile
     float s[8][4];
     warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
+    const int di = static_cast<int>(i0 - first);       // query 0 of the tile less key 0 of the warp
+    const int valid = t - i0 < kCols ? static_cast<int>(t - i0) : kCols;  // queries before t
+    const bool edge = di < 15 || valid < kCols;  // some query before some key, or past t
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = 8 * nb + 2 * qd + e % 2;
-        const int64_t j = first + g + 8 * (e / 2), i = i0 + col;
-        s[nb][e] = i >= j && i < t ? exp2f(s[nb][e] * scale2 - lse2_t[col]) : 0.0f;  // Pᵀ
+        const bool masked = edge && (di + col < g + 8 * (e / 2) || col >= valid);
+        s[nb][e] = masked ? 0.0f : exp2f(s[nb][e] * scale2 - lse2_t[col]);  // Pᵀ
       }
     uint32_t pa[4][4];
     to_a_fragments<T>(pa, s);

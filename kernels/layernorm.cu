@@ -28,6 +28,7 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
     x = r;
   }
   float sum = 0.0f;
+#pragma unroll 4  // several loads in flight per lane
   for (int j = lane; j < c; j += 32) sum += x[j];
   const float m = warp_sum(sum) / c;
   float var = 0.0f;
@@ -52,6 +53,7 @@ __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, 
   const float* dy = dout + row * c;
   const float m = mean[row], r = rstd[row];
   float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
+#pragma unroll 4  // several loads in flight per lane
   for (int j = lane; j < c; j += 32) {
     const float dxhat = dy[j] * weight[j];
     sum_dxhat += dxhat;
@@ -73,6 +75,7 @@ __global__ void layernorm_param_partials_kernel(float* partials, const float* do
   int64_t first, end;
   cuda_detail::chunk_rows(n, first, end);
   float dw = 0.0f, db = 0.0f;
+#pragma unroll 8  // loads of 8 rows in flight (the sums keep their order)
   for (int64_t i = first; i < end; ++i) {
     const float dy = dout[i * c + j];
     dw += dy * (inp[i * c + j] - mean[i]) * rstd[i];
