@@ -389,16 +389,13 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     if (idle || i0 + kCols <= first) continue;  // no key of the warp is seen by this tile
     float s[8][4];
     warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
-    const int di = static_cast<int>(i0 - first);       // query 0 of the tile less key 0 of the warp
-    const int valid = t - i0 < kCols ? static_cast<int>(t - i0) : kCols;  // queries before t
-    const bool edge = di < 15 || valid < kCols;  // some query before some key, or past t
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = 8 * nb + 2 * qd + e % 2;
-        const bool masked = edge && (di + col < g + 8 * (e / 2) || col >= valid);
-        s[nb][e] = masked ? 0.0f : exp2f(s[nb][e] * scale2 - lse2_t[col]);  // Pᵀ
+        const int64_t j = first + g + 8 * (e / 2), i = i0 + col;
+        s[nb][e] = i >= j && i < t ? exp2f(s[nb][e] * scale2 - lse2_t[col]) : 0.0f;  // Pᵀ
       }
     uint32_t pa[4][4];
     to_a_fragments<T>(pa, s);
