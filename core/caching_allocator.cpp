@@ -25,12 +25,13 @@ CachingAllocator::~CachingAllocator() {
     for (Block* b : *p) delete b;
 }
 
-CachingAllocator::Block* CachingAllocator::new_segment(size_t size, bool small) {
+CachingAllocator::Block* CachingAllocator::new_segment(size_t size, bool small, std::string* why) {
   const size_t bytes = small ? kSmallSegment : round_up(size, kLargeGranularity);
   void* p = nullptr;
   try {
     p = raw_->allocate(bytes);
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    *why = e.what();
     return nullptr;
   }
   ++stats_.raw_allocations;
@@ -71,12 +72,16 @@ void* CachingAllocator::allocate(size_t nbytes) {
     b = *it;
     free.erase(it);
   } else {
-    b = new_segment(size, small);
-    if (!b && release_free_segments()) b = new_segment(size, small);
+    std::string why;
+    b = new_segment(size, small, &why);
+    if (!b && release_free_segments()) b = new_segment(size, small, &why);
+    // The raw allocator's own error says whether it was memory (or, say, no device at all).
     TS_CHECK(b != nullptr, device().str(), " out of memory allocating ", nbytes,
              " bytes: ", stats_.allocated_bytes, " bytes in use, ", stats_.reserved_bytes,
              " reserved (cached segments were released and the allocation retried); use a "
-             "smaller train.batch_size, train.recompute: true, or a higher parallel.zero stage");
+             "smaller train.batch_size, train.recompute: true, or a higher parallel.zero stage. "
+             "The device said: ",
+             why);
   }
   // Split off the rest when it is worth keeping as a free block of its own.
   const size_t rest = b->size - size;

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <unordered_map>
 
 #include "core/allocator.h"
@@ -72,8 +73,9 @@ class CachingAllocator final : public Allocator {
   using Pool = std::set<Block*, BySizeThenAddress>;
 
   Pool& pool(bool small) { return small ? small_ : large_; }
-  // A new segment for a block of `size` in the given pool, or null when raw allocation fails.
-  Block* new_segment(size_t size, bool small);
+  // A new segment for a block of `size` in the given pool, or null when raw allocation fails
+  // (its error in *why).
+  Block* new_segment(size_t size, bool small, std::string* why);
   // Gives back every free whole segment; returns whether any was.
   bool release_free_segments();
 

@@ -89,6 +89,9 @@ int cmd_bench(int argc, char** argv) {
   TS_CHECK(!config.empty(), "tessera bench train needs --config FILE");
 
   const JobConfig job = load_job_config(config, sets);
+  TS_CHECK(!job.device.is_cuda() || cuda_available(), "device: ", job.device.str(), " in ", config,
+           " but no CUDA device is visible (or this Tessera was built without CUDA); use --set "
+           "device=cpu");
   set_compute_threads(threads > 0 ? threads : job.threads);
   const TrainConfig& tc = job.train;
   Gpt2 model(job.model, job.device);
