@@ -31,8 +31,9 @@ using cuda_detail::load;
 using cuda_detail::store;
 
 // Warps per block, 16 rows of the block's own side each. The forward's 8 share each k, v tile
-// between 128 queries (half the tile traffic of 4 warps, at the same warps per multiprocessor: its
-// registers allow two blocks); dq and dk/dv hold more registers, and 4 warps keep three blocks.
+// between 128 queries (half the tile traffic of 4 warps, at the same warps per multiprocessor: at
+// head size 64 its registers allow two blocks, at 128 one); dq and dk/dv hold more registers, and
+// 4 warps keep three blocks at head size 64 (two at 128).
 constexpr int kForwardWarps = 8;
 constexpr int kBackwardWarps = 4;
 constexpr int kCols = 64;  // rows of the other side per tile

@@ -25,7 +25,7 @@ __device__ inline void add(MaxSum& a, float x) {
   if (x > a.m) {
     a.s = a.s * expf(a.m - x) + 1.0f;
     a.m = x;
-  } else {
+  } else if (x != -INFINITY) {  // (a −inf while the maximum is −inf adds nothing, not NaN)
     a.s += expf(x - a.m);
   }
 }
@@ -62,7 +62,8 @@ __device__ inline void store4(G* dst, const float (&x)[4]) {
 
 // logits (rows, v) for vocabulary ids [vocab_start, vocab_start + v); targets (rows) i32; dlogits
 // (rows, v) of type G, or null for the loss alone. dlogits may alias logits when G is float: each
-// element is read for the last time, by the thread that writes it, just before it is written.
+// element is read for the last time, by the thread that writes it, just before it is written
+// (the target's logit, by thread 0, before the barrier that precedes every write).
 template <class G>
 __global__ void softmax_xent_kernel(const float* logits, float* losses, G* dlogits,
                                     const int32_t* targets, int64_t v, int64_t vocab_start,
@@ -82,9 +83,11 @@ __global__ void softmax_xent_kernel(const float* logits, float* losses, G* dlogi
   } else {
     for (int64_t j = threadIdx.x; j < v; j += kThreads) add(ms, l[j]);
   }
-  ms = block_merge(ms, scratch);
+  // Thread 0 reads the target's logit before block_merge's barrier: after it, dlogits (which may
+  // be logits itself) is written.
   const int64_t target = targets[blockIdx.x] - vocab_start;
-  const float target_logit = target >= 0 && target < v ? l[target] : 0.0f;
+  const float target_logit = threadIdx.x == 0 && target >= 0 && target < v ? l[target] : 0.0f;
+  ms = block_merge(ms, scratch);
   if (threadIdx.x == 0) losses[blockIdx.x] = logf(ms.s) + ms.m - target_logit;
   if (dlogits == nullptr) return;
   const float scale = dloss / ms.s;

@@ -94,27 +94,32 @@ void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& 
 
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                        const Tensor& rstd) {
-  const auto backend = backend_f32("layernorm_backward", {{"dinp", dinp},
-                                                          {"dweight", dweight},
-                                                          {"dbias", dbias},
-                                                          {"dout", dout},
-                                                          {"inp", inp},
-                                                          {"weight", weight},
-                                                          {"mean", mean},
-                                                          {"rstd", rstd}});
+                        const Tensor& rstd, const Tensor& dresidual) {
+  const bool residual = dresidual.defined();
+  const auto backend =
+      backend_f32("layernorm_backward", {{"dinp", dinp},
+                                         {"dresidual", residual ? dresidual : dinp},
+                                         {"dweight", dweight},
+                                         {"dbias", dbias},
+                                         {"dout", dout},
+                                         {"inp", inp},
+                                         {"weight", weight},
+                                         {"mean", mean},
+                                         {"rstd", rstd}});
   const int64_t c = weight.numel();
   const int64_t n = check("layernorm_backward", inp, weight, mean, rstd);
   dinp.expect("layernorm_backward dinp", inp.shape(), DType::f32);
   dout.expect("layernorm_backward dout", inp.shape(), DType::f32);
   dweight.expect("layernorm_backward dweight", weight.shape(), DType::f32);
   dbias.expect("layernorm_backward dbias", weight.shape(), DType::f32);
+  if (residual) dresidual.expect("layernorm_backward dresidual", inp.shape(), DType::f32);
+  const float* dres = residual ? dresidual.data<float>() : nullptr;
   TS_RUN_ON_CUDA(backend, {
     Tensor partials = Tensor::empty({2 * cuda::kLayerNormChunks * c}, DType::f32, inp.device());
     cuda::layernorm_backward(dinp.data<float>(), dweight.data<float>(), dbias.data<float>(),
                              partials.data<float>(), dout.data<float>(), inp.data<float>(),
-                             weight.data<float>(), mean.data<float>(), rstd.data<float>(), n, c,
-                             kOpStream);
+                             weight.data<float>(), mean.data<float>(), rstd.data<float>(), dres, n,
+                             c, kOpStream);
   });
   const float* x = inp.data<float>();
   const float* dy = dout.data<float>();
@@ -128,6 +133,7 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
   for (int64_t ch = 0; ch < chunks; ++ch) {
     float* dw = partial.data() + 2 * ch * c;
     float* db = dw + c;
+    std::vector<float> branch(dres ? c : 0);  // a row of the layernorm's own input gradient
     for (int64_t i = ch * n / chunks; i < (ch + 1) * n / chunks; ++i) {
       const float* xi = x + i * c;
       const float* dyi = dy + i * c;
@@ -144,10 +150,15 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
       }
       const float mean_dxhat = sum_dxhat / c, mean_dxhat_xhat = sum_dxhat_xhat / c;
       float* dxi = dx + i * c;
+      // With the residual's gradient: the row into `branch` first, then the add in a loop of its
+      // own, so that no FMA contraction makes it differ from the separate add.
+      float* g = dres ? branch.data() : dxi;
       for (int64_t j = 0; j < c; ++j) {
         const float xhat = (xi[j] - m) * r;
-        dxi[j] = r * (dyi[j] * w[j] - mean_dxhat - xhat * mean_dxhat_xhat);
+        g[j] = r * (dyi[j] * w[j] - mean_dxhat - xhat * mean_dxhat_xhat);
       }
+      if (dres)
+        for (int64_t j = 0; j < c; ++j) dxi[j] = dres[i * c + j] + g[j];
     }
   }
   float* dw = dweight.data<float>();

@@ -42,10 +42,12 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
   }
 }
 
-// dinp = r · (dxhat − mean(dxhat) − xhat · mean(dxhat · xhat)), dxhat = dout · weight.
+// dinp = [dres +] r · (dxhat − mean(dxhat) − xhat · mean(dxhat · xhat)), dxhat = dout · weight.
+// dres may alias dinp (each element read by the lane that writes it, just before).
 __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, const float* inp,
                                                 const float* weight, const float* mean,
-                                                const float* rstd, int64_t n, int c) {
+                                                const float* rstd, const float* dres, int64_t n,
+                                                int c) {
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= n) return;
@@ -62,8 +64,11 @@ __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, 
   const float mean_dxhat = warp_sum(sum_dxhat) / c;
   const float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / c;
   float* dx = dinp + row * c;
-  for (int j = lane; j < c; j += 32)
-    dx[j] = r * (dy[j] * weight[j] - mean_dxhat - (x[j] - m) * r * mean_dxhat_xhat);
+  const float* dr = dres ? dres + row * c : nullptr;
+  for (int j = lane; j < c; j += 32) {
+    const float g = r * (dy[j] * weight[j] - mean_dxhat - (x[j] - m) * r * mean_dxhat_xhat);
+    dx[j] = dr ? __fadd_rn(dr[j], g) : g;  // never contracted into an FMA: the separate add's bits
+  }
 }
 
 // Per row chunk: partials (2, kRowChunks, C) = Σ dout · xhat, then Σ dout, over the chunk's rows.
@@ -109,12 +114,13 @@ template void layernorm_forward(f16*, float*, float*, float*, const float*, cons
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
                         const float* dout, const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int64_t n, int64_t c, CudaStream stream) {
+                        const float* rstd, const float* dresidual, int64_t n, int64_t c,
+                        CudaStream stream) {
   static_assert(kLayerNormChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
   const int ci = static_cast<int>(c);
-  layernorm_backward_input_kernel<<<row_blocks(n), kThreads, 0, stream>>>(dinp, dout, inp, weight,
-                                                                          mean, rstd, n, ci);
+  layernorm_backward_input_kernel<<<row_blocks(n), kThreads, 0, stream>>>(
+      dinp, dout, inp, weight, mean, rstd, dresidual, n, ci);
   TS_CUDA_CHECK_LAUNCH();
   layernorm_param_partials_kernel<<<cuda_detail::partial_grid(c), kThreads, 0, stream>>>(
       partials, dout, inp, mean, rstd, n, ci);

@@ -21,10 +21,12 @@ void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& 
                                 const Tensor& a, const Tensor& b, const Tensor& weight,
                                 const Tensor& bias);
 
-// dinp (N, C) = ∂L/∂inp; dweight (C) += Σ dout·x̂; dbias (C) += Σ dout.
+// dinp (N, C) = ∂L/∂inp; dweight (C) += Σ dout·x̂; dbias (C) += Σ dout. With `dresidual` (N, C)
+// given, dinp = dresidual + ∂L/∂inp: the residual stream's gradient joins the branch's in the same
+// pass (bit for bit the separate add of dresidual and dinp). dinp may alias dresidual.
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                        const Tensor& rstd);
+                        const Tensor& rstd, const Tensor& dresidual = Tensor());
 
 namespace cuda {  // launchers on device pointers (kernels/layernorm.cu); n rows of c
 // With `b` non-null, the row is a + b (stored to res) before it is normalized: the fused residual;
@@ -35,9 +37,11 @@ void layernorm_forward(Y* out, float* mean, float* rstd, float* res, const float
                        CudaStream stream);
 // partials (2 · kLayerNormChunks · c) is scratch for the parameter gradients' column sums.
 constexpr int kLayerNormChunks = 64;
+// dresidual: null, or added into dinp.
 void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
                         const float* dout, const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int64_t n, int64_t c, CudaStream stream);
+                        const float* rstd, const float* dresidual, int64_t n, int64_t c,
+                        CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera

@@ -61,7 +61,7 @@ void check_operand(const char* op, const char* name, const Tensor& t, const Tens
 }  // namespace
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
-                    DType compute) {
+                    DType compute, const Tensor& residual) {
   const auto backend =
       bias.defined()
           ? backend_f32("matmul_forward", {{"out", out}, {"weight", weight}, {"bias", bias}})
@@ -71,10 +71,18 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
   TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
   if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
+  const bool add = residual.defined();
+  if (add) {
+    backend_f32("matmul_forward", {{"out", out}, {"residual", residual}});
+    TS_CHECK_EQ(residual.numel(), out.numel(), "matmul_forward: residual ",
+                shape_str(residual.shape()));
+    TS_CHECK(residual.raw() != out.raw(), "matmul_forward: out must not alias the residual");
+  }
   TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), gemm_operand(inp, compute).raw(),
                                      gemm_operand(weight, compute).raw(),
                                      bias.defined() ? bias.data<float>() : nullptr, d.n, d.oc, d.ic,
-                                     false, false, 0.0f, kOpStream, {compute, DType::f32}));
+                                     false, false, add ? 1.0f : 0.0f, kOpStream,
+                                     {compute, DType::f32}, add ? residual.raw() : nullptr));
   float* y = out.data<float>();
   float beta = 0.0f;
   if (bias.defined()) {
@@ -86,6 +94,12 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.n, d.oc, d.ic, 1.0f,
               rounded_f32(inp, compute).data<float>(), d.ic,
               rounded_f32(weight, compute).data<float>(), d.oc, beta, y, d.oc);
+  if (add) {
+    const float* r = residual.data<float>();
+    const int64_t n = out.numel();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) y[i] = r[i] + y[i];
+  }
 }
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,

@@ -176,8 +176,10 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
 }  // namespace
 
 void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
-          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types) {
+          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types,
+          const void* c_in) {
   if (m == 0 || n == 0) return;
+  if (!c_in) c_in = c;
   LtContext& ctx = context();
   const PlanKey key{m,
                     n,
@@ -189,7 +191,7 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
                     bias != nullptr,
                     alignment(b),
                     alignment(a),
-                    alignment(c)};
+                    std::min(alignment(c), alignment(c_in))};
   std::lock_guard<std::mutex> lock(ctx.mu);
   std::unique_ptr<Plan>& plan = ctx.plans[key];
   if (!plan) plan = make_plan(ctx, key, m, n, k, trans_a, trans_b, types, bias != nullptr);
@@ -197,7 +199,7 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
     TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                    &bias, sizeof(bias)));
   const float alpha = 1.0f;
-  TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c,
+  TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c_in,
                                  plan->c, c, plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes,
                                  stream));
 }

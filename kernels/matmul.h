@@ -12,9 +12,11 @@
 namespace tessera {
 
 // out (N, OC) = inp (N, IC) · weight (IC, OC) + bias (OC). bias may be undefined (no bias).
-// Leading dimensions of inp/out are flattened into N.
+// Leading dimensions of inp/out are flattened into N. With `residual` (N, OC) given, out =
+// residual + that, in the same pass on CUDA (the GEMM's C operand), bit for bit residual_forward
+// after it on the CPU; out must not alias residual.
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
-                    DType compute = DType::f32);
+                    DType compute = DType::f32, const Tensor& residual = Tensor());
 
 // dinp (N, IC) = dout · weightᵀ; dweight (IC, OC) += inpᵀ · dout; dbias (OC) += Σ_n dout.
 // dbias may be undefined. dinp may be undefined when the input needs no gradient. dout, like inp,
@@ -36,10 +38,12 @@ struct GemmTypes {
   DType ab = DType::f32;
   DType c = DType::f32;
 };
-// Row-major c (m, n) = op(a) (m, k) · op(b) (k, n) + beta · c [+ bias (n) on every row], where
-// a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b.
+// Row-major c (m, n) = op(a) (m, k) · op(b) (k, n) + beta · c_in [+ bias (n) on every row], where
+// a is stored (m, k), or (k, m) when trans_a, and b (k, n), or (n, k) when trans_b; c_in is c
+// itself unless given (of c's type and shape).
 void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
-          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types = {});
+          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types = {},
+          const void* c_in = nullptr);
 // dbias (n) += Σ over rows of dout (rows, n) of type D (float, bf16 or f16), in a fixed order;
 // partials (kColumnChunks, n) is scratch.
 constexpr int kColumnChunks = 64;

@@ -25,10 +25,6 @@ void residual_forward(Tensor& out, const Tensor& a, const Tensor& b) {
   add("residual_forward", out, a, b);
 }
 
-void residual_backward(Tensor& dx, const Tensor& dy, const Tensor& d_branch) {
-  add("residual_backward", dx, dy, d_branch);
-}
-
 void bias_add(Tensor& x, const Tensor& bias) {
   const auto backend = kernels_detail::backend_f32("bias_add", {{"x", x}, {"bias", bias}});
   const int64_t c = bias.numel();

@@ -6,11 +6,9 @@
 
 namespace tessera {
 
-// out = a + b (same numel).
+// out = a + b (same numel). Its backward needs no op of its own: ∂L/∂b is dy, passed on without a
+// copy, and dy joins the gradient of a in the layernorm backward before it (layernorm.h).
 void residual_forward(Tensor& out, const Tensor& a, const Tensor& b);
-// For y = x + f(x): dx = dy + d_branch, where d_branch is ∂L/∂x through f. (∂L/∂f(x) is dy
-// itself, so the caller passes dy on to f's backward without a copy.)
-void residual_backward(Tensor& dx, const Tensor& dy, const Tensor& d_branch);
 
 // x (N, C) += bias (C) on every row: a row-parallel layer's bias under sequence parallelism,
 // added after the reduce-scatter. (Its gradient, Σ over rows of dout, comes from matmul_backward.)

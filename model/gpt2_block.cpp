@@ -65,12 +65,11 @@ BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device devi
   TS_CHECK(gemm_input == DType::f32 || !par.sequence_split(),
            "16-bit GEMM inputs are not built with sequence parallelism (its all-gathers are f32)");
   BlockScratch s{f32({b, t, c}),      f32({b, t, c}), f32({b, t, c}), in({b, t, 3 * cl}),
-                 f32({b, t, 4 * cl}), Tensor(),       Tensor(),       Tensor()};
+                 f32({b, t, 4 * cl}), Tensor(),       Tensor()};
   s.dfc = gemm_input == DType::f32 ? s.dgelu : in({b, t, 4 * cl});
   if (par.sequence_split()) {
     s.dres1 = f32({b * t / n, c});
     s.rows = f32({b * t / n, c});
-    s.rows2 = f32({b * t / n, c});
   }
   return s;
 }
@@ -113,8 +112,8 @@ void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tenso
   gelu_backward(s.dfc, s.dgelu, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
-  layernorm_backward(s.rows2, g.ln2_w, g.ln2_b, s.rows, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);
-  residual_backward(s.dres1, dy, s.rows2);
+  layernorm_backward(s.dres1, g.ln2_w, g.ln2_b, s.rows, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd,
+                     dy);
   // Attention branch.
   parallel::sp_all_gather(tp, s.btc, s.dres1);
   Tensor datt = s.dln.carve(0, a.att.shape());
@@ -122,8 +121,7 @@ void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tenso
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
-  layernorm_backward(s.rows2, g.ln1_w, g.ln1_b, s.rows, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);
-  residual_backward(dx, s.dres1, s.rows2);
+  layernorm_backward(dx, g.ln1_w, g.ln1_b, s.rows, x, w.ln1_w, a.ln1_mean, a.ln1_rstd, s.dres1);
 }
 
 }  // namespace
@@ -143,8 +141,12 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
   residual_layernorm_forward(a.res1, a.ln2, a.ln2_mean, a.ln2_rstd, x, s.btc, w.ln2_w, w.ln2_b);
   matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);  // column-parallel (f: identity)
   gelu_forward(a.fc_gelu, a.fc);
+  if (!tp) {  // y = res1 + c_proj(...) in the GEMM
+    matmul_forward(y, a.fc_gelu, w.fcproj_w, w.fcproj_b, gemm, a.res1);
+    return;
+  }
   matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, bias_of_rank(w.fcproj_b, tp), gemm);  // row-parallel
-  if (tp) parallel::tp_all_reduce(*tp, s.btc);                                       // g
+  parallel::tp_all_reduce(*tp, s.btc);                                               // g
   residual_forward(y, a.res1, s.btc);
 }
 
@@ -162,16 +164,15 @@ void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& 
   gelu_backward(s.dfc, s.dgelu, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f: this rank's columns' share of dln2
-  layernorm_backward(s.btc, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd);
-  residual_backward(s.dres1, dy, s.btc);
+  layernorm_backward(s.dres1, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd,
+                     dy);  // + the residual's gradient
   // Attention branch: res1 = x + proj(attn(c_attn(ln1(x)))). datt (B, T, C/tp) borrows dln.
   Tensor datt = s.dln.carve(0, a.att.shape());
   matmul_backward(datt, g.proj_w, g.proj_b, s.dres1, a.att, w.proj_w, gemm);
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f
-  layernorm_backward(s.btc, g.ln1_w, g.ln1_b, s.dln, x, w.ln1_w, a.ln1_mean, a.ln1_rstd);
-  residual_backward(dx, s.dres1, s.btc);
+  layernorm_backward(dx, g.ln1_w, g.ln1_b, s.dln, x, w.ln1_w, a.ln1_mean, a.ln1_rstd, s.dres1);
 }
 
 }  // namespace tessera

@@ -62,13 +62,13 @@ struct BlockActivations {
 
 // Scratch shared by all blocks of one backward pass (no state survives between calls).
 struct BlockScratch {
-  Tensor btc;          // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
-  Tensor dres1;        // (B, T, C), or this rank's rows with sequence parallelism
-  Tensor dln;          // (B, T, C)
-  Tensor dqkv;         // (B, T, 3C/tp)
-  Tensor dgelu;        // (B, T, 4C/tp) ∂L/∂fc_gelu
-  Tensor dfc;          // (B, T, 4C/tp) ∂L/∂fc: dgelu itself in f32 (GELU's backward in place)
-  Tensor rows, rows2;  // (B·T/tp, C): this rank's rows (sequence parallelism only)
+  Tensor btc;    // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
+  Tensor dres1;  // (B, T, C), or this rank's rows with sequence parallelism
+  Tensor dln;    // (B, T, C)
+  Tensor dqkv;   // (B, T, 3C/tp)
+  Tensor dgelu;  // (B, T, 4C/tp) ∂L/∂fc_gelu
+  Tensor dfc;    // (B, T, 4C/tp) ∂L/∂fc: dgelu itself in f32 (GELU's backward in place)
+  Tensor rows;   // (B·T/tp, C): this rank's rows (sequence parallelism only)
 
   // dqkv and dfc are read by GEMMs (and their bias sums) only: they take `gemm_input` like
   // BlockActivations' GEMM inputs; the rest is f32.

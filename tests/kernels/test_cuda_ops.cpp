@@ -106,6 +106,28 @@ TEST_F(CudaOps, LayerNormForwardBackward) {
   }
 }
 
+TEST_F(CudaOps, LayerNormBackwardAddsTheResidualGradient) {
+  // dinp = dresidual + the layernorm's input gradient, in place too: as on the CPU, to 1e-5.
+  const int64_t n = 45, c = 768;
+  const Tensor x = random({n, c}, 2.0f), w = random({c}), b = random({c}), dy = random({n, c});
+  const Tensor dres = random({n, c});
+  Tensor y = Tensor::empty({n, c}, DType::f32), mean = Tensor::empty({n}, DType::f32),
+         rstd = Tensor::empty({n}, DType::f32), dx = Tensor::empty({n, c}, DType::f32);
+  Tensor dw = Tensor::zeros({c}, DType::f32), db = Tensor::zeros({c}, DType::f32);
+  layernorm_forward(y, mean, rstd, x, w, b);
+  layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, dres);
+
+  const Tensor gx = on_gpu(x), gw = on_gpu(w);
+  Tensor gy = poisoned_gpu({n, c}), gmean = poisoned_gpu({n}), grstd = poisoned_gpu({n});
+  Tensor gdw = on_gpu(Tensor::zeros({c}, DType::f32)), gdb = on_gpu(Tensor::zeros({c}, DType::f32));
+  layernorm_forward(gy, gmean, grstd, gx, gw, on_gpu(b));
+  Tensor gdx = on_gpu(dres);  // in place: dinp is dresidual
+  layernorm_backward(gdx, gdw, gdb, on_gpu(dy), gx, gw, gmean, grstd, gdx);
+  expect_close(gdx, dx, "layernorm dinp + dresidual");
+  expect_close(gdw, dw, "layernorm dweight");
+  expect_close(gdb, db, "layernorm dbias");
+}
+
 TEST_F(CudaOps, FusedResidualLayerNorm) {
   const int64_t n = 45, c = 768;
   const Tensor a = random({n, c}, 2.0f), b = random({n, c}), w = random({c}), bias = random({c});
@@ -216,6 +238,20 @@ TEST_F(CudaOps, MatmulForwardBackward) {
     expect_close(gdw, dw, "matmul dweight");
     if (with_bias) expect_close(gdb, db, "matmul dbias");
   }
+}
+
+TEST_F(CudaOps, MatmulForwardAddsTheResidual) {
+  // out = residual + x·w + b in one cuBLASLt call (C = the residual, beta 1): as on the CPU.
+  const int64_t n = 37, ic = 64, oc = 97;
+  const Tensor x = random({n, ic}), w = random({ic, oc}, 0.1f), b = random({oc}),
+               res = random({n, oc});
+  Tensor y = Tensor::empty({n, oc}, DType::f32);
+  matmul_forward(y, x, w, b, DType::f32, res);
+  Tensor gy = poisoned_gpu({n, oc});
+  const Tensor gres = on_gpu(res);
+  matmul_forward(gy, on_gpu(x), on_gpu(w), on_gpu(b), DType::f32, gres);
+  expect_close(gy, y, "matmul out + residual");
+  expect_close(gres, res, "the residual, unchanged");
 }
 
 TEST_F(CudaOps, Bf16GemmsAgreeWithFp32To1e2) {
@@ -336,7 +372,9 @@ TEST_F(CudaOps, SixteenBitAttentionMatchesTheCpusEmulation) {
                                       {1, 200, 192, 3},
                                       {1, 200, 64, 4},
                                       {2, 70, 96, 3},
-                                      {1, 130, 512, 4}}) {
+                                      {1, 130, 512, 4},
+                                      {1, 1, 64, 1},
+                                      {2, 128, 128, 2}}) {
       SCOPED_TRACE(std::string(dtype_name(half)) + ", T " + std::to_string(t) + ", hs " +
                    std::to_string(c / nh));
       const Tensor qkv = random({b, t, 3 * c}), dy = random({b, t, c});

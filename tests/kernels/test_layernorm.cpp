@@ -210,6 +210,38 @@ TEST(LayerNorm, FusedResidualIsBitForBitTheTwoOps) {
   EXPECT_THROW(residual_layernorm_forward(fres, fy, fmean, frstd, a, short_b, w, bias), Error);
 }
 
+// The residual's gradient joined in the backward pass is the separate add, bit for bit, also in
+// place (dinp the same tensor as dresidual); dweight and dbias are those without it.
+TEST(LayerNorm, BackwardWithTheResidualGradientIsBitForBitTheAdd) {
+  std::mt19937_64 rng(testing::test_seed());
+  const int64_t n = 29, c = 80;
+  const Tensor x = normal(rng, {n, c}, 2.0f), w = normal(rng, {c}, 1.0f),
+               bias = normal(rng, {c}, 0.5f), dy = normal(rng, {n, c}, 1.0f),
+               dres = normal(rng, {n, c}, 1.0f);
+  auto flat = [](const Tensor& t) {
+    return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+  };
+  Tensor y = Tensor::empty({n, c}, DType::f32), mean = Tensor::empty({n}, DType::f32),
+         rstd = Tensor::empty({n}, DType::f32);
+  layernorm_forward(y, mean, rstd, x, w, bias);
+  Tensor dx = Tensor::empty({n, c}, DType::f32), sum = Tensor::empty({n, c}, DType::f32);
+  Tensor dw = Tensor::zeros({c}, DType::f32), db = Tensor::zeros({c}, DType::f32);
+  layernorm_backward(dx, dw, db, dy, x, w, mean, rstd);
+  residual_forward(sum, dres, dx);
+
+  Tensor fused = Tensor::empty({n, c}, DType::f32), inplace = dres.to(Device::cpu());
+  Tensor fdw = Tensor::zeros({c}, DType::f32), fdb = Tensor::zeros({c}, DType::f32);
+  layernorm_backward(fused, fdw, fdb, dy, x, w, mean, rstd, dres);
+  EXPECT_EQ(flat(fused), flat(sum));
+  EXPECT_EQ(flat(fdw), flat(dw));
+  EXPECT_EQ(flat(fdb), flat(db));
+  layernorm_backward(inplace, fdw, fdb, dy, x, w, mean, rstd, inplace);
+  EXPECT_EQ(flat(inplace), flat(sum));
+  EXPECT_THROW(layernorm_backward(fused, fdw, fdb, dy, x, w, mean, rstd,
+                                  Tensor::empty({n, c + 1}, DType::f32)),
+               Error);
+}
+
 // A 16-bit out (an activation only 16-bit GEMMs read) holds the f32 out rounded to nearest even,
 // for both forward ops; mean, rstd and res stay f32 and unchanged.
 TEST(LayerNorm, SixteenBitOutIsTheRoundedF32Out) {

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "kernels/convert.h"
+#include "kernels/residual.h"
 #include "tests/support/numeric.h"
 
 namespace tessera {
@@ -165,6 +166,30 @@ TEST(Matmul, NoBiasNoDinp) {
   matmul_backward(dinp, dweight, dbias, dout, inp, weight);
   EXPECT_LT(testing::rel_error(dweight, reference_backward(testing::to_f64(dout), x, w, k).dweight),
             1e-5);
+}
+
+// With a residual, out is residual_forward(residual, the plain product) bit for bit; out may not
+// be the residual itself.
+TEST(Matmul, ResidualIsBitForBitTheSeparateAdd) {
+  const Case k{2, 9, 24, 40};
+  std::mt19937_64 rng(testing::test_seed());
+  const Tensor inp = randn({k.b, k.t, k.ic}, rng), weight = randn({k.ic, k.oc}, rng),
+               bias = randn({k.oc}, rng), res = randn({k.b, k.t, k.oc}, rng);
+  Tensor plain = Tensor::empty({k.b, k.t, k.oc}, DType::f32),
+         sum = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+  matmul_forward(plain, inp, weight, bias);
+  residual_forward(sum, res, plain);
+  Tensor fused = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+  testing::poison(fused);
+  matmul_forward(fused, inp, weight, bias, DType::f32, res);
+  auto flat = [](const Tensor& t) {
+    return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+  };
+  EXPECT_EQ(flat(fused), flat(sum));
+  Tensor alias = Tensor::empty(res.shape(), DType::f32);
+  alias.copy_from(res);
+  EXPECT_THROW(matmul_forward(alias, inp, weight, bias, DType::f32, alias), Error);
+  EXPECT_THROW(matmul_forward(fused, inp, weight, bias, DType::f32, randn({3, k.oc}, rng)), Error);
 }
 
 // Bit-identical results for 1, 2 and 3 threads (dbias is a chunked reduction over 301 rows).
