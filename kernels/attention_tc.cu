@@ -199,6 +199,20 @@ __device__ inline float quad_max(float x) {
   return fmaxf(x, __shfl_xor_sync(kFullMask, x, 2));
 }
 
+// The causal mask over a warp's 16 rows (row 0 at `first`) against a tile of 64 columns (column 0
+// at j0): which accumulator elements hold a column past their row. Only tiles that reach past the
+// warp's first row need the test.
+struct CausalMask {
+  int dj;         // column 0 of the tile less row 0 of the warp
+  bool diagonal;  // some column is past some row
+  __device__ CausalMask(int64_t j0, int64_t first)
+      : dj(static_cast<int>(j0 - first)), diagonal(dj + kCols > 1) {}
+  // Element e of 8-column block nb in lane (g, q)'s accumulators.
+  __device__ bool operator()(int nb, int e, int g, int q) const {
+    return diagonal && dj + 8 * nb + 2 * q + e % 2 > g + 8 * (e / 2);
+  }
+};
+
 // The warp's rows of acc (16 × HS, accumulator layout) times `scale` into dst (row i at dst + i *
 // ld, of type D), rows from `first`, none at or past t.
 template <int HS, class D>
@@ -257,14 +271,12 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
     float s[8][4];
     warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ
     float mx[2] = {m[0], m[1]};
-    const int dj = static_cast<int>(j0 - first);  // column 0 of the tile less row 0 of the warp
-    const bool diagonal = dj + kCols > 1;         // some column is past some row: mask
+    const CausalMask masked(j0, first);
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const bool masked = diagonal && dj + 8 * nb + 2 * qd + e % 2 > g + 8 * (e / 2);
-        s[nb][e] = masked ? -INFINITY : s[nb][e] * scale2;
+        s[nb][e] = masked(nb, e, g, qd) ? -INFINITY : s[nb][e] * scale2;
         mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
       }
     float correction[2], sum[2] = {0.0f, 0.0f};
@@ -337,14 +349,12 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     float s[8][4], dp[8][4];
     warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
     warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
-    const int dj = static_cast<int>(j0 - first);  // column 0 of the tile less row 0 of the warp
-    const bool diagonal = dj + kCols > 1;         // some column is past some row: mask
+    const CausalMask masked(j0, first);
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const bool masked = diagonal && dj + 8 * nb + 2 * qd + e % 2 > g + 8 * (e / 2);
-        const float p = masked ? 0.0f : exp2f(s[nb][e] * scale2 - lse2[e / 2]);
+        const float p = masked(nb, e, g, qd) ? 0.0f : exp2f(s[nb][e] * scale2 - lse2[e / 2]);
         s[nb][e] = p * (dp[nb][e] - delta_i[e / 2]);  // dS
       }
     uint32_t dsa[4][4];
