@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """GPU time per kernel from Nsight Compute's CSV (`ncu --csv --metrics gpu__time_duration.sum`).
 
-Groups the launches by kernel name (template arguments and parameters dropped) and prints a
-table sorted by total time: launches, total ms, share of the whole, mean us per launch. ncu runs
-each kernel alone with cold caches, so the times are an upper bound on what it takes inside a
-step; the shares are what decides the order of work.
+Groups the launches by part of the step (GEMMs, attention, layernorm, ...: PARTS below, by
+kernel name), then by kernel name (template arguments and parameters dropped), and prints both
+tables sorted by total time: launches, total ms, share of the whole, mean us per launch. ncu
+runs each kernel alone with cold caches, so the times are an upper bound on what it takes inside
+a step; the shares are what decides the order of work.
 
   python3 bench/kernel_times.py ncu.csv [--top 30]
 """
@@ -13,6 +14,38 @@ import csv
 import re
 import sys
 from collections import defaultdict
+
+
+# (part, pattern on the short kernel name), first match wins; the rest is "other".
+PARTS = [
+    ("GEMMs (cuBLASLt)", r"^(nvjet|sm\d+_xmma|cutlass|ampere_|sm90_|splitKreduce)|gemm"),
+    ("attention", r"_tc_kernel$|^attention_|^(forward|dq|dkv)_kernel$"),
+    ("layernorm", r"^layernorm_"),
+    ("GELU", r"^gelu_"),
+    ("softmax cross-entropy", r"^softmax_xent"),
+    ("residual and bias adds", r"^(add|bias_add)_kernel$"),
+    ("bias gradients (column sums)", r"^(column_partials|add_partials)_kernel$"),
+    ("AdamW and gradient norm", r"^(adamw|norm_partials)_kernel$"),
+    ("16-bit conversions", r"^convert_kernel$"),
+    ("embedding", r"^embedding_"),
+]
+
+
+def part_of(kernel):
+    """The PARTS entry a short kernel name belongs to."""
+    for part, pattern in PARTS:
+        if re.search(pattern, kernel):
+            return part
+    return "other"
+
+
+def print_table(title, per, top):
+    """Rows of per (name -> [launches, ns]) by total time, then their sum."""
+    total = sum(ns for _, ns in per.values())
+    print(f"{title:<48} {'launches':>8} {'ms':>9} {'share':>7} {'us/launch':>10}")
+    for name, (n, ns) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"{name[:48]:<48} {n:>8} {ns / 1e6:>9.3f} {100 * ns / total:>6.1f}% {ns / n / 1e3:>10.1f}")
+    print(f"{'all':<48} {sum(n for n, _ in per.values()):>8} {total / 1e6:>9.3f}")
 
 
 def short_name(name):
@@ -56,11 +89,13 @@ def main():
         p = per[short_name(r["Kernel Name"])]
         p[0] += 1
         p[1] += ns
-    total = sum(ns for _, ns in per.values())
-    print(f"{'kernel':<48} {'launches':>8} {'ms':>9} {'share':>7} {'us/launch':>10}")
-    for name, (n, ns) in sorted(per.items(), key=lambda kv: -kv[1][1])[: args.top]:
-        print(f"{name[:48]:<48} {n:>8} {ns / 1e6:>9.3f} {100 * ns / total:>6.1f}% {ns / n / 1e3:>10.1f}")
-    print(f"{'all':<48} {sum(n for n, _ in per.values()):>8} {total / 1e6:>9.3f}")
+    parts = defaultdict(lambda: [0, 0.0])
+    for name, (n, ns) in per.items():
+        parts[part_of(name)][0] += n
+        parts[part_of(name)][1] += ns
+    print_table("part", parts, len(parts))
+    print()
+    print_table("kernel", per, args.top)
 
 
 if __name__ == "__main__":

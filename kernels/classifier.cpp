@@ -115,9 +115,8 @@ void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int
 // buffer, with a 16-bit dlogits buffer beside it (GPT-2 124M at 16 × 1024 tokens: 824 + 412 MB);
 // the GEMMs' operands rounded to `compute` (the logits and the softmax stay fp32; with 16-bit
 // compute the softmax writes dlogits straight into a 16-bit buffer that the backward GEMMs read).
-// Chunks are large because the dx GEMM's output (rows, C) is small next to its depth V: with
-// 1334-row chunks of GPT-2's 50304 logits it kept a quarter of an H100's multiprocessors busy (73
-// TFLOP/s).
+// Larger chunks make larger GEMMs: GPT-2 124M's LM head in 4 chunks of 4096 rows took 5.4 ms of
+// GEMMs and 2.8 of softmax a step on an H100, in 13 chunks of 1334 rows 7.3 and 5.2.
 void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
               const Tensor& targets, float dloss, const Dims& d, DType compute) {
   const int64_t max_rows = std::max<int64_t>(32, (int64_t{1} << 28) / d.v);

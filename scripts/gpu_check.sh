@@ -201,7 +201,7 @@ run_profile() {
     return 1
   }
   python3 bench/kernel_times.py "$logs/ncu_step.csv" > "$logs/kernel_times.txt"
-  note "profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -16 "$logs/kernel_times.txt")"
+  note "profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -30 "$logs/kernel_times.txt")"
 }
 
 case "${1:-}" in
