@@ -91,7 +91,7 @@ note() {
 }
 
 run_tests() {
-  local status=0 bin name result counts
+  local status=0 bin name result counts facts
   for bin in .gpu/bin/*; do
     name=$(basename "$bin")
     # TESSERA_REQUIRE_CUDA: a CUDA test fails instead of skipping when it finds no device.
@@ -110,6 +110,9 @@ run_tests() {
     note "$name: $result  $counts"
     grep -E -A3 '^\[  FAILED  \]|Failure$|error' "$logs/$name.log" | head -40 || true
   done
+  # What the op tests measured along the way (cuBLASLt's GELU form, for the epilogue question).
+  facts=$(grep -h 'cuBLASLt GELU epilogue' "$logs/test_cuda_ops.log" 2>/dev/null || true)
+  [ -z "$facts" ] || note "$facts"
   if limited 120 python3 bench/hf_export_check.py --checkpoint .gpu/hf/checkpoint \
       --logits .gpu/hf/logits.safetensors > "$logs/hf_export.log" 2>&1; then
     note "hf_export_check: passed  $(tail -1 "$logs/hf_export.log")"

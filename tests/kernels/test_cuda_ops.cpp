@@ -4,6 +4,12 @@
 // from the same random values on both sides. Skips without a CUDA device.
 #include <gtest/gtest.h>
 
+#ifdef TESSERA_WITH_CUDA
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#endif
+
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -514,6 +520,65 @@ TEST_F(CudaOps, MixedDevicesAreOneClearError) {
     EXPECT_NE(std::string(e.what()).find("move them to one device"), std::string::npos) << e.what();
   }
 }
+
+#ifdef TESSERA_WITH_CUDA
+TEST_F(CudaOps, CublasLtGeluEpilogueForm) {
+  // Before GELU can ride c_fc's GEMM (docs/cuda.md): which GELU is cuBLASLt's epilogue? D =
+  // GELU(X · I) in exact fp32 is GELU(X), against GPT-2's tanh form (Tessera's) and the erf form;
+  // the log says which. Only the tanh form (to 1e-5) lets the epilogue replace gelu_forward.
+  constexpr int n = 64;
+  std::vector<float> x(n * n), eye(n * n, 0.0f);
+  std::mt19937_64 rng(testing::test_seed());
+  std::uniform_real_distribution<float> dist(-5.0f, 5.0f);
+  for (float& v : x) v = dist(rng);
+  for (int i = 0; i < n; ++i) eye[i * n + i] = 1.0f;
+  const size_t bytes = n * n * sizeof(float);
+  float *da = nullptr, *db = nullptr, *dd = nullptr;
+  ASSERT_EQ(cudaMalloc(&da, bytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&db, bytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dd, bytes), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(da, x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(db, eye.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  cublasLtHandle_t handle = nullptr;
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t layout = nullptr;
+  ASSERT_EQ(cublasLtCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), CUBLAS_STATUS_SUCCESS);
+  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_GELU;
+  ASSERT_EQ(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                           sizeof(epilogue)),
+            CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&layout, CUDA_R_32F, n, n, n), CUBLAS_STATUS_SUCCESS);
+  const float alpha = 1.0f, beta = 0.0f;
+  EXPECT_EQ(cublasLtMatmul(handle, op, &alpha, da, layout, db, layout, &beta, dd, layout, dd,
+                           layout, nullptr, nullptr, 0, nullptr),
+            CUBLAS_STATUS_SUCCESS);
+  std::vector<float> d(n * n);
+  EXPECT_EQ(cudaMemcpy(d.data(), dd, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  cublasLtMatrixLayoutDestroy(layout);
+  cublasLtMatmulDescDestroy(op);
+  cublasLtDestroy(handle);
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dd);
+  double tanh_err = 0, erf_err = 0, norm = 0;
+  for (int i = 0; i < n * n; ++i) {
+    const double v = x[i];
+    const double tanh_form =
+        0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    const double erf_form = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    tanh_err += (d[i] - tanh_form) * (d[i] - tanh_form);
+    erf_err += (d[i] - erf_form) * (d[i] - erf_form);
+    norm += tanh_form * tanh_form;
+  }
+  tanh_err = std::sqrt(tanh_err / norm);
+  erf_err = std::sqrt(erf_err / norm);
+  std::printf("cuBLASLt GELU epilogue vs tanh form: %.3g, vs erf form: %.3g\n", tanh_err, erf_err);
+  RecordProperty("tanh_rel_error", std::to_string(tanh_err));
+  RecordProperty("erf_rel_error", std::to_string(erf_err));
+  EXPECT_LT(std::min(tanh_err, erf_err), 1e-5) << "neither form: not a GELU epilogue";
+}
+#endif
 
 }  // namespace
 }  // namespace tessera
