@@ -454,7 +454,7 @@ int check_head_tc(int64_t b, int64_t c, int64_t nh, DType compute) {
 
 // The tiles' 16-byte loads need 16-byte aligned rows (tensors from the allocator are).
 void check_aligned(const float* p, const char* what) {
-  TS_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "16-bit attention reads ", what,
+  TS_CHECK(cuda_detail::aligned16(p), "16-bit attention reads ", what,
            " 16 bytes at a time: its data must start on a 16-byte boundary (an offset view? pass "
            "a contiguous copy)");
 }

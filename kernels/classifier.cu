@@ -5,7 +5,6 @@
 // written in the type the GEMMs after it read. 16-byte accesses where the rows allow them: the
 // rows (GPT-2's are 200 KB) come from device memory each time, so bytes are the kernel's time.
 #include <cfloat>
-#include <cstdint>
 
 #include "kernels/classifier.h"
 #include "kernels/cuda_util.cuh"
@@ -114,8 +113,8 @@ template <class G>
 void softmax_xent(const float* logits, float* losses, G* dlogits, const int32_t* targets,
                   int64_t rows, int64_t v, int64_t vocab_start, float dloss, CudaStream stream) {
   if (rows == 0) return;
-  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool vectors = v % 4 == 0 && aligned(logits) && aligned(dlogits);  // every row aligned
+  using cuda_detail::aligned16;
+  const bool vectors = v % 4 == 0 && aligned16(logits) && aligned16(dlogits);  // every row aligned
   softmax_xent_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       logits, losses, cuda_detail::cuda_ptr(dlogits), targets, v, vocab_start, dloss, vectors);
   TS_CUDA_CHECK_LAUNCH();

@@ -66,6 +66,11 @@ __device__ inline float load(__half x) {
   return __half2float(x);
 }
 
+// Whether p may be read or written 16 bytes at a time (float4, uint4).
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // Checks the launch just made (bad configuration, missing kernel image for this GPU).
 #define TS_CUDA_CHECK_LAUNCH() TS_CUDA_CHECK(cudaGetLastError())
 

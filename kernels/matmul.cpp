@@ -7,6 +7,7 @@
 
 #include "kernels/convert.h"
 #include "kernels/kernel_util.h"
+#include "kernels/residual.h"
 
 namespace tessera {
 namespace {
@@ -94,12 +95,7 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.n, d.oc, d.ic, 1.0f,
               rounded_f32(inp, compute).data<float>(), d.ic,
               rounded_f32(weight, compute).data<float>(), d.oc, beta, y, d.oc);
-  if (add) {
-    const float* r = residual.data<float>();
-    const int64_t n = out.numel();
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) y[i] = r[i] + y[i];
-  }
+  if (add) residual_forward(out, residual, out);
 }
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,

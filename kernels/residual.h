@@ -6,8 +6,9 @@
 
 namespace tessera {
 
-// out = a + b (same numel). Its backward needs no op of its own: ∂L/∂b is dy, passed on without a
-// copy, and dy joins the gradient of a in the layernorm backward before it (layernorm.h).
+// out = a + b (same numel; out may be a or b). Its backward needs no op of its own: ∂L/∂b is dy,
+// passed on without a copy, and dy joins the gradient of a in the layernorm backward before it
+// (layernorm.h).
 void residual_forward(Tensor& out, const Tensor& a, const Tensor& b);
 
 // x (N, C) += bias (C) on every row: a row-parallel layer's bias under sequence parallelism,
