@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/convert.h"
@@ -124,10 +125,10 @@ void forward_cpu(Y* o, float* l, const float* x, const Dims& d, DType compute) {
 
 // The CPU backward; out's type Y. x and dout_r: qkv and dout as f32, rounded to `compute` when that
 // is 16-bit, which also rounds P before dV = Pᵀ·dO and dS before dQ and dK, as the tensor-core
-// kernels do (D comes from dout and out as they are).
+// kernels do.
 template <class Y>
-void backward_cpu(float* dx, const float* x, const float* dout_p, const float* dout_r, const Y* o,
-                  const float* l, const Dims& d, DType compute) {
+void backward_cpu(float* dx, const float* x, const float* dout_r, const Y* o, const float* l,
+                  const Dims& d, DType compute) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hs));
   const int64_t ld = 3 * d.c, tiles = d.tiles();
 
@@ -143,7 +144,7 @@ void backward_cpu(float* dx, const float* x, const float* dout_p, const float* d
         const float* lse_bh = l + (b * d.nh + h) * d.t;
         // delta_i = Σ_e dout_ie · out_ie = Σ_j P_ij dP_ij, the softmax backward's row term.
         for (int64_t i = 0; i < d.t; ++i) {
-          const float* go = dout_p + (row0 + i) * d.c + h * d.hs;
+          const float* go = dout_r + (row0 + i) * d.c + h * d.hs;
           const Y* oi = o + (row0 + i) * d.c + h * d.hs;
           float s = 0.0f;
           for (int64_t e = 0; e < d.hs; ++e) s += go[e] * load(oi[e]);
@@ -196,26 +197,47 @@ void backward_cpu(float* dx, const float* x, const float* dout_p, const float* d
 
 }  // namespace
 
+namespace {
+
+// x (qkv or dout) is f32, or of the products' 16-bit type.
+void check_input(const char* op, const char* name, const Tensor& x, const Tensor& like,
+                 DType compute) {
+  kernels_detail::check_float(op, name, x, like);
+  TS_CHECK(x.dtype() == DType::f32 || x.dtype() == compute, op, ": ", name, " is ",
+           dtype_name(x.dtype()),
+           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
+}
+
+// out (and dqkv) is f32 or of the products' type.
+void check_output(const char* op, const Tensor& out, const Tensor& like, DType compute) {
+  kernels_detail::check_float(op, "out", out, like);
+  TS_CHECK(out.dtype() == DType::f32 || out.dtype() == compute, op, ": out is ",
+           dtype_name(out.dtype()),
+           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
+}
+
+}  // namespace
+
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_heads,
                        DType compute) {
-  const auto backend = backend_f32("attention_forward", {{"lse", lse}, {"qkv", qkv}});
-  kernels_detail::check_float("attention_forward", "out", out, qkv);
+  const auto backend = backend_f32("attention_forward", {{"lse", lse}});
+  check_gemm_compute(compute);
+  check_input("attention_forward", "qkv", qkv, lse, compute);
+  check_output("attention_forward", out, lse, compute);
   const Dims d = check("attention_forward", qkv, num_heads);
   out.expect("attention_forward out", {d.b, d.t, d.c}, out.dtype());
   lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
-  check_gemm_compute(compute);
-  TS_CHECK(out.dtype() == DType::f32 || out.dtype() == compute, "attention_forward: out is ",
-           dtype_name(out.dtype()),
-           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
   kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
-    TS_RUN_ON_CUDA(backend, {
-      if (compute == DType::f32)
-        cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
-                                d.c, d.nh, kOpStream);
-      else
-        cuda::attention_forward_tc(out.data<Y>(), lse.data<float>(), qkv.data<float>(), d.b, d.t,
-                                   d.c, d.nh, compute, kOpStream);
-    });
+    TS_RUN_ON_CUDA(
+        backend, kernels_detail::visit_float(compute, [&]<class T>() {
+          if constexpr (std::is_same_v<T, float>)
+            cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b,
+                                    d.t, d.c, d.nh, kOpStream);
+          else if constexpr (std::is_same_v<Y, float> || std::is_same_v<Y, T>)  // (check_output)
+            cuda::attention_forward_tc(out.data<Y>(), lse.data<float>(),
+                                       gemm_operand(qkv, compute).data<T>(), d.b, d.t, d.c, d.nh,
+                                       kOpStream);
+        }));
     forward_cpu(out.data<Y>(), lse.data<float>(), rounded_f32(qkv, compute).data<float>(), d,
                 compute);
   });
@@ -223,34 +245,34 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int64_t num_heads, DType compute) {
-  const auto backend =
-      backend_f32("attention_backward", {{"dout", dout}, {"qkv", qkv}, {"lse", lse}});
-  kernels_detail::check_float("attention_backward", "out", out, qkv);
-  kernels_detail::check_float("attention_backward", "dqkv", dqkv, qkv);
+  const auto backend = backend_f32("attention_backward", {{"lse", lse}});
+  check_gemm_compute(compute);
+  check_input("attention_backward", "qkv", qkv, lse, compute);
+  check_input("attention_backward", "dout", dout, lse, compute);
+  check_output("attention_backward", out, lse, compute);
+  kernels_detail::check_float("attention_backward", "dqkv", dqkv, lse);
   const Dims d = check("attention_backward", qkv, num_heads);
   dqkv.expect("attention_backward dqkv", qkv.shape(), out.dtype());
-  dout.expect("attention_backward dout", {d.b, d.t, d.c}, DType::f32);
+  dout.expect("attention_backward dout", {d.b, d.t, d.c}, dout.dtype());
   out.expect("attention_backward out", {d.b, d.t, d.c}, out.dtype());
   lse.expect("attention_backward lse", {d.b, d.nh, d.t}, DType::f32);
-  check_gemm_compute(compute);
-  TS_CHECK(out.dtype() == DType::f32 || out.dtype() == compute, "attention_backward: out is ",
-           dtype_name(out.dtype()),
-           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
   kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
-    TS_RUN_ON_CUDA(backend, {
-      Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
-      if (compute == DType::f32)
-        cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
-                                 qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b, d.t,
-                                 d.c, d.nh, kOpStream);
-      else
-        cuda::attention_backward_tc(dqkv.data<Y>(), delta.data<float>(), dout.data<float>(),
-                                    qkv.data<float>(), out.data<Y>(), lse.data<float>(), d.b, d.t,
-                                    d.c, d.nh, compute, kOpStream);
-    });
+    TS_RUN_ON_CUDA(
+        backend, kernels_detail::visit_float(compute, [&]<class T>() {
+          Tensor delta = Tensor::empty({d.b, d.nh, d.t}, DType::f32, qkv.device());
+          if constexpr (std::is_same_v<T, float>)
+            cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
+                                     qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b,
+                                     d.t, d.c, d.nh, kOpStream);
+          else if constexpr (std::is_same_v<Y, float> || std::is_same_v<Y, T>)
+            cuda::attention_backward_tc(dqkv.data<Y>(), delta.data<float>(),
+                                        gemm_operand(dout, compute).data<T>(),
+                                        gemm_operand(qkv, compute).data<T>(), out.data<Y>(),
+                                        lse.data<float>(), d.b, d.t, d.c, d.nh, kOpStream);
+        }));
     // A 16-bit dqkv: computed in f32 as the kernels accumulate it, then rounded once.
     Tensor dx = out.dtype() == DType::f32 ? dqkv : Tensor::empty(qkv.shape(), DType::f32);
-    backward_cpu(dx.data<float>(), rounded_f32(qkv, compute).data<float>(), dout.data<float>(),
+    backward_cpu(dx.data<float>(), rounded_f32(qkv, compute).data<float>(),
                  rounded_f32(dout, compute).data<float>(), out.data<Y>(), lse.data<float>(), d,
                  compute);
     if (out.dtype() != DType::f32) convert(dqkv, dx);

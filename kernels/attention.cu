@@ -115,9 +115,9 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* qk
 }
 
 // delta (B, NH, T) = Σ_d dout · out over each head's row: a warp per row. grid (ceil(T / 8),
-// B · NH); O: out's type.
-template <class O>
-__global__ void attention_delta_kernel(float* delta, const float* dout, const O* out, int64_t t,
+// B · NH); D, O: dout's and out's types.
+template <class D, class O>
+__global__ void attention_delta_kernel(float* delta, const D* dout, const O* out, int64_t t,
                                        int64_t c, int64_t nh) {
   const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh, hs = c / nh;
   const int lane = threadIdx.x % 32;
@@ -125,7 +125,8 @@ __global__ void attention_delta_kernel(float* delta, const float* dout, const O*
   if (i >= t) return;
   const int64_t row = (b * t + i) * c + h * hs;
   float s = 0.0f;
-  for (int64_t d = lane; d < hs; d += 32) s += cuda_detail::load(out[row + d]) * dout[row + d];
+  for (int64_t d = lane; d < hs; d += 32)
+    s += cuda_detail::load(out[row + d]) * cuda_detail::load(dout[row + d]);
   s = warp_sum(s);
   if (lane == 0) delta[blockIdx.y * t + i] = s;
 }
@@ -221,19 +222,24 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int6
   TS_CUDA_CHECK_LAUNCH();
 }
 
-template <class O>
-void attention_delta(float* delta, const float* dout, const O* out, int64_t b, int64_t t, int64_t c,
+template <class D, class O>
+void attention_delta(float* delta, const D* dout, const O* out, int64_t b, int64_t t, int64_t c,
                      int64_t nh, CudaStream stream) {
   if (b * t == 0) return;
   attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(
-      delta, dout, cuda_detail::cuda_ptr(out), t, c, nh);
+      delta, cuda_detail::cuda_ptr(dout), cuda_detail::cuda_ptr(out), t, c, nh);
   TS_CUDA_CHECK_LAUNCH();
 }
+// fp32 attention, and the tensor-core kernels' dout (of their type) with fp32 or 16-bit out.
 template void attention_delta(float*, const float*, const float*, int64_t, int64_t, int64_t,
                               int64_t, CudaStream);
-template void attention_delta(float*, const float*, const bf16*, int64_t, int64_t, int64_t, int64_t,
+template void attention_delta(float*, const bf16*, const float*, int64_t, int64_t, int64_t, int64_t,
                               CudaStream);
-template void attention_delta(float*, const float*, const f16*, int64_t, int64_t, int64_t, int64_t,
+template void attention_delta(float*, const bf16*, const bf16*, int64_t, int64_t, int64_t, int64_t,
+                              CudaStream);
+template void attention_delta(float*, const f16*, const float*, int64_t, int64_t, int64_t, int64_t,
+                              CudaStream);
+template void attention_delta(float*, const f16*, const f16*, int64_t, int64_t, int64_t, int64_t,
                               CudaStream);
 
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,

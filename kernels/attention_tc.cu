@@ -142,50 +142,47 @@ __device__ inline void to_a_fragments(uint32_t (&a)[4][4], const float (&x)[8][4
     }
 }
 
-// A (rows, HS) 16-bit tile to fill from fp32 rows: row i of the source at src + i * ld.
+// 16 bytes from global `src` to shared `dst` by cp.async (sm_80+), not through registers; zeros
+// instead when !valid (src is not read then).
+__device__ inline void copy16_async(void* dst, const void* src, bool valid) {
+  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(address), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+// Closes the group of this thread's copies started since the last commit.
+__device__ inline void commit_copies() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+// Waits until at most kPending of this thread's committed groups are still in flight.
+template <int kPending>
+__device__ inline void wait_copies() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
+
+// A (rows, HS) tile to fill from rows of a 16-bit tensor: row i of the source at src + i * ld.
 template <class T>
 struct RowSource {
   T* tile;
-  const float* src;
+  const T* src;
   int64_t ld;
 };
 
-// Each tile (rows, HS), row stride kLd<HS>, = its source's rows [first, first + rows) rounded to
-// T, zeros past t; the whole block (kThreads threads) takes part. 16-byte loads (launchers check
-// the alignment), each thread's loads of a batch issued before any store, so their latencies
-// overlap.
+// Starts the copies of each source's rows [first, first + rows) into its tile (row stride
+// kLd<HS>), zeros past t; the whole block (kThreads threads) takes part, 16 bytes a copy (launchers
+// check the alignment). They have landed for the block after commit_copies, wait_copies and a
+// __syncthreads.
 template <int kThreads, int kTiles, int HS, class T>
-__device__ void load_rows(const RowSource<T> (&tiles)[kTiles], int64_t first, int rows, int64_t t) {
-  constexpr int kBatch = 8 / kTiles;  // 16-byte loads in flight per tile
-  constexpr int kPerRow = HS / 4;
-  const int n = rows * kPerRow;
-  for (int e0 = threadIdx.x; e0 < n; e0 += kBatch * kThreads) {
-    float4 v[kTiles][kBatch];
+__device__ void copy_rows_async(const RowSource<T> (&tiles)[kTiles], int64_t first, int rows,
+                                int64_t t) {
+  constexpr int kPerRow = HS * sizeof(T) / 16;
+  for (int e = threadIdx.x; e < rows * kPerRow; e += kThreads) {
+    const int r = e / kPerRow, d = e % kPerRow * 16 / sizeof(T);
+    const bool in = first + r < t;
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int e = e0 + u * kThreads, r = e / kPerRow, d = 4 * (e % kPerRow);
-      const bool in = e < n && first + r < t;
-#pragma unroll
-      for (int s = 0; s < kTiles; ++s)
-        v[s][u] = in ? __ldg(reinterpret_cast<const float4*>(tiles[s].src +
-                                                             (first + r) * tiles[s].ld + d))
-                     : float4{0.0f, 0.0f, 0.0f, 0.0f};
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int e = e0 + u * kThreads, r = e / kPerRow, d = 4 * (e % kPerRow);
-      if (e >= n) break;
-#pragma unroll
-      for (int s = 0; s < kTiles; ++s) {
-        T x[4];
-        store(x[0], v[s][u].x);
-        store(x[1], v[s][u].y);
-        store(x[2], v[s][u].z);
-        store(x[3], v[s][u].w);
-        *reinterpret_cast<uint2*>(tiles[s].tile + r * kLd<HS> + d) =
-            make_uint2(pack(x[0], x[1]), pack(x[2], x[3]));
-      }
-    }
+    for (int s = 0; s < kTiles; ++s)
+      copy16_async(tiles[s].tile + r * kLd<HS> + d,
+                   tiles[s].src + (in ? (first + r) * tiles[s].ld + d : 0), in);
   }
 }
 
@@ -242,68 +239,85 @@ __device__ inline HeadTc head_tc(int64_t t, int64_t c, int64_t nh, int hs) {
   return {b * t * 3 * c + h * hs, b * t * c + h * hs, static_cast<int64_t>(blockIdx.y) * t};
 }
 
-// grid (ceil(T / 64), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C). Dynamic
-// shared memory: q, k, v tiles.
+// grid (ceil(T / 128), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C) of type T.
+// Dynamic shared memory: the q tile, then two stages of k and v tiles.
 template <int HS, class T, class O>
 __global__ void __launch_bounds__(32 * kForwardWarps)
-    forward_tc_kernel(O* out, float* lse, const float* qkv, int64_t t, int64_t c, int64_t nh,
+    forward_tc_kernel(O* out, float* lse, const T* qkv, int64_t t, int64_t c, int64_t nh,
                       float scale) {
   constexpr int kRows = 16 * kForwardWarps, kThreads = 32 * kForwardWarps;
+  constexpr int kTile = kCols * kLd<HS>;  // elements of a k or v tile
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
-  T* ks = qs + kRows * kLd<HS>;
-  T* vs = ks + kCols * kLd<HS>;
+  T* kvs = qs + kRows * kLd<HS>;  // stage s: k tile at kvs + 2 s kTile, its v tile after it
   const HeadTc hd = head_tc(t, c, nh, HS);
-  const float* q = qkv + hd.qkv;
+  const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   // The last rows see the most keys: their blocks start first, so no long block comes last.
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * w;
-  const bool idle = first >= t;         // the warp's rows are all past the end
-  const float scale2 = scale * kLog2e;  // scores in log2 units: exp2 of them
-  load_rows<kThreads, 1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
+  const int64_t end = i0 + kRows < t ? i0 + kRows : t;  // the block's rows see keys [0, end)
+  const bool idle = first >= t;                         // the warp's rows are all past the end
+  const float scale2 = scale * kLog2e;                  // scores in log2 units: exp2 of them
+  auto copy_kv = [&](int64_t j0, int stage) {
+    T* k_tile = kvs + 2 * stage * kTile;
+    copy_rows_async<kThreads, 2, HS, T>(
+        {{k_tile, q + c, 3 * c}, {k_tile + kTile, q + 2 * c, 3 * c}}, j0, kCols, t);
+    commit_copies();
+  };
+  copy_rows_async<kThreads, 1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
+  copy_kv(0, 0);  // one group with the q tile
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8: max, sum
-  for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
-    __syncthreads();  // the previous tile is consumed (and qs is written, the first time)
-    load_rows<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kCols, t);
-    __syncthreads();
-    if (idle || j0 > first + 15) continue;  // no row of the warp sees this tile
-    float s[8][4];
-    warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ
-    float mx[2] = {m[0], m[1]};
-    const CausalMask masked(j0, first);
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nb][e] = masked(nb, e, g, qd) ? -INFINITY : s[nb][e] * scale2;
-        mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
-      }
-    float correction[2], sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = quad_max(mx[h]);
-      correction[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile
-      m[h] = mx[h];
+  int stage = 0;
+  for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
+    if (j0 + kCols < end) {
+      copy_kv(j0 + kCols, stage ^ 1);  // into the stage the last iteration used
+      wait_copies<1>();
+    } else {
+      wait_copies<0>();
     }
+    __syncthreads();  // this stage's tiles (and q) have landed for every thread
+    const T* ks = kvs + 2 * stage * kTile;
+    const T* vs = ks + kTile;
+    if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
+      float s[8][4];
+      warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ
+      float mx[2] = {m[0], m[1]};
+      const CausalMask masked(j0, first);
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
+      for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        T p;
-        store(p, exp2f(s[nb][e] - m[e / 2]));
-        s[nb][e] = load(p);  // the rounded probability, as P·V sees it
-        sum[e / 2] += s[nb][e];
+        for (int e = 0; e < 4; ++e) {
+          s[nb][e] = masked(nb, e, g, qd) ? -INFINITY : s[nb][e] * scale2;
+          mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
+        }
+      float correction[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mx[h] = quad_max(mx[h]);
+        correction[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile
+        m[h] = mx[h];
       }
-    uint32_t pa[4][4];
-    to_a_fragments<T>(pa, s);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) l[h] = l[h] * correction[h] + quad_sum(sum[h]);
+      for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-    for (int nb = 0; nb < HS / 8; ++nb)
+        for (int e = 0; e < 4; ++e) {
+          T p;
+          store(p, exp2f(s[nb][e] - m[e / 2]));
+          s[nb][e] = load(p);  // the rounded probability, as P·V sees it
+          sum[e / 2] += s[nb][e];
+        }
+      uint32_t pa[4][4];
+      to_a_fragments<T>(pa, s);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o[nb][e] *= correction[e / 2];
-    warp_accumulate<HS, T>(o, pa, vs);  // O += P V
+      for (int h = 0; h < 2; ++h) l[h] = l[h] * correction[h] + quad_sum(sum[h]);
+#pragma unroll
+      for (int nb = 0; nb < HS / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[nb][e] *= correction[e / 2];
+      warp_accumulate<HS, T>(o, pa, vs);  // O += P V
+    }
+    __syncthreads();  // the stage is consumed before the next iteration's copies refill it
   }
   if (idle) return;
   write_rows<HS>(out + hd.out, c, o, first, t, 1.0f / l[0], 1.0f / l[1]);
@@ -315,24 +329,33 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
 }
 
 // dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T / 64), B · NH).
-// dqkv of type G. Dynamic shared memory: q, dout, k, v tiles.
+// dqkv of type G, dout and qkv of type T. Dynamic shared memory: q and dout tiles, then two stages
+// of k and v tiles.
 template <int HS, class T, class G>
 __global__ void __launch_bounds__(32 * kBackwardWarps)
-    dq_tc_kernel(G* dqkv, const float* dout, const float* qkv, const float* lse, const float* delta,
+    dq_tc_kernel(G* dqkv, const T* dout, const T* qkv, const float* lse, const float* delta,
                  int64_t t, int64_t c, int64_t nh, float scale) {
   constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
+  constexpr int kTile = kCols * kLd<HS>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
   T* dos = qs + kRows * kLd<HS>;
-  T* ks = dos + kRows * kLd<HS>;
-  T* vs = ks + kCols * kLd<HS>;
+  T* kvs = dos + kRows * kLd<HS>;  // stage s: k tile at kvs + 2 s kTile, its v tile after it
   const HeadTc hd = head_tc(t, c, nh, HS);
-  const float* q = qkv + hd.qkv;
+  const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * w;
+  const int64_t end = i0 + kRows < t ? i0 + kRows : t;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
-  load_rows<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kRows, t);
+  auto copy_kv = [&](int64_t j0, int stage) {
+    T* k_tile = kvs + 2 * stage * kTile;
+    copy_rows_async<kThreads, 2, HS, T>(
+        {{k_tile, q + c, 3 * c}, {k_tile + kTile, q + 2 * c, 3 * c}}, j0, kCols, t);
+    commit_copies();
+  };
+  copy_rows_async<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kRows, t);
+  copy_kv(0, 0);
   float lse2[2], delta_i[2];  // rows g, g + 8: lse in log2 units, D
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -341,84 +364,113 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     delta_i[h] = i < t ? delta[hd.stats + i] : 0.0f;
   }
   float dq[HS / 8][4] = {};  // dq / scale
-  for (int64_t j0 = 0; j0 < i0 + kRows && j0 < t; j0 += kCols) {
+  int stage = 0;
+  for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
+    if (j0 + kCols < end) {
+      copy_kv(j0 + kCols, stage ^ 1);
+      wait_copies<1>();
+    } else {
+      wait_copies<0>();
+    }
     __syncthreads();
-    load_rows<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kCols, t);
+    const T* ks = kvs + 2 * stage * kTile;
+    const T* vs = ks + kTile;
+    if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
+      float s[8][4], dp[8][4];
+      warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
+      warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
+      const CausalMask masked(j0, first);
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float p = masked(nb, e, g, qd) ? 0.0f : exp2f(s[nb][e] * scale2 - lse2[e / 2]);
+          s[nb][e] = p * (dp[nb][e] - delta_i[e / 2]);  // dS
+        }
+      uint32_t dsa[4][4];
+      to_a_fragments<T>(dsa, s);
+      warp_accumulate<HS, T>(dq, dsa, ks);  // dQ += dS K
+    }
     __syncthreads();
-    if (idle || j0 > first + 15) continue;  // no row of the warp sees this tile
-    float s[8][4], dp[8][4];
-    warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
-    warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
-    const CausalMask masked(j0, first);
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = masked(nb, e, g, qd) ? 0.0f : exp2f(s[nb][e] * scale2 - lse2[e / 2]);
-        s[nb][e] = p * (dp[nb][e] - delta_i[e / 2]);  // dS
-      }
-    uint32_t dsa[4][4];
-    to_a_fragments<T>(dsa, s);
-    warp_accumulate<HS, T>(dq, dsa, ks);  // dQ += dS K
   }
   if (idle) return;
   write_rows<HS>(dqkv + hd.qkv, 3 * c, dq, first, t, scale, scale);
 }
 
 // dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
-// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH). dqkv of type G.
-// Dynamic shared memory: k, v, q, dout tiles, then the query tile's lse and D.
+// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH). dqkv of type G,
+// dout and qkv of type T. Dynamic shared memory: k and v tiles, two stages of q and dout tiles,
+// then two stages of the query tile's lse and D.
 template <int HS, class T, class G>
 __global__ void __launch_bounds__(32 * kBackwardWarps)
-    dkv_tc_kernel(G* dqkv, const float* dout, const float* qkv, const float* lse,
-                  const float* delta, int64_t t, int64_t c, int64_t nh, float scale) {
+    dkv_tc_kernel(G* dqkv, const T* dout, const T* qkv, const float* lse, const float* delta,
+                  int64_t t, int64_t c, int64_t nh, float scale) {
   constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
+  constexpr int kTile = kCols * kLd<HS>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + kRows * kLd<HS>;
-  T* qs = vs + kRows * kLd<HS>;
-  T* dos = qs + kCols * kLd<HS>;
-  float* lse2_t = reinterpret_cast<float*>(dos + kCols * kLd<HS>);  // log2 units
-  float* delta_t = lse2_t + kCols;
+  T* qdos = vs + kRows * kLd<HS>;  // stage s: q tile at qdos + 2 s kTile, its dout tile after it
+  float* stats = reinterpret_cast<float*>(qdos + 4 * kTile);  // stage s: lse2, D at + 2 s kCols
   const HeadTc hd = head_tc(t, c, nh, HS);
-  const float* q = qkv + hd.qkv;
+  const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   const int64_t j0 = blockIdx.x * int64_t{kRows}, first = j0 + 16 * w;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
-  load_rows<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kRows, t);
-  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};  // dk / scale, dv
-  for (int64_t i0 = j0; i0 < t; i0 += kCols) {
-    __syncthreads();
-    load_rows<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kCols, t);
-    if (threadIdx.x < kCols) {
+  auto copy_q_dout = [&](int64_t i0, int stage) {
+    T* q_tile = qdos + 2 * stage * kTile;
+    copy_rows_async<kThreads, 2, HS, T>({{q_tile, q, 3 * c}, {q_tile + kTile, dout + hd.out, c}},
+                                        i0, kCols, t);
+    commit_copies();
+    if (threadIdx.x < kCols) {  // plain stores: seen after the __syncthreads that follows the wait
       const int64_t i = i0 + threadIdx.x;
-      lse2_t[threadIdx.x] = i < t ? lse[hd.stats + i] * kLog2e : 0.0f;
-      delta_t[threadIdx.x] = i < t ? delta[hd.stats + i] : 0.0f;
+      float* st = stats + 2 * stage * kCols;
+      st[threadIdx.x] = i < t ? lse[hd.stats + i] * kLog2e : 0.0f;
+      st[kCols + threadIdx.x] = i < t ? delta[hd.stats + i] : 0.0f;
+    }
+  };
+  copy_rows_async<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kRows, t);
+  copy_q_dout(j0, 0);
+  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};  // dk / scale, dv
+  int stage = 0;
+  for (int64_t i0 = j0; i0 < t; i0 += kCols, stage ^= 1) {
+    if (i0 + kCols < t) {
+      copy_q_dout(i0 + kCols, stage ^ 1);
+      wait_copies<1>();
+    } else {
+      wait_copies<0>();
     }
     __syncthreads();
-    if (idle || i0 + kCols <= first) continue;  // no key of the warp is seen by this tile
-    float s[8][4];
-    warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
+    const T* qs = qdos + 2 * stage * kTile;
+    const T* dos = qs + kTile;
+    const float* lse2_t = stats + 2 * stage * kCols;  // log2 units
+    const float* delta_t = lse2_t + kCols;
+    if (!idle && i0 + kCols > first) {  // some key of the warp is seen by this tile
+      float s[8][4];
+      warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
+      for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = 8 * nb + 2 * qd + e % 2;
-        const int64_t j = first + g + 8 * (e / 2), i = i0 + col;
-        s[nb][e] = i >= j && i < t ? exp2f(s[nb][e] * scale2 - lse2_t[col]) : 0.0f;  // Pᵀ
-      }
-    uint32_t pa[4][4];
-    to_a_fragments<T>(pa, s);
-    warp_accumulate<HS, T>(dv, pa, dos);  // dV += Pᵀ dO
-    float dp[8][4];
-    warp_scores<HS, T>(dp, vs + 16 * w * kLd<HS>, dos);  // dPᵀ = V dOᵀ
+        for (int e = 0; e < 4; ++e) {
+          const int col = 8 * nb + 2 * qd + e % 2;
+          const int64_t j = first + g + 8 * (e / 2), i = i0 + col;
+          s[nb][e] = i >= j && i < t ? exp2f(s[nb][e] * scale2 - lse2_t[col]) : 0.0f;  // Pᵀ
+        }
+      uint32_t pa[4][4];
+      to_a_fragments<T>(pa, s);
+      warp_accumulate<HS, T>(dv, pa, dos);  // dV += Pᵀ dO
+      float dp[8][4];
+      warp_scores<HS, T>(dp, vs + 16 * w * kLd<HS>, dos);  // dPᵀ = V dOᵀ
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
+      for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[nb][e] *= dp[nb][e] - delta_t[8 * nb + 2 * qd + e % 2];  // dSᵀ
-    to_a_fragments<T>(pa, s);
-    warp_accumulate<HS, T>(dk, pa, qs);  // dK += dSᵀ Q
+        for (int e = 0; e < 4; ++e)
+          s[nb][e] *= dp[nb][e] - delta_t[8 * nb + 2 * qd + e % 2];  // dSᵀ
+      to_a_fragments<T>(pa, s);
+      warp_accumulate<HS, T>(dk, pa, qs);  // dK += dSᵀ Q
+    }
+    __syncthreads();
   }
   if (idle) return;
   G* dst = dqkv + hd.qkv + c;
@@ -440,9 +492,7 @@ void allow_smem(Kernel kernel, size_t bytes, int hs) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-int check_head_tc(int64_t b, int64_t c, int64_t nh, DType compute) {
-  TS_CHECK(compute == DType::bf16 || compute == DType::f16,
-           "attention on the tensor cores takes bf16 or f16, not ", dtype_name(compute));
+int check_head_tc(int64_t b, int64_t c, int64_t nh) {
   const int64_t hs = c / nh;
   TS_CHECK(hs == 16 || hs == 32 || hs == 64 || hs == 128,
            "16-bit attention takes head sizes 16, 32, 64 and 128, got ", hs,
@@ -452,8 +502,8 @@ int check_head_tc(int64_t b, int64_t c, int64_t nh, DType compute) {
   return static_cast<int>(hs);
 }
 
-// The tiles' 16-byte loads need 16-byte aligned rows (tensors from the allocator are).
-void check_aligned(const float* p, const char* what) {
+// The tiles' 16-byte copies need 16-byte aligned rows (tensors from the allocator are).
+void check_aligned(const void* p, const char* what) {
   TS_CHECK(cuda_detail::aligned16(p), "16-bit attention reads ", what,
            " 16 bytes at a time: its data must start on a 16-byte boundary (an offset view? pass "
            "a contiguous copy)");
@@ -480,11 +530,11 @@ void with_head_size(int hs, F&& f) {
 }
 
 template <class T, class O>
-void forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c, int64_t nh,
+void forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c, int64_t nh,
                 int hs, CudaStream stream) {
   with_head_size(hs, [&]<int HS>() {
     constexpr int kRows = 16 * kForwardWarps;
-    const size_t smem = (kRows + 2 * kCols) * kLd<HS> * sizeof(T);
+    const size_t smem = (kRows + 4 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(forward_tc_kernel<HS, T, O>, smem, hs);
     forward_tc_kernel<HS, T, O><<<grid_tc(b, t, nh, kRows), 32 * kForwardWarps, smem, stream>>>(
         out, lse, qkv, t, c, nh, 1.0f / sqrtf(static_cast<float>(hs)));
@@ -493,17 +543,17 @@ void forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int6
 }
 
 template <class T, class G>
-void backward_tc(G* dqkv, const float* delta, const float* dout, const float* qkv, const float* lse,
+void backward_tc(G* dqkv, const float* delta, const T* dout, const T* qkv, const float* lse,
                  int64_t b, int64_t t, int64_t c, int64_t nh, int hs, CudaStream stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   with_head_size(hs, [&]<int HS>() {
     constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
-    const size_t tiles = (2 * kRows + 2 * kCols) * kLd<HS> * sizeof(T);
+    const size_t tiles = (2 * kRows + 4 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
     dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, tiles, stream>>>(
         dqkv, dout, qkv, lse, delta, t, c, nh, scale);
     TS_CUDA_CHECK_LAUNCH();
-    const size_t dkv_smem = tiles + 2 * kCols * sizeof(float);
+    const size_t dkv_smem = tiles + 4 * kCols * sizeof(float);
     allow_smem(dkv_tc_kernel<HS, T, G>, dkv_smem, hs);
     dkv_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, dkv_smem, stream>>>(
         dqkv, dout, qkv, lse, delta, t, c, nh, scale);
@@ -511,61 +561,39 @@ void backward_tc(G* dqkv, const float* delta, const float* dout, const float* qk
   });
 }
 
-// f<T>(p) with T the products' CUDA type and p the output pointer: an fp32 output takes either
-// 16-bit type, a 16-bit output is of the products' own type (attention.cpp checks it).
-template <class O, class F>
-void with_compute(DType compute, O* p, F&& f) {
-  auto* q = cuda_detail::cuda_ptr(p);
-  if constexpr (std::is_same_v<O, float>) {
-    if (compute == DType::bf16)
-      f.template operator()<__nv_bfloat16>(q);
-    else
-      f.template operator()<__half>(q);
-  } else {
-    f.template operator()<std::remove_pointer_t<decltype(q)>>(q);
-  }
-}
-
 }  // namespace
 
-template <class O>
-void attention_forward_tc(O* out, float* lse, const float* qkv, int64_t b, int64_t t, int64_t c,
-                          int64_t nh, DType compute, CudaStream stream) {
-  const int hs = check_head_tc(b, c, nh, compute);
+template <class O, class T>
+void attention_forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c,
+                          int64_t nh, CudaStream stream) {
+  const int hs = check_head_tc(b, c, nh);
   if (b * t == 0) return;
   check_aligned(qkv, "qkv");
-  with_compute(compute, out,
-               [&]<class T>(auto* o) { forward_tc<T>(o, lse, qkv, b, t, c, nh, hs, stream); });
+  forward_tc(cuda_detail::cuda_ptr(out), lse, cuda_detail::cuda_ptr(qkv), b, t, c, nh, hs, stream);
 }
 
-template <class O>
-void attention_backward_tc(O* dqkv, float* delta, const float* dout, const float* qkv, const O* out,
+template <class O, class T>
+void attention_backward_tc(O* dqkv, float* delta, const T* dout, const T* qkv, const O* out,
                            const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
-                           DType compute, CudaStream stream) {
-  const int hs = check_head_tc(b, c, nh, compute);
+                           CudaStream stream) {
+  const int hs = check_head_tc(b, c, nh);
   if (b * t == 0) return;
   check_aligned(qkv, "qkv");
   check_aligned(dout, "dout");
   attention_delta(delta, dout, out, b, t, c, nh, stream);
-  with_compute(compute, dqkv, [&]<class T>(auto* dx) {
-    backward_tc<T>(dx, delta, dout, qkv, lse, b, t, c, nh, hs, stream);
-  });
+  backward_tc(cuda_detail::cuda_ptr(dqkv), delta, cuda_detail::cuda_ptr(dout),
+              cuda_detail::cuda_ptr(qkv), lse, b, t, c, nh, hs, stream);
 }
 
-template void attention_forward_tc(float*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
-                                   DType, CudaStream);
-template void attention_forward_tc(bf16*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
-                                   DType, CudaStream);
-template void attention_forward_tc(f16*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
-                                   DType, CudaStream);
-template void attention_backward_tc(float*, float*, const float*, const float*, const float*,
-                                    const float*, int64_t, int64_t, int64_t, int64_t, DType,
-                                    CudaStream);
-template void attention_backward_tc(bf16*, float*, const float*, const float*, const bf16*,
-                                    const float*, int64_t, int64_t, int64_t, int64_t, DType,
-                                    CudaStream);
-template void attention_backward_tc(f16*, float*, const float*, const float*, const f16*,
-                                    const float*, int64_t, int64_t, int64_t, int64_t, DType,
-                                    CudaStream);
+#define TS_ATTENTION_TC(O, T)                                                                  \
+  template void attention_forward_tc(O*, float*, const T*, int64_t, int64_t, int64_t, int64_t, \
+                                     CudaStream);                                              \
+  template void attention_backward_tc(O*, float*, const T*, const T*, const O*, const float*,  \
+                                      int64_t, int64_t, int64_t, int64_t, CudaStream);
+TS_ATTENTION_TC(float, bf16)
+TS_ATTENTION_TC(bf16, bf16)
+TS_ATTENTION_TC(float, f16)
+TS_ATTENTION_TC(f16, f16)
+#undef TS_ATTENTION_TC
 
 }  // namespace tessera::cuda

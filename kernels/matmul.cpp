@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/convert.h"
+#include "kernels/gelu.h"
 #include "kernels/kernel_util.h"
 #include "kernels/residual.h"
 
@@ -61,33 +62,16 @@ void check_operand(const char* op, const char* name, const Tensor& t, const Tens
 
 }  // namespace
 
-void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
-                    DType compute, const Tensor& residual) {
-  const auto backend =
-      bias.defined()
-          ? backend_f32("matmul_forward", {{"out", out}, {"weight", weight}, {"bias", bias}})
-          : backend_f32("matmul_forward", {{"out", out}, {"weight", weight}});
-  check_gemm_compute(compute);
-  check_operand("matmul_forward", "inp", inp, out, compute);
-  const Dims d = check_dims("matmul_forward", inp, "inp", weight, 0);
-  TS_CHECK_EQ(out.numel(), d.n * d.oc, "matmul_forward: out ", shape_str(out.shape()));
-  if (bias.defined()) bias.expect("matmul_forward bias", {d.oc}, DType::f32);
-  const bool add = residual.defined();
-  if (add) {
-    backend_f32("matmul_forward", {{"out", out}, {"residual", residual}});
-    TS_CHECK_EQ(residual.numel(), out.numel(), "matmul_forward: residual ",
-                shape_str(residual.shape()));
-    TS_CHECK(residual.raw() != out.raw(), "matmul_forward: out must not alias the residual");
-  }
-  TS_RUN_ON_CUDA(backend, cuda::gemm(out.data<float>(), gemm_operand(inp, compute).raw(),
-                                     gemm_operand(weight, compute).raw(),
-                                     bias.defined() ? bias.data<float>() : nullptr, d.n, d.oc, d.ic,
-                                     false, false, add ? 1.0f : 0.0f, kOpStream,
-                                     {compute, DType::f32}, add ? residual.raw() : nullptr));
-  float* y = out.data<float>();
+namespace {
+
+// y (N, OC) in f32 = the product of inp and weight rounded to `compute`, plus the bias rounded to
+// `bias_type` (f32: as it is): the CPU's linear layer.
+void linear_cpu(float* y, const Tensor& inp, const Tensor& weight, const Tensor& bias,
+                const Dims& d, DType compute, DType bias_type) {
   float beta = 0.0f;
   if (bias.defined()) {
-    const float* b = bias.data<float>();
+    const Tensor b_operand = rounded_f32(bias, bias_type);
+    const float* b = b_operand.data<float>();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < d.n; ++i) std::memcpy(y + i * d.oc, b, d.oc * sizeof(float));
     beta = 1.0f;
@@ -95,11 +79,88 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.n, d.oc, d.ic, 1.0f,
               rounded_f32(inp, compute).data<float>(), d.ic,
               rounded_f32(weight, compute).data<float>(), d.oc, beta, y, d.oc);
+}
+
+// The checks shared by the forward functions: where they run, and N, IC, OC.
+struct ForwardCheck {
+  kernels_detail::Backend backend;
+  Dims d;
+};
+ForwardCheck check_forward(const char* op, const Tensor& out, const Tensor& inp,
+                           const Tensor& weight, const Tensor& bias, DType compute) {
+  const auto backend = bias.defined() ? backend_f32(op, {{"weight", weight}, {"bias", bias}})
+                                      : backend_f32(op, {{"weight", weight}});
+  check_gemm_compute(compute);
+  check_operand(op, "inp", inp, weight, compute);
+  check_operand(op, "out", out, weight, compute);
+  const Dims d = check_dims(op, inp, "inp", weight, 0);
+  TS_CHECK_EQ(out.numel(), d.n * d.oc, op, ": out ", shape_str(out.shape()));
+  if (bias.defined()) bias.expect("matmul bias", {d.oc}, DType::f32);
+  return {backend, d};
+}
+
+// The bias as a cuBLASLt epilogue takes it: of the output's type.
+Tensor bias_operand(const Tensor& bias, DType out) {
+  return bias.defined() ? gemm_operand(bias, out) : Tensor();
+}
+
+}  // namespace
+
+void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias,
+                    DType compute, const Tensor& residual) {
+  const auto [backend, d] = check_forward("matmul_forward", out, inp, weight, bias, compute);
+  const bool add = residual.defined();
+  if (add) {
+    backend_f32("matmul_forward", {{"out", out}, {"residual", residual}});
+    TS_CHECK_EQ(residual.numel(), out.numel(), "matmul_forward: residual ",
+                shape_str(residual.shape()));
+    TS_CHECK(residual.raw() != out.raw(), "matmul_forward: out must not alias the residual");
+  }
+  const DType ot = out.dtype();
+  TS_RUN_ON_CUDA(backend, {
+    const Tensor b = bias_operand(bias, ot);
+    cuda::gemm(out.raw(), gemm_operand(inp, compute).raw(), gemm_operand(weight, compute).raw(),
+               b.defined() ? b.raw() : nullptr, d.n, d.oc, d.ic, false, false, add ? 1.0f : 0.0f,
+               kOpStream, {compute, ot}, add ? residual.raw() : nullptr);
+  });
+  Tensor y = ot == DType::f32 ? out : Tensor::empty(out.shape(), DType::f32);
+  linear_cpu(y.data<float>(), inp, weight, bias, d, compute, ot);
   if (add) residual_forward(out, residual, out);
+  if (ot != DType::f32) convert(out, y);
+}
+
+void matmul_gelu_forward(Tensor& out, Tensor& pre, const Tensor& inp, const Tensor& weight,
+                         const Tensor& bias, DType compute) {
+  const auto [backend, d] = check_forward("matmul_gelu_forward", out, inp, weight, bias, compute);
+  check_operand("matmul_gelu_forward", "pre", pre, weight, compute);
+  TS_CHECK(pre.dtype() == out.dtype() && pre.numel() == out.numel(), "matmul_gelu_forward: pre ",
+           dtype_name(pre.dtype()), shape_str(pre.shape()), " must be of out's type and size, ",
+           dtype_name(out.dtype()), shape_str(out.shape()));
+  const DType ot = out.dtype();
+#ifdef TESSERA_WITH_CUDA
+  if (backend == kernels_detail::Backend::cuda) {
+    if (d.oc % 8 != 0) {  // cuBLASLt's GELU epilogue wants the aux rows a multiple of 8 long
+      matmul_forward(pre, inp, weight, bias, compute);
+      gelu_forward(out, pre);
+      return;
+    }
+    const Tensor b = bias_operand(bias, ot);
+    cuda::gemm(out.raw(), gemm_operand(inp, compute).raw(), gemm_operand(weight, compute).raw(),
+               b.defined() ? b.raw() : nullptr, d.n, d.oc, d.ic, false, false, 0.0f, kOpStream,
+               {compute, ot}, nullptr, cuda::GemmGelu::forward, pre.raw());
+    return;
+  }
+#endif
+  (void)backend;
+  Tensor y = ot == DType::f32 ? pre : Tensor::empty(pre.shape(), DType::f32);
+  linear_cpu(y.data<float>(), inp, weight, bias, d, compute, ot);
+  gelu_forward(out, y);
+  if (ot != DType::f32) convert(pre, y);
 }
 
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
-                     const Tensor& inp, const Tensor& weight, DType compute) {
+                     const Tensor& inp, const Tensor& weight, DType compute,
+                     const Tensor& gelu_pre) {
   const auto backend = backend_f32("matmul_backward", {{"dweight", dweight}, {"weight", weight}});
   check_gemm_compute(compute);
   check_operand("matmul_backward", "inp", inp, weight, compute);
@@ -108,8 +169,14 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   TS_CHECK_EQ(inp.numel(), d.n * d.ic, "matmul_backward: inp ", shape_str(inp.shape()));
   dweight.expect("matmul_backward dweight", weight.shape(), DType::f32);
   if (dinp.defined()) {
-    backend_f32("matmul_backward", {{"weight", weight}, {"dinp", dinp}});
+    check_operand("matmul_backward", "dinp", dinp, weight, compute);
     TS_CHECK_EQ(dinp.numel(), d.n * d.ic, "matmul_backward: dinp ", shape_str(dinp.shape()));
+  }
+  if (gelu_pre.defined()) {
+    TS_CHECK(dinp.defined(), "matmul_backward: gelu_pre given without dinp");
+    check_operand("matmul_backward", "gelu_pre", gelu_pre, weight, compute);
+    TS_CHECK_EQ(gelu_pre.numel(), dinp.numel(), "matmul_backward: gelu_pre ",
+                shape_str(gelu_pre.shape()));
   }
   if (dbias.defined()) {
     backend_f32("matmul_backward", {{"weight", weight}, {"dbias", dbias}});
@@ -119,9 +186,22 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   if (backend == kernels_detail::Backend::cuda) {
     const Tensor dy = gemm_operand(dout, compute);
     const cuda::GemmTypes types{compute, DType::f32};
-    if (dinp.defined())  // dinp (N, IC) = dout (N, OC) · weight (IC, OC)ᵀ
-      cuda::gemm(dinp.data<float>(), dy.raw(), gemm_operand(weight, compute).raw(), nullptr, d.n,
-                 d.ic, d.oc, false, true, 0.0f, kOpStream, types);
+    if (dinp.defined()) {  // dinp (N, IC) = dout (N, OC) · weight (IC, OC)ᵀ [∘ gelu'(gelu_pre)]
+      const Tensor w = gemm_operand(weight, compute);
+      const cuda::GemmTypes dinp_types{compute, dinp.dtype()};
+      if (!gelu_pre.defined()) {
+        cuda::gemm(dinp.raw(), dy.raw(), w.raw(), nullptr, d.n, d.ic, d.oc, false, true, 0.0f,
+                   kOpStream, dinp_types);
+      } else if (d.ic % 8 == 0 && gelu_pre.dtype() == dinp.dtype()) {
+        cuda::gemm(dinp.raw(), dy.raw(), w.raw(), nullptr, d.n, d.ic, d.oc, false, true, 0.0f,
+                   kOpStream, dinp_types, nullptr, cuda::GemmGelu::backward, gelu_pre.raw());
+      } else {  // a size or type the epilogue does not take: the product, then GELU's gradient
+        Tensor product = Tensor::empty(dinp.shape(), DType::f32, dinp.device());
+        cuda::gemm(product.raw(), dy.raw(), w.raw(), nullptr, d.n, d.ic, d.oc, false, true, 0.0f,
+                   kOpStream, types);
+        gelu_backward(dinp, product, gelu_pre);
+      }
+    }
     // dweight (IC, OC) += inp (N, IC)ᵀ · dout (N, OC)
     cuda::gemm(dweight.data<float>(), gemm_operand(inp, compute).raw(), dy.raw(), nullptr, d.ic,
                d.oc, d.n, true, false, 1.0f, kOpStream, types);
@@ -139,8 +219,13 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   const Tensor dy_operand = rounded_f32(dout, compute);
   const float* dy = dy_operand.data<float>();
   if (dinp.defined()) {
+    Tensor dx = dinp.dtype() == DType::f32 ? dinp : Tensor::empty(dinp.shape(), DType::f32);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.n, d.ic, d.oc, 1.0f, dy, d.oc,
-                rounded_f32(weight, compute).data<float>(), d.oc, 0.0f, dinp.data<float>(), d.ic);
+                rounded_f32(weight, compute).data<float>(), d.oc, 0.0f, dx.data<float>(), d.ic);
+    if (gelu_pre.defined())
+      gelu_backward(dinp, dx, gelu_pre);  // in place when dinp is f32
+    else if (dinp.dtype() != DType::f32)
+      convert(dinp, dx);
   }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.ic, d.oc, d.n, 1.0f,
               rounded_f32(inp, compute).data<float>(), d.ic, dy, d.oc, 1.0f, dweight.data<float>(),

@@ -47,8 +47,8 @@ struct Plan {
 };
 
 // What a plan depends on: m, n, k, the transposes, the two element types, whether there is a
-// bias, and the three alignments the heuristic was told.
-using PlanKey = std::array<int64_t, 11>;
+// bias, the four alignments the heuristic was told (b, a, c, aux) and the GELU epilogue.
+using PlanKey = std::array<int64_t, 13>;
 
 // A cuBLASLt handle, its workspace and the plans made so far for one device, made on first use
 // and kept for the process's lifetime (like PyTorch's handle pool): resources and a cache of
@@ -121,8 +121,21 @@ cudaDataType_t cuda_type(DType t) {
 }
 
 // The plan for this kind of call: descriptors and the heuristic's algorithm, made once.
+// The epilogue for a bias and a GELU mode.
+cublasLtEpilogue_t epilogue_for(bool with_bias, GemmGelu gelu) {
+  switch (gelu) {
+    case GemmGelu::forward:
+      return with_bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    case GemmGelu::backward:
+      return CUBLASLT_EPILOGUE_DGELU;
+    default:
+      return with_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  }
+}
+
 std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, int64_t n, int64_t k,
-                                bool trans_a, bool trans_b, GemmTypes types, bool with_bias) {
+                                bool trans_a, bool trans_b, GemmTypes types, bool with_bias,
+                                GemmGelu gelu, void* aux) {
   const cudaDataType_t ab = cuda_type(types.ab), ct = cuda_type(types.c);
   auto d = std::make_unique<Plan>();
   TS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -133,10 +146,16 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
                                                  sizeof(op_first)));
   TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                                  sizeof(op_second)));
-  if (with_bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                   sizeof(epilogue)));
+  const cublasLtEpilogue_t epilogue = epilogue_for(with_bias, gelu);
+  TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                 sizeof(epilogue)));
+  if (gelu != GemmGelu::none) {  // aux (m, n) row-major: column-major n × m, leading dimension n
+    const int64_t ld = n;
+    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
+                                                   sizeof(ld)));
+    // The heuristic reads the pointer's alignment (the key's): set before it runs.
+    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                   &aux, sizeof(aux)));
   }
   // Stored shapes (column-major rows × cols, leading dimension = rows).
   if (trans_b) {
@@ -168,7 +187,10 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
                                                  1, &heuristic, &found));
   TS_CHECK(found > 0, "cuBLASLt has no algorithm for a (", m, " x ", k, ") by (", k, " x ", n,
            ") product of ", dtype_name(types.ab), " into ", dtype_name(types.c),
-           with_bias ? " with a bias" : "");
+           with_bias ? " with a bias" : "",
+           gelu == GemmGelu::none ? ""
+                                  : " with a GELU epilogue (leading dimension n must be a "
+                                    "multiple of 8)");
   d->algo = heuristic.algo;
   return d;
 }
@@ -177,9 +199,12 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
 
 void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
           bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types,
-          const void* c_in) {
+          const void* c_in, GemmGelu gelu, void* aux) {
   if (m == 0 || n == 0) return;
   if (!c_in) c_in = c;
+  TS_CHECK((gelu == GemmGelu::none) == (aux == nullptr),
+           "gemm: a GELU epilogue takes an aux matrix, and only it");
+  TS_CHECK(gelu != GemmGelu::backward || bias == nullptr, "gemm: the GELU gradient takes no bias");
   LtContext& ctx = context();
   const PlanKey key{m,
                     n,
@@ -191,13 +216,19 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
                     bias != nullptr,
                     alignment(b),
                     alignment(a),
-                    std::min(alignment(c), alignment(c_in))};
+                    std::min(alignment(c), alignment(c_in)),
+                    aux ? alignment(aux) : 0,
+                    static_cast<int64_t>(gelu)};
   std::lock_guard<std::mutex> lock(ctx.mu);
   std::unique_ptr<Plan>& plan = ctx.plans[key];
-  if (!plan) plan = make_plan(ctx, key, m, n, k, trans_a, trans_b, types, bias != nullptr);
-  if (bias)  // the one thing that changes between calls of a plan
+  if (!plan)
+    plan = make_plan(ctx, key, m, n, k, trans_a, trans_b, types, bias != nullptr, gelu, aux);
+  if (bias)  // the pointers change between calls of a plan
     TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                    &bias, sizeof(bias)));
+  if (aux)
+    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   const float alpha = 1.0f;
   TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c_in,
                                  plan->c, c, plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes,

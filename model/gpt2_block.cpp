@@ -1,7 +1,6 @@
 #include "model/gpt2_block.h"
 
 #include "kernels/attention.h"
-#include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 #include "kernels/residual.h"
@@ -51,9 +50,9 @@ BlockActivations BlockActivations::allocate(int64_t b, int64_t t, int64_t c, int
   const Shape stream = par.sequence_split() ? Shape{rows, c} : Shape{b, t, c};
   TS_CHECK(gemm_input == DType::f32 || !par.sequence_split(),
            "16-bit GEMM inputs are not built with sequence parallelism (its all-gathers are f32)");
-  return {in({b, t, c}),  f32({rows}),      f32({rows}),         f32({b, t, 3 * cl}),
-          in({b, t, cl}), f32({b, nhl, t}), f32(stream),         in({b, t, c}),
-          f32({rows}),    f32({rows}),      f32({b, t, 4 * cl}), in({b, t, 4 * cl})};
+  return {in({b, t, c}),  f32({rows}),      f32({rows}),        in({b, t, 3 * cl}),
+          in({b, t, cl}), f32({b, nhl, t}), f32(stream),        in({b, t, c}),
+          f32({rows}),    f32({rows}),      in({b, t, 4 * cl}), in({b, t, 4 * cl})};
 }
 
 BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device device,
@@ -64,9 +63,8 @@ BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device devi
   const int64_t cl = c / n;
   TS_CHECK(gemm_input == DType::f32 || !par.sequence_split(),
            "16-bit GEMM inputs are not built with sequence parallelism (its all-gathers are f32)");
-  BlockScratch s{f32({b, t, c}),      f32({b, t, c}), f32({b, t, c}), in({b, t, 3 * cl}),
-                 f32({b, t, 4 * cl}), Tensor(),       Tensor()};
-  s.dfc = gemm_input == DType::f32 ? s.dgelu : in({b, t, 4 * cl});
+  BlockScratch s{f32({b, t, c}),     f32({b, t, c}),     f32({b, t, c}),
+                 in({b, t, 3 * cl}), in({b, t, 4 * cl}), Tensor()};
   if (par.sequence_split()) {
     s.dres1 = f32({b * t / n, c});
     s.rows = f32({b * t / n, c});
@@ -95,8 +93,7 @@ void block_forward_sp(Tensor& y, BlockActivations& a, BlockScratch& s, const Ten
   bias_add(s.rows, w.proj_b);
   residual_layernorm_forward(a.res1, s.rows, a.ln2_mean, a.ln2_rstd, x, s.rows, w.ln2_w, w.ln2_b);
   parallel::sp_all_gather(tp, a.ln2, s.rows);  // f
-  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);
-  gelu_forward(a.fc_gelu, a.fc);
+  matmul_gelu_forward(a.fc_gelu, a.fc, a.ln2, w.fc_w, w.fc_b, gemm);
   matmul_forward(s.btc, a.fc_gelu, w.fcproj_w, Tensor(), gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.btc);  // g
   bias_add(s.rows, w.fcproj_b);
@@ -108,15 +105,14 @@ void block_backward_sp(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tenso
                        int64_t num_heads, parallel::Communicator& tp, DType gemm) {
   // MLP branch: g's backward gathers dy's rows, so the biases' gradients come from all rows.
   parallel::sp_all_gather(tp, s.btc, dy);
-  matmul_backward(s.dgelu, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w, gemm);
-  gelu_backward(s.dfc, s.dgelu, a.fc);
+  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, s.btc, a.fc_gelu, w.fcproj_w, gemm, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   parallel::sp_reduce_scatter(tp, s.rows, s.dln);  // f's backward
   layernorm_backward(s.dres1, g.ln2_w, g.ln2_b, s.rows, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd,
                      dy);
   // Attention branch.
   parallel::sp_all_gather(tp, s.btc, s.dres1);
-  Tensor datt = s.dln.carve(0, a.att.shape());
+  Tensor datt = s.dfc.carve(0, a.att.shape());
   matmul_backward(datt, g.proj_w, g.proj_b, s.btc, a.att, w.proj_w, gemm);
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
@@ -139,8 +135,7 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
   matmul_forward(s.btc, a.att, w.proj_w, bias_of_rank(w.proj_b, tp), gemm);  // row-parallel
   if (tp) parallel::tp_all_reduce(*tp, s.btc);                               // g
   residual_layernorm_forward(a.res1, a.ln2, a.ln2_mean, a.ln2_rstd, x, s.btc, w.ln2_w, w.ln2_b);
-  matmul_forward(a.fc, a.ln2, w.fc_w, w.fc_b, gemm);  // column-parallel (f: identity)
-  gelu_forward(a.fc_gelu, a.fc);
+  matmul_gelu_forward(a.fc_gelu, a.fc, a.ln2, w.fc_w, w.fc_b, gemm);  // column-parallel (f: id.)
   if (!tp) {  // y = res1 + c_proj(...) in the GEMM
     matmul_forward(y, a.fc_gelu, w.fcproj_w, w.fcproj_b, gemm, a.res1);
     return;
@@ -160,14 +155,13 @@ void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& 
   parallel::Communicator* tp = par.tp;
   // MLP branch: y = res1 + fcproj(gelu(fc(ln2(res1)))); ∂L/∂(branch output) is dy itself (g's
   // backward is the identity, and the replicated bias gets the full gradient on every rank).
-  matmul_backward(s.dgelu, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w, gemm);
-  gelu_backward(s.dfc, s.dgelu, a.fc);
+  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w, gemm, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f: this rank's columns' share of dln2
   layernorm_backward(s.dres1, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd,
                      dy);  // + the residual's gradient
-  // Attention branch: res1 = x + proj(attn(c_attn(ln1(x)))). datt (B, T, C/tp) borrows dln.
-  Tensor datt = s.dln.carve(0, a.att.shape());
+  // Attention branch: res1 = x + proj(attn(c_attn(ln1(x)))). datt (B, T, C/tp) borrows dfc.
+  Tensor datt = s.dfc.carve(0, a.att.shape());
   matmul_backward(datt, g.proj_w, g.proj_b, s.dres1, a.att, w.proj_w, gemm);
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);

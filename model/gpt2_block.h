@@ -53,9 +53,10 @@ struct BlockActivations {
   Tensor ln2, ln2_mean, ln2_rstd;  // (B, T, C), (B·T), (B·T)
   Tensor fc, fc_gelu;              // (B, T, 4C/tp)
 
-  // ln1, att, ln2 and fc_gelu are read by GEMMs only: they take `gemm_input`, f32 or the GEMMs'
-  // 16-bit type (written rounded once instead of rounded by every GEMM that reads them; half the
-  // memory). The rest is f32. Sequence parallelism keeps f32 (throws Error otherwise).
+  // ln1, qkv, att, ln2, fc and fc_gelu are read only by ops that round them to the products'
+  // type (GEMMs, attention, GELU's gradient): they take `gemm_input`, f32 or the GEMMs' 16-bit
+  // type (written rounded once instead of rounded by every reader; half the memory). The rest is
+  // f32. Sequence parallelism keeps f32 (throws Error otherwise).
   static BlockActivations allocate(int64_t b, int64_t t, int64_t c, int64_t nh, Device device,
                                    const BlockParallel& par = {}, DType gemm_input = DType::f32);
 };
@@ -66,12 +67,12 @@ struct BlockScratch {
   Tensor dres1;  // (B, T, C), or this rank's rows with sequence parallelism
   Tensor dln;    // (B, T, C)
   Tensor dqkv;   // (B, T, 3C/tp)
-  Tensor dgelu;  // (B, T, 4C/tp) ∂L/∂fc_gelu
-  Tensor dfc;    // (B, T, 4C/tp) ∂L/∂fc: dgelu itself in f32 (GELU's backward in place)
-  Tensor rows;   // (B·T/tp, C): this rank's rows (sequence parallelism only)
+  Tensor dfc;   // (B, T, 4C/tp) ∂L/∂fc (from mlp.c_proj's backward with GELU's gradient in it);
+                // its first B·T·C/tp elements also hold ∂L/∂att, before dfc is written
+  Tensor rows;  // (B·T/tp, C): this rank's rows (sequence parallelism only)
 
-  // dqkv and dfc are read by GEMMs (and their bias sums) only: they take `gemm_input` like
-  // BlockActivations' GEMM inputs; the rest is f32.
+  // dqkv and dfc are read by GEMMs (and their bias sums, and attention's backward) only: they take
+  // `gemm_input` like BlockActivations' GEMM inputs; the rest is f32.
   static BlockScratch allocate(int64_t b, int64_t t, int64_t c, Device device,
                                const BlockParallel& par = {}, DType gemm_input = DType::f32);
 };

@@ -116,13 +116,12 @@ TEST(Gpt2, SixteenBitComputeOnTheCpu) {
     model.init_weights(seed % 1000);
     model.set_gemm_dtype(gemm);
     Gpt2Activations acts = model.make_activations(2, 12, recompute);
-    for (const Tensor* t :
-         {&acts.block[0].ln1, &acts.block[0].att, &acts.block[0].ln2, &acts.block[0].fc_gelu})
+    const BlockActivations& a = acts.block[0];
+    for (const Tensor* t : {&a.ln1, &a.qkv, &a.att, &a.ln2, &a.fc, &a.fc_gelu})
       EXPECT_EQ(t->dtype(), gemm);
-    EXPECT_EQ(acts.block[0].qkv.dtype(), DType::f32);
+    EXPECT_EQ(a.res1.dtype(), DType::f32);
     EXPECT_EQ(acts.scratch.dqkv.dtype(), gemm);
     EXPECT_EQ(acts.scratch.dfc.dtype(), gemm);
-    EXPECT_EQ(acts.scratch.dgelu.dtype(), DType::f32);
     model.forward(acts, x);
     const double loss = model.backward(acts, y, 1.0f / 24);
     grads = flat(model.params().gather_flat(true));
