@@ -110,9 +110,6 @@ run_tests() {
     note "$name: $result  $counts"
     grep -E -A3 '^\[  FAILED  \]|Failure$|error' "$logs/$name.log" | head -40 || true
   done
-  # What the op tests measured along the way (cuBLASLt's GELU form, for the epilogue question).
-  facts=$(grep -h 'cuBLASLt GELU epilogue' "$logs/test_cuda_ops.log" 2>/dev/null || true)
-  [ -z "$facts" ] || note "$facts"
   if limited 120 python3 bench/hf_export_check.py --checkpoint .gpu/hf/checkpoint \
       --logits .gpu/hf/logits.safetensors > "$logs/hf_export.log" 2>&1; then
     note "hf_export_check: passed  $(tail -1 "$logs/hf_export.log")"

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "kernels/convert.h"
+#include "kernels/gelu.h"
 #include "kernels/residual.h"
 #include "tests/support/numeric.h"
 
@@ -190,6 +191,70 @@ TEST(Matmul, ResidualIsBitForBitTheSeparateAdd) {
   alias.copy_from(res);
   EXPECT_THROW(matmul_forward(alias, inp, weight, bias, DType::f32, alias), Error);
   EXPECT_THROW(matmul_forward(fused, inp, weight, bias, DType::f32, randn({3, k.oc}, rng)), Error);
+}
+
+// The GELU fusions are, on the CPU, bit for bit the separate ops: in f32 matmul_forward then
+// gelu_forward, and matmul_backward then gelu_backward; with 16-bit outputs the same computed in
+// f32 from a bias rounded to the output type, then rounded once (pre, out and dinp).
+TEST(Matmul, GeluFusionIsBitForBitTheSeparateOps) {
+  const Case k{2, 9, 24, 40};
+  std::mt19937_64 rng(testing::test_seed());
+  const Tensor x = randn({k.b, k.t, k.ic}, rng), w = randn({k.ic, k.oc}, rng),
+               bias = randn({k.oc}, rng), w2 = randn({k.oc, k.ic}, rng),
+               dy = randn({k.b, k.t, k.ic}, rng);
+  auto bytes = [](const Tensor& t) {
+    const auto* p = static_cast<const unsigned char*>(t.raw());
+    return std::vector<unsigned char>(p, p + t.nbytes());
+  };
+  for (const DType type : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(type));
+    // What the fused ops must give: pre in f32 (from the bias as the output type rounds it).
+    Tensor b_rounded = Tensor::empty(bias.shape(), DType::f32);
+    b_rounded.copy_from(rounded_f32(bias, type));
+    Tensor pre32 = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+    matmul_forward(pre32, x, w, b_rounded, type);
+    Tensor want_pre = Tensor::empty(pre32.shape(), type),
+           want_out = Tensor::empty(pre32.shape(), type);
+    if (type == DType::f32)
+      want_pre.copy_from(pre32);
+    else
+      convert(want_pre, pre32);
+    gelu_forward(want_out, pre32);
+    Tensor pre = Tensor::empty(pre32.shape(), type), out = Tensor::empty(pre32.shape(), type);
+    matmul_gelu_forward(out, pre, x, w, bias, type);
+    EXPECT_EQ(bytes(pre), bytes(want_pre));
+    EXPECT_EQ(bytes(out), bytes(want_out));
+    // matmul_forward with a 16-bit out: the same pre, rounded.
+    Tensor plain = Tensor::empty(pre32.shape(), type);
+    matmul_forward(plain, x, w, bias, type);
+    EXPECT_EQ(bytes(plain), bytes(want_pre));
+
+    // Backward through the next layer (out -> w2) and the GELU.
+    Tensor product = Tensor::empty(pre32.shape(), DType::f32),
+           want_dpre = Tensor::empty(pre32.shape(), type);
+    Tensor dw_a = Tensor::zeros(w2.shape(), DType::f32),
+           dw_b = Tensor::zeros(w2.shape(), DType::f32);
+    Tensor none;
+    matmul_backward(product, dw_a, none, dy, out, w2, type);
+    gelu_backward(want_dpre, product, pre);
+    Tensor dpre = Tensor::empty(pre32.shape(), type);
+    matmul_backward(dpre, dw_b, none, dy, out, w2, type, pre);
+    EXPECT_EQ(bytes(dpre), bytes(want_dpre));
+    EXPECT_EQ(bytes(dw_b), bytes(dw_a));
+    if (type != DType::f32) {  // a 16-bit dinp without GELU: the f32 product rounded once
+      Tensor dout16 = Tensor::empty(pre32.shape(), type),
+             want16 = Tensor::empty(pre32.shape(), type);
+      matmul_backward(dout16, dw_b, none, dy, out, w2, type);
+      convert(want16, product);
+      EXPECT_EQ(bytes(dout16), bytes(want16));
+    }
+  }
+  Tensor pre_f32 = Tensor::empty({k.b, k.t, k.oc}, DType::f32),
+         out_bf16 = Tensor::empty({k.b, k.t, k.oc}, DType::bf16);
+  EXPECT_THROW(matmul_gelu_forward(out_bf16, pre_f32, x, w, bias, DType::bf16), Error);
+  Tensor f32_out = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
+  EXPECT_THROW(matmul_forward(out_bf16, x, w, bias, DType::f16), Error);  // not the compute type
+  EXPECT_THROW(matmul_forward(out_bf16, x, w, bias, DType::bf16, f32_out), Error);  // residual
 }
 
 // Bit-identical results for 1, 2 and 3 threads (dbias is a chunked reduction over 301 rows).
