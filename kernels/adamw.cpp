@@ -90,10 +90,14 @@ double grad_norm_squared(const std::vector<Tensor>& grads) {
     const int64_t per = cuda::kNormPartials;
     Tensor partials = Tensor::empty({static_cast<int64_t>(grads.size()) * per * 8}, DType::u8,
                                     grads.front().device());
-    double* p = static_cast<double*>(partials.raw());
-    for (size_t i = 0; i < grads.size(); ++i)
-      cuda::grad_norm_partials(p + i * per, grads[i].data<float>(), grads[i].numel(),
-                               kernels_detail::kOpStream);
+    std::vector<const float*> pointers;
+    std::vector<int64_t> sizes;
+    for (const Tensor& g : grads) {
+      pointers.push_back(g.data<float>());
+      sizes.push_back(g.numel());
+    }
+    cuda::grad_norm_partials(static_cast<double*>(partials.raw()), pointers.data(), sizes.data(),
+                             static_cast<int64_t>(grads.size()), kernels_detail::kOpStream);
     const Tensor host = partials.to(Device::cpu());  // waits for the kernels
     const double* h = static_cast<const double*>(host.raw());
     double total = 0.0;

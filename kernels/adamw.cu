@@ -1,6 +1,7 @@
 // AdamW and the gradient norm on CUDA (kernels/adamw.h): one grid-stride pass each; AdamW over up
-// to kAdamWSetsPerLaunch tensors per launch, their pointers in the kernel's parameters; the norm's
-// per-block float64 partials are summed on the host in block order (deterministic).
+// to kAdamWSetsPerLaunch tensors per launch (the norm likewise), their pointers in the kernel's
+// parameters; the norm's per-block float64 partials are summed on the host in block order
+// (deterministic).
 #include "kernels/adamw.h"
 #include "kernels/cuda_util.cuh"
 
@@ -38,8 +39,17 @@ __global__ void adamw_kernel(const __grid_constant__ AdamWBatch batch, int count
   }
 }
 
-// partials[block] = Σ g² over the block's grid-stride share, in float64.
-__global__ void norm_partials_kernel(double* partials, const float* g, int64_t n) {
+// Up to kAdamWSetsPerLaunch gradients of a norm.
+struct NormBatch {
+  const float* grads[kAdamWSetsPerLaunch];
+  int64_t n[kAdamWSetsPerLaunch];
+};
+
+// partials[tensor blockIdx.y][block blockIdx.x] = Σ g² over the block's grid-stride share of that
+// tensor, in float64.
+__global__ void norm_partials_kernel(double* partials, const __grid_constant__ NormBatch batch) {
+  const float* g = batch.grads[blockIdx.y];
+  const int64_t n = batch.n[blockIdx.y];
   double acc = 0.0;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
@@ -51,7 +61,7 @@ __global__ void norm_partials_kernel(double* partials, const float* g, int64_t n
   if (threadIdx.x == 0) {
     double total = 0.0;
     for (int w = 0; w < kThreads / 32; ++w) total += warps[w];
-    partials[blockIdx.x] = total;
+    partials[int64_t{blockIdx.y} * gridDim.x + blockIdx.x] = total;
   }
 }
 
@@ -73,9 +83,19 @@ void adamw_update(const AdamWSet* sets, int64_t count, const AdamWStep& step, fl
   }
 }
 
-void grad_norm_partials(double* partials, const float* grads, int64_t n, CudaStream stream) {
-  norm_partials_kernel<<<kNormPartials, kThreads, 0, stream>>>(partials, grads, n);
-  TS_CUDA_CHECK_LAUNCH();
+void grad_norm_partials(double* partials, const float* const* grads, const int64_t* n,
+                        int64_t count, CudaStream stream) {
+  for (int64_t first = 0; first < count; first += kAdamWSetsPerLaunch) {
+    const int k = static_cast<int>(std::min<int64_t>(kAdamWSetsPerLaunch, count - first));
+    NormBatch batch{};
+    for (int s = 0; s < k; ++s) {
+      batch.grads[s] = grads[first + s];
+      batch.n[s] = n[first + s];
+    }
+    norm_partials_kernel<<<dim3(kNormPartials, k), kThreads, 0, stream>>>(
+        partials + first * kNormPartials, batch);
+    TS_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace tessera::cuda

@@ -55,10 +55,11 @@ constexpr int kAdamWSetsPerLaunch = 48;
 // bc2_sqrt = √(1 − β2ᵗ) come from the host in float64.
 void adamw_update(const AdamWSet* sets, int64_t count, const AdamWStep& step, float step_size,
                   float bc2_sqrt, CudaStream stream);
-// partials (kNormPartials) f64 = Σ g² over fixed shares of grads (n): their sum, in order, is the
-// squared norm.
+// partials (count, kNormPartials) f64: row i = Σ g² over fixed shares of grads[i] (n[i] elements);
+// a row's sum, in order, is that tensor's squared norm. kAdamWSetsPerLaunch tensors a launch.
 constexpr int kNormPartials = 256;
-void grad_norm_partials(double* partials, const float* grads, int64_t n, CudaStream stream);
+void grad_norm_partials(double* partials, const float* const* grads, const int64_t* n,
+                        int64_t count, CudaStream stream);
 }  // namespace cuda
 
 }  // namespace tessera

@@ -92,9 +92,10 @@ __device__ inline float warp_max(float v) {
 
 // Deterministic column sums over many rows, in two passes: a grid of (column blocks × kRowChunks)
 // computes each chunk's partial sums in row order, then add_partials adds the chunks in order.
-// Enough blocks to fill the GPU for any row count, no atomics. (kRowChunks is the launchers'
-// kColumnChunks: their callers size the partials scratch with it.)
-constexpr int kRowChunks = 64;
+// Enough blocks to fill the GPU for any row count, no atomics; 256 chunks keep enough loads in
+// flight for a few hundred columns (64 left a GPT-2 bias sum waiting on latency). (kRowChunks is
+// the launchers' kColumnChunks and kLayerNormChunks: callers size the partials scratch with it.)
+constexpr int kRowChunks = 256;
 
 // out (n) += Σ_{c < kRowChunks} partials (kRowChunks, n), in chunk order.
 static __global__ void add_partials_kernel(float* out, const float* partials, int64_t n) {

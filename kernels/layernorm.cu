@@ -1,6 +1,6 @@
 // LayerNorm on CUDA (kernels/layernorm.h): a warp per row for the statistics and the input
-// gradient; the parameter gradients as column sums in a fixed order (cuda_util.cuh: per row chunk,
-// then the chunks in order): deterministic.
+// gradient; the backward sums the parameter gradients in the same pass, per row chunk, then the
+// chunks in order (cuda_util.cuh): deterministic.
 #include "kernels/cuda_util.cuh"
 #include "kernels/layernorm.h"
 
@@ -42,52 +42,57 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
   }
 }
 
-// dinp = [dres +] r · (dxhat − mean(dxhat) − xhat · mean(dxhat · xhat)), dxhat = dout · weight.
-// dres may alias dinp (each element read by the lane that writes it, just before).
-__global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, const float* inp,
-                                                const float* weight, const float* mean,
-                                                const float* rstd, const float* dres, int64_t n,
-                                                int c) {
-  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= n) return;
-  const float* x = inp + row * c;
-  const float* dy = dout + row * c;
-  const float m = mean[row], r = rstd[row];
-  float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
+// The backward in one pass over chunk blockIdx.x of the rows (kRowChunks chunks). Each warp takes
+// rows w, w + warps, ... of the chunk: dinp = [dres +] r · (dxhat − mean(dxhat) − xhat ·
+// mean(dxhat · xhat)), dxhat = dout · weight, and adds dout · xhat and dout into its lanes' columns
+// of its own shared-memory rows; then the block adds its warps' rows in warp order into partials
+// (2, kRowChunks, C): Σ dout · xhat, then Σ dout. dres may alias dinp (each element read by the
+// lane that writes it, just before). Dynamic shared memory: (warps, 2, C) floats.
+__global__ void layernorm_backward_kernel(float* dinp, float* partials, const float* dout,
+                                          const float* inp, const float* weight, const float* mean,
+                                          const float* rstd, const float* dres, int64_t n, int c) {
+  extern __shared__ float sums[];
+  const int warps = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* dw_sum = sums + 2 * w * c;
+  float* db_sum = dw_sum + c;
+  for (int j = lane; j < c; j += 32) dw_sum[j] = db_sum[j] = 0.0f;
+  const int64_t first = blockIdx.x * n / cuda_detail::kRowChunks,
+                end = (blockIdx.x + 1) * n / cuda_detail::kRowChunks;
+  for (int64_t row = first + w; row < end; row += warps) {
+    const float* x = inp + row * c;
+    const float* dy = dout + row * c;
+    const float m = mean[row], r = rstd[row];
+    float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
 #pragma unroll 4  // several loads in flight per lane
-  for (int j = lane; j < c; j += 32) {
-    const float dxhat = dy[j] * weight[j];
-    sum_dxhat += dxhat;
-    sum_dxhat_xhat += dxhat * (x[j] - m) * r;
+    for (int j = lane; j < c; j += 32) {
+      const float dxhat = dy[j] * weight[j];
+      sum_dxhat += dxhat;
+      sum_dxhat_xhat += dxhat * (x[j] - m) * r;
+    }
+    const float mean_dxhat = warp_sum(sum_dxhat) / c;
+    const float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / c;
+    float* dx = dinp + row * c;
+    const float* dr = dres ? dres + row * c : nullptr;
+#pragma unroll 4
+    for (int j = lane; j < c; j += 32) {
+      const float xhat = (x[j] - m) * r, g = dy[j];
+      const float v = r * (g * weight[j] - mean_dxhat - xhat * mean_dxhat_xhat);
+      dx[j] =
+          dr ? __fadd_rn(dr[j], v) : v;  // never contracted into an FMA: the separate add's bits
+      dw_sum[j] += g * xhat;
+      db_sum[j] += g;
+    }
   }
-  const float mean_dxhat = warp_sum(sum_dxhat) / c;
-  const float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / c;
-  float* dx = dinp + row * c;
-  const float* dr = dres ? dres + row * c : nullptr;
-  for (int j = lane; j < c; j += 32) {
-    const float g = r * (dy[j] * weight[j] - mean_dxhat - (x[j] - m) * r * mean_dxhat_xhat);
-    dx[j] = dr ? __fadd_rn(dr[j], g) : g;  // never contracted into an FMA: the separate add's bits
+  __syncthreads();
+  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+    float dw = 0.0f, db = 0.0f;
+    for (int v = 0; v < warps; ++v) {
+      dw += sums[2 * v * c + j];
+      db += sums[(2 * v + 1) * c + j];
+    }
+    partials[blockIdx.x * int64_t{c} + j] = dw;
+    partials[(cuda_detail::kRowChunks + blockIdx.x) * int64_t{c} + j] = db;
   }
-}
-
-// Per row chunk: partials (2, kRowChunks, C) = Σ dout · xhat, then Σ dout, over the chunk's rows.
-__global__ void layernorm_param_partials_kernel(float* partials, const float* dout,
-                                                const float* inp, const float* mean,
-                                                const float* rstd, int64_t n, int c) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= c) return;
-  int64_t first, end;
-  cuda_detail::chunk_rows(n, first, end);
-  float dw = 0.0f, db = 0.0f;
-#pragma unroll 8  // loads of 8 rows in flight (the sums keep their order)
-  for (int64_t i = first; i < end; ++i) {
-    const float dy = dout[i * c + j];
-    dw += dy * (inp[i * c + j] - mean[i]) * rstd[i];
-    db += dy;
-  }
-  partials[blockIdx.y * int64_t{c} + j] = dw;
-  partials[(cuda_detail::kRowChunks + blockIdx.y) * int64_t{c} + j] = db;
 }
 
 unsigned row_blocks(int64_t n) {
@@ -118,12 +123,20 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partia
                         CudaStream stream) {
   static_assert(kLayerNormChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
-  const int ci = static_cast<int>(c);
-  layernorm_backward_input_kernel<<<row_blocks(n), kThreads, 0, stream>>>(
-      dinp, dout, inp, weight, mean, rstd, dresidual, n, ci);
-  TS_CUDA_CHECK_LAUNCH();
-  layernorm_param_partials_kernel<<<cuda_detail::partial_grid(c), kThreads, 0, stream>>>(
-      partials, dout, inp, mean, rstd, n, ci);
+  // 8 warps a block, fewer when their (2, C) rows of sums would not fit in shared memory.
+  int device = 0, limit = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&device));
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t row_bytes = 2 * c * sizeof(float);
+  TS_CHECK(row_bytes <= static_cast<size_t>(limit), "layernorm_backward on CUDA takes C up to ",
+           limit / (2 * sizeof(float)), ", got ", c);
+  int warps = kRowsPerBlock;
+  while (warps > 1 && warps * row_bytes > static_cast<size_t>(limit)) warps /= 2;
+  const size_t smem = warps * row_bytes;
+  TS_CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  layernorm_backward_kernel<<<cuda_detail::kRowChunks, 32 * warps, smem, stream>>>(
+      dinp, partials, dout, inp, weight, mean, rstd, dresidual, n, static_cast<int>(c));
   TS_CUDA_CHECK_LAUNCH();
   const int64_t chunk_floats = int64_t{cuda_detail::kRowChunks} * c;
   cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(c), kThreads, 0, stream>>>(

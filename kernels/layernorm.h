@@ -36,7 +36,7 @@ void layernorm_forward(Y* out, float* mean, float* rstd, float* res, const float
                        const float* b, const float* weight, const float* bias, int64_t n, int64_t c,
                        CudaStream stream);
 // partials (2 · kLayerNormChunks · c) is scratch for the parameter gradients' column sums.
-constexpr int kLayerNormChunks = 64;
+constexpr int kLayerNormChunks = 256;
 // dresidual: null, or added into dinp.
 void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
                         const float* dout, const float* inp, const float* weight, const float* mean,

@@ -65,7 +65,7 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
           const void* c_in = nullptr, GemmGelu gelu = GemmGelu::none, void* aux = nullptr);
 // dbias (n) += Σ over rows of dout (rows, n) of type D (float, bf16 or f16), in a fixed order;
 // partials (kColumnChunks, n) is scratch.
-constexpr int kColumnChunks = 64;
+constexpr int kColumnChunks = 256;
 template <class D>
 void column_sum(float* dbias, float* partials, const D* dout, int64_t rows, int64_t n,
                 CudaStream stream);
