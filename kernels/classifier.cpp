@@ -111,49 +111,44 @@ void softmax_xent_rows(float* logits, float* losses, const int32_t* targets, int
 }
 
 #ifdef TESSERA_WITH_CUDA
-// run() on CUDA: equal row chunks of up to 256M logits (1 GiB; at least 32 rows) in one device
-// buffer, with a 16-bit dlogits buffer beside it (GPT-2 124M at 16 × 1024 tokens: 824 + 412 MB);
-// the GEMMs' operands rounded to `compute` (the logits and the softmax stay fp32; with 16-bit
-// compute the softmax writes dlogits straight into a 16-bit buffer that the backward GEMMs read).
-// Larger chunks make larger GEMMs: GPT-2 124M's LM head in 4 chunks of 4096 rows took 5.4 ms of
-// GEMMs and 2.8 of softmax a step on an H100, in 13 chunks of 1334 rows 7.3 and 5.2.
+// run() on CUDA: equal row chunks of up to 256M logits (at least 32 rows) in one device buffer of
+// the GEMMs' type (GPT-2 124M at 16 × 1024 tokens in bf16: 412 MB), the softmax turning them into
+// dlogits in place for the backward GEMMs. Larger chunks make larger GEMMs: GPT-2 124M's LM head
+// in 4 chunks of 4096 rows took 5.4 ms of GEMMs and 2.8 of softmax (fp32 logits) a step on an
+// H100, in 13 chunks of 1334 rows 7.3 and 5.2.
 void run_cuda(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor& wte,
               const Tensor& targets, float dloss, const Dims& d, DType compute) {
   const int64_t max_rows = std::max<int64_t>(32, (int64_t{1} << 28) / d.v);
   const int64_t chunks = std::max<int64_t>(1, (d.n + max_rows - 1) / max_rows);
   const int64_t chunk = std::max<int64_t>(1, (d.n + chunks - 1) / chunks);
   const int64_t chunk_rows = std::min(chunk, d.n);
-  Tensor logits = Tensor::empty({chunk_rows, d.v}, DType::f32, x.device());
-  Tensor dlogits = dx && compute != DType::f32
-                       ? Tensor::empty({chunk_rows, d.v}, compute, x.device())
-                       : logits;  // in place in fp32
+  Tensor logits = Tensor::empty({chunk_rows, d.v}, compute, x.device());
   const Tensor xs = gemm_operand(x.view({d.n, d.c}), compute), w = gemm_operand(wte, compute);
   const cuda::GemmTypes types{compute, DType::f32};
-  for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
-    const int64_t rows = std::min(chunk, d.n - r0);
-    const Tensor xr = xs.narrow(r0, rows);
-    Tensor l = logits.narrow(0, rows);
-    // logits (rows, V) = x (rows, C) · wte (V, C)ᵀ
-    cuda::gemm(l.raw(), xr.raw(), w.raw(), nullptr, rows, d.v, d.c, false, true, 0.0f, kOpStream,
-               types);
-    float* row_losses = losses.data<float>() + r0;
-    const int32_t* row_targets = targets.data<int32_t>() + r0;
-    if (!dx) {
-      cuda::softmax_xent_forward(l.data<float>(), row_losses, row_targets, rows, d.v, d.start,
-                                 kOpStream);
-      continue;
+  kernels_detail::visit_float(compute, [&]<class L>() {
+    for (int64_t r0 = 0; r0 < d.n; r0 += chunk) {
+      const int64_t rows = std::min(chunk, d.n - r0);
+      const Tensor xr = xs.narrow(r0, rows);
+      Tensor l = logits.narrow(0, rows);
+      // logits (rows, V) = x (rows, C) · wte (V, C)ᵀ
+      cuda::gemm(l.raw(), xr.raw(), w.raw(), nullptr, rows, d.v, d.c, false, true, 0.0f, kOpStream,
+                 {compute, compute});
+      float* row_losses = losses.data<float>() + r0;
+      const int32_t* row_targets = targets.data<int32_t>() + r0;
+      if (!dx) {
+        cuda::softmax_xent_forward(l.data<L>(), row_losses, row_targets, rows, d.v, d.start,
+                                   kOpStream);
+        continue;
+      }
+      cuda::softmax_xent(l.data<L>(), row_losses, row_targets, rows, d.v, d.start, dloss,
+                         kOpStream);
+      // dx (rows, C) = dlogits (rows, V) · wte (V, C);  dwte (V, C) += dlogitsᵀ · x (rows, C)
+      cuda::gemm(dx->data<float>() + r0 * d.c, l.raw(), w.raw(), nullptr, rows, d.c, d.v, false,
+                 false, 0.0f, kOpStream, types);
+      cuda::gemm(dwte->data<float>(), l.raw(), xr.raw(), nullptr, d.v, d.c, rows, true, false, 1.0f,
+                 kOpStream, types);
     }
-    const Tensor dl = dlogits.narrow(0, rows);
-    kernels_detail::visit_float(compute, [&]<class G>() {
-      cuda::softmax_xent(l.data<float>(), row_losses, static_cast<G*>(dl.raw()), row_targets, rows,
-                         d.v, d.start, dloss, kOpStream);
-    });
-    // dx (rows, C) = dlogits (rows, V) · wte (V, C);  dwte (V, C) += dlogitsᵀ · x (rows, C)
-    cuda::gemm(dx->data<float>() + r0 * d.c, dl.raw(), w.raw(), nullptr, rows, d.c, d.v, false,
-               false, 0.0f, kOpStream, types);
-    cuda::gemm(dwte->data<float>(), dl.raw(), xr.raw(), nullptr, d.v, d.c, rows, true, false, 1.0f,
-               kOpStream, types);
-  }
+  });
 }
 #endif
 
@@ -173,6 +168,8 @@ void run(Tensor& losses, Tensor* dx, Tensor* dwte, const Tensor& x, const Tensor
     const int64_t rows = std::min(chunk, d.n - r0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, d.v, d.c, 1.0f, xp + r0 * d.c, d.c,
                 w, d.c, 0.0f, logits.data(), d.v);
+    if (compute != DType::f32)  // the logits as the 16-bit GEMM writes them
+      for (int64_t i = 0; i < rows * d.v; ++i) logits[i] = round_to(logits[i], compute);
     softmax_xent_rows(logits.data(), losses.data<float>() + r0, targets.data<int32_t>() + r0, rows,
                       d, shard, dloss, dx != nullptr, stats);
     if (dx) {

@@ -1,9 +1,10 @@
 // Softmax cross-entropy over a chunk of logits on CUDA (kernels/classifier.h); the GEMMs around
 // it are cuda::gemm. A block per row, two reads of the row: the running maximum and sum of
 // exponentials together (online softmax, the CPU's sum up to rounding), then for backward each
-// exponential again, scaled into dlogits (tiny probabilities flushed to zero as on the CPU),
-// written in the type the GEMMs after it read. 16-byte accesses where the rows allow them: the
-// rows (GPT-2's are 200 KB) come from device memory each time, so bytes are the kernel's time.
+// exponential again, scaled into dlogits in place (tiny probabilities flushed to zero as on the
+// CPU). Logits of the GEMMs' type (f32, or 16-bit: half the bytes), 4 values an access where the
+// rows allow it: the rows (GPT-2's are 100-200 KB) come from device memory each time, so bytes are
+// the kernel's time.
 #include <cfloat>
 
 #include "kernels/classifier.h"
@@ -48,87 +49,109 @@ __device__ MaxSum block_merge(MaxSum a, MaxSum* scratch) {
   return r;
 }
 
-// dst[0..3] = x, in G: one 16-byte (float) or 8-byte (16-bit) store.
+// Four consecutive values of type L as floats, and back: one 16-byte (float) or 8-byte (16-bit)
+// access.
+__device__ inline void load4(float (&x)[4], const float* p) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  x[0] = v.x;
+  x[1] = v.y;
+  x[2] = v.z;
+  x[3] = v.w;
+}
+template <class L>
+__device__ inline void load4(float (&x)[4], const L* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const L* y = reinterpret_cast<const L*>(&raw);
+  for (int e = 0; e < 4; ++e) x[e] = cuda_detail::load(y[e]);
+}
 __device__ inline void store4(float* dst, const float (&x)[4]) {
   *reinterpret_cast<float4*>(dst) = make_float4(x[0], x[1], x[2], x[3]);
 }
-template <class G>
-__device__ inline void store4(G* dst, const float (&x)[4]) {
-  G y[4];
+template <class L>
+__device__ inline void store4(L* dst, const float (&x)[4]) {
+  L y[4];
   for (int e = 0; e < 4; ++e) cuda_detail::store(y[e], x[e]);
   *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(y);
 }
 
-// logits (rows, v) for vocabulary ids [vocab_start, vocab_start + v); targets (rows) i32; dlogits
-// (rows, v) of type G, or null for the loss alone. dlogits may alias logits when G is float: each
-// element is read for the last time, by the thread that writes it, just before it is written
-// (the target's logit, by thread 0, before the barrier that precedes every write).
-template <class G>
-__global__ void softmax_xent_kernel(const float* logits, float* losses, G* dlogits,
-                                    const int32_t* targets, int64_t v, int64_t vocab_start,
-                                    float dloss, bool vectors) {
+// logits (rows, v) of type L for vocabulary ids [vocab_start, vocab_start + v); targets (rows)
+// i32. With `backward` the row becomes its dlogits in place: each element is read for the last
+// time, by the thread that writes it, just before it is written (the target's logit, by thread 0,
+// before the barrier that precedes every write).
+template <class L>
+__global__ void softmax_xent_kernel(L* logits, float* losses, const int32_t* targets, int64_t v,
+                                    int64_t vocab_start, float dloss, bool backward, bool vectors) {
   __shared__ MaxSum scratch[kThreads / 32];
-  const float* l = logits + blockIdx.x * v;
-  const auto* l4 = reinterpret_cast<const float4*>(l);
+  L* l = logits + blockIdx.x * v;
   MaxSum ms;
   if (vectors) {
     for (int64_t j = threadIdx.x; j < v / 4; j += kThreads) {
-      const float4 x = l4[j];
-      add(ms, x.x);
-      add(ms, x.y);
-      add(ms, x.z);
-      add(ms, x.w);
+      float x[4];
+      load4(x, l + 4 * j);
+      for (int e = 0; e < 4; ++e) add(ms, x[e]);
     }
   } else {
-    for (int64_t j = threadIdx.x; j < v; j += kThreads) add(ms, l[j]);
+    for (int64_t j = threadIdx.x; j < v; j += kThreads) add(ms, cuda_detail::load(l[j]));
   }
-  // Thread 0 reads the target's logit before block_merge's barrier: after it, dlogits (which may
-  // be logits itself) is written.
+  // Thread 0 reads the target's logit before block_merge's barrier: after it, dlogits are written.
   const int64_t target = targets[blockIdx.x] - vocab_start;
-  const float target_logit = threadIdx.x == 0 && target >= 0 && target < v ? l[target] : 0.0f;
+  const float target_logit =
+      threadIdx.x == 0 && target >= 0 && target < v ? cuda_detail::load(l[target]) : 0.0f;
   ms = block_merge(ms, scratch);
   if (threadIdx.x == 0) losses[blockIdx.x] = logf(ms.s) + ms.m - target_logit;
-  if (dlogits == nullptr) return;
+  if (!backward) return;
   const float scale = dloss / ms.s;
   auto grad = [&](float x, int64_t j) {
     const float g = expf(x - ms.m) * scale;
     return (fabsf(g) < FLT_MIN ? 0.0f : g) - (j == target ? dloss : 0.0f);
   };
-  G* dl = dlogits + blockIdx.x * v;
   if (vectors) {
     for (int64_t j = threadIdx.x; j < v / 4; j += kThreads) {
-      const float4 x = l4[j];
-      const float g[4] = {grad(x.x, 4 * j), grad(x.y, 4 * j + 1), grad(x.z, 4 * j + 2),
-                          grad(x.w, 4 * j + 3)};
-      store4(dl + 4 * j, g);
+      float x[4];
+      load4(x, l + 4 * j);
+      const float g[4] = {grad(x[0], 4 * j), grad(x[1], 4 * j + 1), grad(x[2], 4 * j + 2),
+                          grad(x[3], 4 * j + 3)};
+      store4(l + 4 * j, g);
     }
   } else {
-    for (int64_t j = threadIdx.x; j < v; j += kThreads) cuda_detail::store(dl[j], grad(l[j], j));
+    for (int64_t j = threadIdx.x; j < v; j += kThreads)
+      cuda_detail::store(l[j], grad(cuda_detail::load(l[j]), j));
   }
+}
+
+template <class L>
+void launch(L* logits, float* losses, const int32_t* targets, int64_t rows, int64_t v,
+            int64_t vocab_start, float dloss, bool backward, CudaStream stream) {
+  if (rows == 0) return;
+  // Every row starts on a 4-value boundary.
+  const bool vectors = v % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % (4 * sizeof(L)) == 0;
+  softmax_xent_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      cuda_detail::cuda_ptr(logits), losses, targets, v, vocab_start, dloss, backward, vectors);
+  TS_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-template <class G>
-void softmax_xent(const float* logits, float* losses, G* dlogits, const int32_t* targets,
-                  int64_t rows, int64_t v, int64_t vocab_start, float dloss, CudaStream stream) {
-  if (rows == 0) return;
-  using cuda_detail::aligned16;
-  const bool vectors = v % 4 == 0 && aligned16(logits) && aligned16(dlogits);  // every row aligned
-  softmax_xent_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      logits, losses, cuda_detail::cuda_ptr(dlogits), targets, v, vocab_start, dloss, vectors);
-  TS_CUDA_CHECK_LAUNCH();
+template <class L>
+void softmax_xent(L* logits, float* losses, const int32_t* targets, int64_t rows, int64_t v,
+                  int64_t vocab_start, float dloss, CudaStream stream) {
+  launch(logits, losses, targets, rows, v, vocab_start, dloss, true, stream);
 }
-template void softmax_xent(const float*, float*, float*, const int32_t*, int64_t, int64_t, int64_t,
-                           float, CudaStream);
-template void softmax_xent(const float*, float*, bf16*, const int32_t*, int64_t, int64_t, int64_t,
-                           float, CudaStream);
-template void softmax_xent(const float*, float*, f16*, const int32_t*, int64_t, int64_t, int64_t,
-                           float, CudaStream);
 
-void softmax_xent_forward(const float* logits, float* losses, const int32_t* targets, int64_t rows,
+template <class L>
+void softmax_xent_forward(const L* logits, float* losses, const int32_t* targets, int64_t rows,
                           int64_t v, int64_t vocab_start, CudaStream stream) {
-  softmax_xent<float>(logits, losses, nullptr, targets, rows, v, vocab_start, 0.0f, stream);
+  launch(const_cast<L*>(logits), losses, targets, rows, v, vocab_start, 0.0f, false, stream);
 }
+
+#define TS_SOFTMAX_XENT(L)                                                                        \
+  template void softmax_xent(L*, float*, const int32_t*, int64_t, int64_t, int64_t, float,        \
+                             CudaStream);                                                         \
+  template void softmax_xent_forward(const L*, float*, const int32_t*, int64_t, int64_t, int64_t, \
+                                     CudaStream);
+TS_SOFTMAX_XENT(float)
+TS_SOFTMAX_XENT(bf16)
+TS_SOFTMAX_XENT(f16)
+#undef TS_SOFTMAX_XENT
 
 }  // namespace tessera::cuda

@@ -25,7 +25,9 @@ struct VocabShard {
 // losses (N) = −log softmax(x · wteᵀ)[target]; x (N, C), wte (V, C), targets (N) i32.
 // Leading dimensions of x and targets are flattened into N. Throws Error on a target outside [0,
 // V).
-// `compute`: the type of the GEMMs' operands, as in matmul.h (f32, or bf16 on CUDA).
+// `compute`: the type of the GEMMs' operands, as in matmul.h (f32, or bf16 / f16), and of the
+// logits they make (a 16-bit type rounds them, as torch.autocast's linear does; the softmax and
+// the losses are fp32).
 void classifier_forward(Tensor& losses, const Tensor& x, const Tensor& wte, const Tensor& targets,
                         const VocabShard& shard = {}, DType compute = DType::f32);
 
@@ -40,15 +42,16 @@ void classifier_forward_backward(Tensor& losses, Tensor& dx, Tensor& dwte, const
 void logits_forward(Tensor& logits, const Tensor& x, const Tensor& wte);
 
 namespace cuda {  // launchers on device pointers (kernels/classifier.cu)
-// For each of `rows` rows of logits (rows, v) holding vocabulary ids [vocab_start,
-// vocab_start + v): losses[r] = logsumexp − logit of targets[r]; with backward, dlogits (rows, v)
-// = (softmax − onehot(target)) · dloss, of type G: float (dlogits may be logits itself) or the
-// 16-bit type of the GEMMs that read it (bf16, f16). One rank's whole vocabulary (no tensor
-// parallelism).
-template <class G>
-void softmax_xent(const float* logits, float* losses, G* dlogits, const int32_t* targets,
-                  int64_t rows, int64_t v, int64_t vocab_start, float dloss, CudaStream stream);
-void softmax_xent_forward(const float* logits, float* losses, const int32_t* targets, int64_t rows,
+// For each of `rows` rows of logits (rows, v) of type L (float, or the 16-bit type of the GEMMs
+// that make it and read its gradient) holding vocabulary ids [vocab_start, vocab_start + v):
+// losses[r] = logsumexp − logit of targets[r]; then the logits become dlogits = (softmax −
+// onehot(target)) · dloss, in place. One rank's whole vocabulary (no tensor parallelism).
+template <class L>
+void softmax_xent(L* logits, float* losses, const int32_t* targets, int64_t rows, int64_t v,
+                  int64_t vocab_start, float dloss, CudaStream stream);
+// The losses alone.
+template <class L>
+void softmax_xent_forward(const L* logits, float* losses, const int32_t* targets, int64_t rows,
                           int64_t v, int64_t vocab_start, CudaStream stream);
 }  // namespace cuda
 
