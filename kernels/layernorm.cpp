@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/convert.h"
 #include "kernels/kernel_util.h"
 
 namespace tessera {
@@ -94,7 +95,7 @@ void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& 
 
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                        const Tensor& rstd, const Tensor& dresidual) {
+                        const Tensor& rstd, const Tensor& dresidual, Tensor* rounded) {
   const bool residual = dresidual.defined();
   const auto backend =
       backend_f32("layernorm_backward", {{"dinp", dinp},
@@ -114,12 +115,20 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
   dbias.expect("layernorm_backward dbias", weight.shape(), DType::f32);
   if (residual) dresidual.expect("layernorm_backward dresidual", inp.shape(), DType::f32);
   const float* dres = residual ? dresidual.data<float>() : nullptr;
+  if (rounded) {
+    kernels_detail::check_float("layernorm_backward", "rounded", *rounded, dinp);
+    TS_CHECK(rounded->dtype() != DType::f32 && rounded->numel() == dinp.numel(),
+             "layernorm_backward: rounded must be a bf16 or f16 copy of dinp's size, got ",
+             dtype_name(rounded->dtype()), shape_str(rounded->shape()));
+  }
   TS_RUN_ON_CUDA(backend, {
     Tensor partials = Tensor::empty({2 * cuda::kLayerNormChunks * c}, DType::f32, inp.device());
-    cuda::layernorm_backward(dinp.data<float>(), dweight.data<float>(), dbias.data<float>(),
-                             partials.data<float>(), dout.data<float>(), inp.data<float>(),
-                             weight.data<float>(), mean.data<float>(), rstd.data<float>(), dres, n,
-                             c, kOpStream);
+    kernels_detail::visit_float(rounded ? rounded->dtype() : DType::f32, [&]<class H>() {
+      cuda::layernorm_backward(dinp.data<float>(), rounded ? rounded->data<H>() : nullptr,
+                               dweight.data<float>(), dbias.data<float>(), partials.data<float>(),
+                               dout.data<float>(), inp.data<float>(), weight.data<float>(),
+                               mean.data<float>(), rstd.data<float>(), dres, n, c, kOpStream);
+    });
   });
   const float* x = inp.data<float>();
   const float* dy = dout.data<float>();
@@ -169,6 +178,7 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
       db[j] += partial[(2 * ch + 1) * c + j];
     }
   }
+  if (rounded) convert(*rounded, dinp);
 }
 
 }  // namespace tessera

@@ -47,10 +47,13 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
 // mean(dxhat · xhat)), dxhat = dout · weight, and adds dout · xhat and dout into its lanes' columns
 // of its own shared-memory rows; then the block adds its warps' rows in warp order into partials
 // (2, kRowChunks, C): Σ dout · xhat, then Σ dout. dres may alias dinp (each element read by the
-// lane that writes it, just before). Dynamic shared memory: (warps, 2, C) floats.
-__global__ void layernorm_backward_kernel(float* dinp, float* partials, const float* dout,
-                                          const float* inp, const float* weight, const float* mean,
-                                          const float* rstd, const float* dres, int64_t n, int c) {
+// lane that writes it, just before). rounded: null, or dinp's copy in H. Dynamic shared memory:
+// (warps, 2, C) floats.
+template <class H>
+__global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partials,
+                                          const float* dout, const float* inp, const float* weight,
+                                          const float* mean, const float* rstd, const float* dres,
+                                          int64_t n, int c) {
   extern __shared__ float sums[];
   const int warps = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* dw_sum = sums + 2 * w * c;
@@ -117,10 +120,12 @@ template void layernorm_forward(bf16*, float*, float*, float*, const float*, con
 template void layernorm_forward(f16*, float*, float*, float*, const float*, const float*,
                                 const float*, const float*, int64_t, int64_t, CudaStream);
 
-void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
+template <class H>
+void layernorm_backward(float* dinp, H* rounded, float* dweight, float* dbias, float* partials,
                         const float* dout, const float* inp, const float* weight, const float* mean,
                         const float* rstd, const float* dresidual, int64_t n, int64_t c,
                         CudaStream stream) {
+  auto* kernel = layernorm_backward_kernel<typename cuda_detail::CudaTypeOf<H>::type>;
   static_assert(kLayerNormChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
   // 8 warps a block, fewer when their (2, C) rows of sums would not fit in shared memory.
@@ -133,10 +138,11 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partia
   int warps = kRowsPerBlock;
   while (warps > 1 && warps * row_bytes > static_cast<size_t>(limit)) warps /= 2;
   const size_t smem = warps * row_bytes;
-  TS_CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  layernorm_backward_kernel<<<cuda_detail::kRowChunks, 32 * warps, smem, stream>>>(
-      dinp, partials, dout, inp, weight, mean, rstd, dresidual, n, static_cast<int>(c));
+  TS_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<cuda_detail::kRowChunks, 32 * warps, smem, stream>>>(
+      dinp, cuda_detail::cuda_ptr(rounded), partials, dout, inp, weight, mean, rstd, dresidual, n,
+      static_cast<int>(c));
   TS_CUDA_CHECK_LAUNCH();
   const int64_t chunk_floats = int64_t{cuda_detail::kRowChunks} * c;
   cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(c), kThreads, 0, stream>>>(
@@ -146,5 +152,13 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partia
       dbias, partials + chunk_floats, c);
   TS_CUDA_CHECK_LAUNCH();
 }
+#define TS_LAYERNORM_BACKWARD(H)                                                                   \
+  template void layernorm_backward(float*, H*, float*, float*, float*, const float*, const float*, \
+                                   const float*, const float*, const float*, const float*,         \
+                                   int64_t, int64_t, CudaStream);
+TS_LAYERNORM_BACKWARD(float)
+TS_LAYERNORM_BACKWARD(bf16)
+TS_LAYERNORM_BACKWARD(f16)
+#undef TS_LAYERNORM_BACKWARD
 
 }  // namespace tessera::cuda

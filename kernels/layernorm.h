@@ -23,10 +23,13 @@ void residual_layernorm_forward(Tensor& res, Tensor& out, Tensor& mean, Tensor& 
 
 // dinp (N, C) = ∂L/∂inp; dweight (C) += Σ dout·x̂; dbias (C) += Σ dout. With `dresidual` (N, C)
 // given, dinp = dresidual + ∂L/∂inp: the residual stream's gradient joins the branch's in the same
-// pass (bit for bit the separate add of dresidual and dinp). dinp may alias dresidual.
+// pass (bit for bit the separate add of dresidual and dinp). dinp may alias dresidual. With
+// `rounded` given ((N, C), bf16 or f16), dinp is also written there rounded to its type in the
+// same pass: the copy the 16-bit GEMMs after it read (instead of each rounding dinp again).
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                        const Tensor& rstd, const Tensor& dresidual = Tensor());
+                        const Tensor& rstd, const Tensor& dresidual = Tensor(),
+                        Tensor* rounded = nullptr);
 
 namespace cuda {  // launchers on device pointers (kernels/layernorm.cu); n rows of c
 // With `b` non-null, the row is a + b (stored to res) before it is normalized: the fused residual;
@@ -37,8 +40,10 @@ void layernorm_forward(Y* out, float* mean, float* rstd, float* res, const float
                        CudaStream stream);
 // partials (2 · kLayerNormChunks · c) is scratch for the parameter gradients' column sums.
 constexpr int kLayerNormChunks = 256;
-// dresidual: null, or added into dinp.
-void layernorm_backward(float* dinp, float* dweight, float* dbias, float* partials,
+// dresidual: null, or added into dinp. rounded: null, or dinp's copy in H (bf16 or f16; float
+// when null).
+template <class H>
+void layernorm_backward(float* dinp, H* rounded, float* dweight, float* dbias, float* partials,
                         const float* dout, const float* inp, const float* weight, const float* mean,
                         const float* rstd, const float* dresidual, int64_t n, int64_t c,
                         CudaStream stream);

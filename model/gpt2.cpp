@@ -288,6 +288,7 @@ Gpt2Activations Gpt2::make_activations(int64_t batch, int64_t seq_len, bool reco
   }
   a.scratch = BlockScratch::allocate(b, t, c, dev, par_, gemm_input);
   a.dresid = f32(stream);
+  if (gemm_input != DType::f32) a.dresid_rounded = Tensor::empty(stream, gemm_input, dev);
   return a;
 }
 
@@ -348,6 +349,10 @@ double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
 double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
   using Pass = UnitHooks::Pass;
   double loss = 0.0;
+  // dresid's 16-bit copy, written by each layernorm backward for the GEMMs after it; a stage that
+  // receives dresid from the next one has none for its first block.
+  Tensor* rounded = a.dresid_rounded.defined() ? &a.dresid_rounded : nullptr;
+  bool rounded_valid = false;
   if (ends_model(a)) {
     // With one stage the LM head is wte itself: its unit stays acquired from the head's
     // backward, the first, to the embedding's, the last.
@@ -371,9 +376,10 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     }
     acquire(unit_lnf_, Pass::backward);
     layernorm_backward(a.dresid, dlnf_w_, dlnf_b_, dlnf, a.resid.back(), lnf_w_, a.lnf_mean,
-                       a.lnf_rstd);
+                       a.lnf_rstd, Tensor(), rounded);
     release(unit_lnf_);
     grads_ready(unit_lnf_);
+    rounded_valid = rounded != nullptr;
     loss = mean_of(a.losses);
   }
   const Chunk& chunk = chunks_[a.chunk];
@@ -386,7 +392,9 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
                     par_, gemm_);
     }
     block_backward(a.dresid, block_grads_[index], a.scratch, a.dresid, a.resid[i], acts,
-                   blocks_[index], heads_local_, par_, gemm_);
+                   blocks_[index], heads_local_, par_, gemm_,
+                   rounded_valid ? a.dresid_rounded : Tensor(), rounded);
+    rounded_valid = rounded != nullptr;
     release(block_unit(index));
     grads_ready(block_unit(index));
   }

@@ -50,8 +50,9 @@ struct Gpt2Activations {
   Tensor targets;                       // (B, T) i32, a copy of loss's / backward's targets
   Tensor losses;                        // (B·T)
   BlockScratch scratch;
-  Tensor dresid;  // (B, T, C)
-  Tensor dlnf;    // (B, T, C)
+  Tensor dresid;          // (B, T, C)
+  Tensor dresid_rounded;  // (B, T, C) dresid in the GEMMs' 16-bit type (undefined in f32)
+  Tensor dlnf;            // (B, T, C)
 
   // The stage's output (to send to the next stage) and its input gradient (to the previous).
   const Tensor& output() const { return resid.back(); }

@@ -63,8 +63,9 @@ BlockScratch BlockScratch::allocate(int64_t b, int64_t t, int64_t c, Device devi
   const int64_t cl = c / n;
   TS_CHECK(gemm_input == DType::f32 || !par.sequence_split(),
            "16-bit GEMM inputs are not built with sequence parallelism (its all-gathers are f32)");
-  BlockScratch s{f32({b, t, c}),     f32({b, t, c}),     f32({b, t, c}),
+  BlockScratch s{f32({b, t, c}),     f32({b, t, c}),     Tensor(), f32({b, t, c}),
                  in({b, t, 3 * cl}), in({b, t, 4 * cl}), Tensor()};
+  if (gemm_input != DType::f32) s.dres1_rounded = in({b, t, c});
   if (par.sequence_split()) {
     s.dres1 = f32({b * t / n, c});
     s.rows = f32({b * t / n, c});
@@ -147,7 +148,8 @@ void block_forward(Tensor& y, BlockActivations& a, BlockScratch& s, const Tensor
 
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& dy, const Tensor& x,
                     const BlockActivations& a, const BlockWeights& w, int64_t num_heads,
-                    const BlockParallel& par, DType gemm) {
+                    const BlockParallel& par, DType gemm, const Tensor& dy_rounded,
+                    Tensor* dx_rounded) {
   if (par.sequence_split()) {
     block_backward_sp(dx, g, s, dy, x, a, w, num_heads, *par.tp, gemm);
     return;
@@ -155,18 +157,22 @@ void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& 
   parallel::Communicator* tp = par.tp;
   // MLP branch: y = res1 + fcproj(gelu(fc(ln2(res1)))); ∂L/∂(branch output) is dy itself (g's
   // backward is the identity, and the replicated bias gets the full gradient on every rank).
-  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy, a.fc_gelu, w.fcproj_w, gemm, a.fc);
+  matmul_backward(s.dfc, g.fcproj_w, g.fcproj_b, dy_rounded.defined() ? dy_rounded : dy, a.fc_gelu,
+                  w.fcproj_w, gemm, a.fc);
   matmul_backward(s.dln, g.fc_w, g.fc_b, s.dfc, a.ln2, w.fc_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f: this rank's columns' share of dln2
-  layernorm_backward(s.dres1, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd,
-                     dy);  // + the residual's gradient
+  const bool rounded = s.dres1_rounded.defined();
+  layernorm_backward(s.dres1, g.ln2_w, g.ln2_b, s.dln, a.res1, w.ln2_w, a.ln2_mean, a.ln2_rstd, dy,
+                     rounded ? &s.dres1_rounded : nullptr);  // + the residual's gradient
   // Attention branch: res1 = x + proj(attn(c_attn(ln1(x)))). datt (B, T, C/tp) borrows dfc.
   Tensor datt = s.dfc.carve(0, a.att.shape());
-  matmul_backward(datt, g.proj_w, g.proj_b, s.dres1, a.att, w.proj_w, gemm);
+  matmul_backward(datt, g.proj_w, g.proj_b, rounded ? s.dres1_rounded : s.dres1, a.att, w.proj_w,
+                  gemm);
   attention_backward(s.dqkv, datt, a.qkv, a.att, a.att_lse, num_heads, gemm);
   matmul_backward(s.dln, g.attn_w, g.attn_b, s.dqkv, a.ln1, w.attn_w, gemm);
   if (tp) parallel::tp_all_reduce(*tp, s.dln);  // f
-  layernorm_backward(dx, g.ln1_w, g.ln1_b, s.dln, x, w.ln1_w, a.ln1_mean, a.ln1_rstd, s.dres1);
+  layernorm_backward(dx, g.ln1_w, g.ln1_b, s.dln, x, w.ln1_w, a.ln1_mean, a.ln1_rstd, s.dres1,
+                     dx_rounded);
 }
 
 }  // namespace tessera

@@ -65,8 +65,9 @@ struct BlockActivations {
 struct BlockScratch {
   Tensor btc;    // (B, T, C): attention/MLP branch outputs in forward, gradients in backward
   Tensor dres1;  // (B, T, C), or this rank's rows with sequence parallelism
-  Tensor dln;    // (B, T, C)
-  Tensor dqkv;   // (B, T, 3C/tp)
+  Tensor dres1_rounded;  // (B, T, C) dres1 in the GEMMs' 16-bit type (undefined in f32)
+  Tensor dln;            // (B, T, C)
+  Tensor dqkv;           // (B, T, 3C/tp)
   Tensor dfc;   // (B, T, 4C/tp) ∂L/∂fc (from mlp.c_proj's backward with GELU's gradient in it);
                 // its first B·T·C/tp elements also hold ∂L/∂att, before dfc is written
   Tensor rows;  // (B·T/tp, C): this rank's rows (sequence parallelism only)
@@ -85,9 +86,12 @@ void block_forward(Tensor& y, BlockActivations& acts, BlockScratch& scratch, con
                    DType gemm = DType::f32);
 
 // dx (B, T, C) = ∂L/∂x given dy (B, T, C); parameter gradients accumulate into g. dx may alias dy.
-// Collective over par.tp; rows as in block_forward.
+// Collective over par.tp; rows as in block_forward. With 16-bit GEMMs, dy_rounded may hold dy
+// rounded to their type (undefined: the GEMM rounds dy itself) and dx_rounded receives dx rounded
+// so (may alias dy_rounded).
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& scratch, const Tensor& dy,
                     const Tensor& x, const BlockActivations& acts, const BlockWeights& w,
-                    int64_t num_heads, const BlockParallel& par = {}, DType gemm = DType::f32);
+                    int64_t num_heads, const BlockParallel& par = {}, DType gemm = DType::f32,
+                    const Tensor& dy_rounded = Tensor(), Tensor* dx_rounded = nullptr);
 
 }  // namespace tessera

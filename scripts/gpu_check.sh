@@ -17,6 +17,7 @@
 #               synccheck on the attention kernels)
 #     profile   GPU time per kernel of one bf16 GPT-2 124M training step (Nsight Compute,
 #               bench/kernel_times.py)
+#     attention Nsight Compute's occupancy, throughput and issue details of the attention kernels
 #   A summary is printed last and kept in $OUT/summary.txt; every log and gtest XML is packed into
 #   $OUT/logs.tar.gz after each part ($OUT: the device tool's folder, else .gpu/out).
 #   GPU_CHECK_BUDGET_S (seconds) stops each command at the time left, so that a lease's limit
@@ -204,6 +205,25 @@ run_profile() {
   note "profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -30 "$logs/kernel_times.txt")"
 }
 
+# Nsight Compute's details of the three tensor-core attention kernels of one bf16 step's first
+# layer: occupancy and its limits, throughput, cycles per issued instruction.
+run_attention() {
+  if ! command -v ncu >/dev/null; then
+    note "attention: no ncu on this machine"
+    return 0
+  fi
+  LD_LIBRARY_PATH="$libpath" limited 180 ncu --clock-control none -k regex:_tc_kernel \
+    --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats .gpu/tessera bench train --config configs/gpt2-124m.yaml \
+    --set train.precision=bf16 --steps 1 --warmup 0 --peak-tflops 1000 \
+    > "$logs/ncu_attention.txt" 2>&1 || {
+    note "attention: ncu FAILED (exit $?)  $(tail -3 "$logs/ncu_attention.txt")"
+    return 1
+  }
+  note "attention kernels (ncu):"$'\n'"$(grep -E '_tc_kernel<|Duration|Registers Per Thread|Occupancy|Block Limit|Throughput|Shared Memory Per Block|Warp Cycles Per Issued' \
+    "$logs/ncu_attention.txt" | sed -E 's/\(anonymous namespace\):://; s/\(tessera::.*//' | head -80)"
+}
+
 case "${1:-}" in
   build) build ;;
   run)
@@ -213,8 +233,8 @@ case "${1:-}" in
     ((${#parts[@]})) || parts=(tests bench)
     for part in "${parts[@]}"; do
       case $part in
-        tests | bench | tessera | pytorch | sanitize | profile) ;;
-        *) echo "usage: scripts/gpu_check.sh run [tests|bench|tessera|pytorch|sanitize|profile]..." >&2; exit 2 ;;
+        tests | bench | tessera | pytorch | sanitize | profile | attention) ;;
+        *) echo "usage: scripts/gpu_check.sh run [tests|bench|tessera|pytorch|sanitize|profile|attention]..." >&2; exit 2 ;;
       esac
     done
     out=${OUT:-.gpu/out}

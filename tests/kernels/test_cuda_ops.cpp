@@ -129,9 +129,14 @@ TEST_F(CudaOps, LayerNormBackwardAddsTheResidualGradient) {
   Tensor gy = poisoned_gpu({n, c}), gmean = poisoned_gpu({n}), grstd = poisoned_gpu({n});
   Tensor gdw = on_gpu(Tensor::zeros({c}, DType::f32)), gdb = on_gpu(Tensor::zeros({c}, DType::f32));
   layernorm_forward(gy, gmean, grstd, gx, gw, on_gpu(b));
-  Tensor gdx = on_gpu(dres);  // in place: dinp is dresidual
-  layernorm_backward(gdx, gdw, gdb, on_gpu(dy), gx, gw, gmean, grstd, gdx);
+  Tensor gdx = on_gpu(dres);  // in place: dinp is dresidual; with its bf16 copy
+  Tensor grounded = Tensor::empty({n, c}, DType::bf16, Device::cuda(0));
+  layernorm_backward(gdx, gdw, gdb, on_gpu(dy), gx, gw, gmean, grstd, gdx, &grounded);
   expect_close(gdx, dx, "layernorm dinp + dresidual");
+  Tensor want = Tensor::empty({n, c}, DType::bf16);
+  convert(want, gdx.to(Device::cpu()));
+  EXPECT_EQ(testing::to_f64(widened(grounded)), testing::to_f64(widened(want)))
+      << "the bf16 copy is dinp rounded";
   expect_close(gdw, dw, "layernorm dweight");
   expect_close(gdb, db, "layernorm dbias");
 }

@@ -237,6 +237,17 @@ TEST(LayerNorm, BackwardWithTheResidualGradientIsBitForBitTheAdd) {
   EXPECT_EQ(flat(fdb), flat(db));
   layernorm_backward(inplace, fdw, fdb, dy, x, w, mean, rstd, inplace);
   EXPECT_EQ(flat(inplace), flat(sum));
+  // With a 16-bit copy: dinp unchanged, the copy dinp rounded.
+  for (const DType half : {DType::bf16, DType::f16}) {
+    Tensor copied = Tensor::empty({n, c}, DType::f32), rounded = Tensor::empty({n, c}, half);
+    Tensor want = Tensor::empty({n, c}, half);
+    layernorm_backward(copied, fdw, fdb, dy, x, w, mean, rstd, dres, &rounded);
+    EXPECT_EQ(flat(copied), flat(sum));
+    convert(want, sum);
+    EXPECT_EQ(0, std::memcmp(rounded.raw(), want.raw(), want.nbytes())) << dtype_name(half);
+  }
+  Tensor f32_copy = Tensor::empty({n, c}, DType::f32);
+  EXPECT_THROW(layernorm_backward(fused, fdw, fdb, dy, x, w, mean, rstd, dres, &f32_copy), Error);
   EXPECT_THROW(layernorm_backward(fused, fdw, fdb, dy, x, w, mean, rstd,
                                   Tensor::empty({n, c + 1}, DType::f32)),
                Error);
