@@ -90,20 +90,35 @@ __device__ inline float warp_max(float v) {
   return v;
 }
 
-// Deterministic column sums over many rows, in two passes: a grid of (column blocks × kRowChunks)
-// computes each chunk's partial sums in row order, then add_partials adds the chunks in order.
-// Enough blocks to fill the GPU for any row count, no atomics; 256 chunks keep enough loads in
-// flight for a few hundred columns (64 left a GPT-2 bias sum waiting on latency). (kRowChunks is
-// the launchers' kColumnChunks and kLayerNormChunks: callers size the partials scratch with it.)
+// Deterministic column sums over many rows, in two passes: a grid of (column blocks × chunks)
+// computes each row chunk's partial sums in row order, then add_partials adds the chunks in a fixed
+// order. Enough blocks to fill the GPU for any row count, no atomics. kRowChunks chunks for the
+// column sums (256 keep enough loads in flight for a few hundred columns; 64 left a GPT-2 bias sum
+// waiting on latency); it is the launchers' kColumnChunks, with which callers size the scratch.
 constexpr int kRowChunks = 256;
 
-// out (n) += Σ_{c < kRowChunks} partials (kRowChunks, n), in chunk order.
-static __global__ void add_partials_kernel(float* out, const float* partials, int64_t n) {
-  const int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (j >= n) return;
+// out (n) += Σ_{c < chunks} partials (chunks, n): a block per 32 columns, each column's chunks
+// summed by 8 threads (every 8th chunk, in order), then those 8 sums in order.
+constexpr int kPartialColumns = 32;
+static __global__ void add_partials_kernel(float* out, const float* partials, int64_t n,
+                                           int chunks) {
+  constexpr int kGroups = kThreads / kPartialColumns;
+  __shared__ float sums[kGroups][kPartialColumns];
+  const int col = threadIdx.x % kPartialColumns, group = threadIdx.x / kPartialColumns;
+  const int64_t j = blockIdx.x * int64_t{kPartialColumns} + col;
   float acc = 0.0f;
-  for (int c = 0; c < kRowChunks; ++c) acc += partials[c * n + j];
-  out[j] += acc;
+  if (j < n)
+#pragma unroll 4
+    for (int c = group; c < chunks; c += kGroups) acc += partials[c * n + j];
+  sums[group][col] = acc;
+  __syncthreads();
+  if (group != 0 || j >= n) return;
+  float total = 0.0f;
+  for (int g = 0; g < kGroups; ++g) total += sums[g][col];
+  out[j] += total;
+}
+inline unsigned partial_sum_blocks(int64_t n) {
+  return static_cast<unsigned>((n + kPartialColumns - 1) / kPartialColumns);
 }
 
 // Rows [first, end) of chunk `blockIdx.y` out of `rows`.
@@ -114,9 +129,6 @@ __device__ inline void chunk_rows(int64_t rows, int64_t& first, int64_t& end) {
 
 inline dim3 partial_grid(int64_t n) {
   return dim3(static_cast<unsigned>((n + kThreads - 1) / kThreads), kRowChunks);
-}
-inline unsigned column_blocks(int64_t n) {
-  return static_cast<unsigned>((n + kThreads - 1) / kThreads);
 }
 
 }  // namespace tessera::cuda_detail

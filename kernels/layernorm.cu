@@ -42,12 +42,12 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
   }
 }
 
-// The backward in one pass over chunk blockIdx.x of the rows (kRowChunks chunks). Each warp takes
-// rows w, w + warps, ... of the chunk: dinp = [dres +] r · (dxhat − mean(dxhat) − xhat ·
+// The backward in one pass over chunk blockIdx.x of the rows (kLayerNormChunks chunks). Each warp
+// takes rows w, w + warps, ... of the chunk: dinp = [dres +] r · (dxhat − mean(dxhat) − xhat ·
 // mean(dxhat · xhat)), dxhat = dout · weight, and adds dout · xhat and dout into its lanes' columns
 // of its own shared-memory rows; then the block adds its warps' rows in warp order into partials
-// (2, kRowChunks, C): Σ dout · xhat, then Σ dout. dres may alias dinp (each element read by the
-// lane that writes it, just before). rounded: null, or dinp's copy in H. Dynamic shared memory:
+// (2, kLayerNormChunks, C): Σ dout · xhat, then Σ dout. dres may alias dinp (each element read by
+// the lane that writes it, just before). rounded: null, or dinp's copy in H. Dynamic shared memory:
 // (warps, 2, C) floats.
 template <class H>
 __global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partials,
@@ -59,8 +59,8 @@ __global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partia
   float* dw_sum = sums + 2 * w * c;
   float* db_sum = dw_sum + c;
   for (int j = lane; j < c; j += 32) dw_sum[j] = db_sum[j] = 0.0f;
-  const int64_t first = blockIdx.x * n / cuda_detail::kRowChunks,
-                end = (blockIdx.x + 1) * n / cuda_detail::kRowChunks;
+  const int64_t first = blockIdx.x * n / kLayerNormChunks,
+                end = (blockIdx.x + 1) * n / kLayerNormChunks;
   for (int64_t row = first + w; row < end; row += warps) {
     const float* x = inp + row * c;
     const float* dy = dout + row * c;
@@ -76,12 +76,14 @@ __global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partia
     const float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / c;
     float* dx = dinp + row * c;
     const float* dr = dres ? dres + row * c : nullptr;
+    H* dx_rounded = rounded ? rounded + row * c : nullptr;
 #pragma unroll 4
     for (int j = lane; j < c; j += 32) {
       const float xhat = (x[j] - m) * r, g = dy[j];
       const float v = r * (g * weight[j] - mean_dxhat - xhat * mean_dxhat_xhat);
-      dx[j] =
-          dr ? __fadd_rn(dr[j], v) : v;  // never contracted into an FMA: the separate add's bits
+      const float d = dr ? __fadd_rn(dr[j], v) : v;  // never an FMA: the separate add's bits
+      dx[j] = d;
+      if (dx_rounded) cuda_detail::store(dx_rounded[j], d);
       dw_sum[j] += g * xhat;
       db_sum[j] += g;
     }
@@ -94,7 +96,7 @@ __global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partia
       db += sums[(2 * v + 1) * c + j];
     }
     partials[blockIdx.x * int64_t{c} + j] = dw;
-    partials[(cuda_detail::kRowChunks + blockIdx.x) * int64_t{c} + j] = db;
+    partials[(kLayerNormChunks + blockIdx.x) * int64_t{c} + j] = db;
   }
 }
 
@@ -126,7 +128,6 @@ void layernorm_backward(float* dinp, H* rounded, float* dweight, float* dbias, f
                         const float* rstd, const float* dresidual, int64_t n, int64_t c,
                         CudaStream stream) {
   auto* kernel = layernorm_backward_kernel<typename cuda_detail::CudaTypeOf<H>::type>;
-  static_assert(kLayerNormChunks == cuda_detail::kRowChunks);
   if (n == 0) return;
   // 8 warps a block, fewer when their (2, C) rows of sums would not fit in shared memory.
   int device = 0, limit = 0;
@@ -140,16 +141,17 @@ void layernorm_backward(float* dinp, H* rounded, float* dweight, float* dbias, f
   const size_t smem = warps * row_bytes;
   TS_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<cuda_detail::kRowChunks, 32 * warps, smem, stream>>>(
-      dinp, cuda_detail::cuda_ptr(rounded), partials, dout, inp, weight, mean, rstd, dresidual, n,
-      static_cast<int>(c));
+  kernel<<<kLayerNormChunks, 32 * warps, smem, stream>>>(dinp, cuda_detail::cuda_ptr(rounded),
+                                                         partials, dout, inp, weight, mean, rstd,
+                                                         dresidual, n, static_cast<int>(c));
   TS_CUDA_CHECK_LAUNCH();
-  const int64_t chunk_floats = int64_t{cuda_detail::kRowChunks} * c;
-  cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(c), kThreads, 0, stream>>>(
-      dweight, partials, c);
+  const int64_t chunk_floats = int64_t{kLayerNormChunks} * c;
+  const unsigned blocks = cuda_detail::partial_sum_blocks(c);
+  cuda_detail::add_partials_kernel<<<blocks, kThreads, 0, stream>>>(dweight, partials, c,
+                                                                    kLayerNormChunks);
   TS_CUDA_CHECK_LAUNCH();
-  cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(c), kThreads, 0, stream>>>(
-      dbias, partials + chunk_floats, c);
+  cuda_detail::add_partials_kernel<<<blocks, kThreads, 0, stream>>>(dbias, partials + chunk_floats,
+                                                                    c, kLayerNormChunks);
   TS_CUDA_CHECK_LAUNCH();
 }
 #define TS_LAYERNORM_BACKWARD(H)                                                                   \

@@ -243,8 +243,8 @@ void column_sum(float* dbias, float* partials, const D* dout, int64_t rows, int6
   column_partials_kernel<<<cuda_detail::partial_grid(n), kThreads, 0, stream>>>(
       partials, cuda_detail::cuda_ptr(dout), rows, n);
   TS_CUDA_CHECK_LAUNCH();
-  cuda_detail::add_partials_kernel<<<cuda_detail::column_blocks(n), kThreads, 0, stream>>>(
-      dbias, partials, n);
+  cuda_detail::add_partials_kernel<<<cuda_detail::partial_sum_blocks(n), kThreads, 0, stream>>>(
+      dbias, partials, n, cuda_detail::kRowChunks);
   TS_CUDA_CHECK_LAUNCH();
 }
 
