@@ -97,9 +97,10 @@ __device__ inline float warp_max(float v) {
 // waiting on latency); it is the launchers' kColumnChunks, with which callers size the scratch.
 constexpr int kRowChunks = 256;
 
-// out (n) += Σ_{c < chunks} partials (chunks, n): a block per 32 columns, each column's chunks
-// summed by 8 threads (every 8th chunk, in order), then those 8 sums in order.
-constexpr int kPartialColumns = 32;
+// out (n) += Σ_{c < chunks} partials (chunks, n): a block per 8 columns, each column's chunks
+// summed by 32 threads (every 32nd chunk, in order), then those 32 sums in order. (One thread
+// per column made GPT-2's 768-column sums a chain of 256-1024 dependent loads in 3 blocks.)
+constexpr int kPartialColumns = 8;
 static __global__ void add_partials_kernel(float* out, const float* partials, int64_t n,
                                            int chunks) {
   constexpr int kGroups = kThreads / kPartialColumns;
