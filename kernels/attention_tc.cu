@@ -32,8 +32,10 @@ using cuda_detail::store;
 
 // Warps per block, 16 rows of the block's own side each. The forward's 8 share each k, v tile
 // between 128 queries (half the tile traffic of 4 warps, at the same warps per multiprocessor: at
-// head size 64 its registers allow two blocks, at 128 one); dq and dk/dv hold more registers, and
-// 4 warps keep three blocks at head size 64 (two at 128).
+// head size 64 its 127 registers a thread and 55 KB of tiles allow two blocks on an H100); dq and
+// dk/dv hold more registers in 4 warps and 55 KB (head size 64) or 105 KB (128) of two-stage
+// tiles: on an H100 (228 KB a multiprocessor) up to four or two blocks by shared memory, on an
+// A100 (164 KB) two or one.
 constexpr int kForwardWarps = 8;
 constexpr int kBackwardWarps = 4;
 constexpr int kCols = 64;  // rows of the other side per tile

@@ -175,6 +175,9 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
   if (gelu_pre.defined()) {
     TS_CHECK(dinp.defined(), "matmul_backward: gelu_pre given without dinp");
     check_operand("matmul_backward", "gelu_pre", gelu_pre, weight, compute);
+    TS_CHECK(gelu_pre.dtype() == DType::f32 || gelu_pre.dtype() == dinp.dtype(),
+             "matmul_backward: gelu_pre is ", dtype_name(gelu_pre.dtype()), " but dinp ",
+             dtype_name(dinp.dtype()), ": f32, or dinp's type");
     TS_CHECK_EQ(gelu_pre.numel(), dinp.numel(), "matmul_backward: gelu_pre ",
                 shape_str(gelu_pre.shape()));
   }

@@ -120,7 +120,6 @@ cudaDataType_t cuda_type(DType t) {
   }
 }
 
-// The plan for this kind of call: descriptors and the heuristic's algorithm, made once.
 // The epilogue for a bias and a GELU mode.
 cublasLtEpilogue_t epilogue_for(bool with_bias, GemmGelu gelu) {
   switch (gelu) {
@@ -133,6 +132,7 @@ cublasLtEpilogue_t epilogue_for(bool with_bias, GemmGelu gelu) {
   }
 }
 
+// The plan for this kind of call: descriptors and the heuristic's algorithm, made once.
 std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, int64_t n, int64_t k,
                                 bool trans_a, bool trans_b, GemmTypes types, bool with_bias,
                                 GemmGelu gelu, void* aux) {

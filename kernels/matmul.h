@@ -21,10 +21,11 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
                     DType compute = DType::f32, const Tensor& residual = Tensor());
 
 // out = gelu(pre), pre (N, OC) = inp · weight + bias: a linear layer and the GELU after it, in one
-// pass on CUDA (cuBLASLt's GELU_AUX_BIAS epilogue; OC not a multiple of 8: the GEMM, then the GELU
-// of the stored pre). out and pre are both f32, or both of the 16-bit `compute` type: the bias
-// rounded as in matmul_forward, out the GELU of the fp32 pre-activation, pre that rounded. On the
-// CPU in f32, bit for bit matmul_forward then gelu_forward.
+// pass on CUDA (cuBLASLt's GELU_AUX_BIAS epilogue). out and pre are both f32, or both of the 16-bit
+// `compute` type: the bias rounded as in matmul_forward, out the GELU of the fp32 pre-activation,
+// pre that rounded. On the CPU in f32, bit for bit matmul_forward then gelu_forward. (OC not a
+// multiple of 8, which the epilogue does not take: on CUDA the GEMM, then the GELU of the stored
+// pre — in 16 bits the GELU of the rounded pre-activation, within 1e-2 of the above.)
 void matmul_gelu_forward(Tensor& out, Tensor& pre, const Tensor& inp, const Tensor& weight,
                          const Tensor& bias, DType compute = DType::f32);
 

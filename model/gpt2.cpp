@@ -4,6 +4,7 @@
 #include <random>
 
 #include "kernels/classifier.h"
+#include "kernels/convert.h"
 #include "kernels/embedding.h"
 #include "kernels/layernorm.h"
 #include "parallel/pipeline.h"
@@ -349,10 +350,10 @@ double Gpt2::loss(Gpt2Activations& a, const Tensor& targets) const {
 double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
   using Pass = UnitHooks::Pass;
   double loss = 0.0;
-  // dresid's 16-bit copy, written by each layernorm backward for the GEMMs after it; a stage that
-  // receives dresid from the next one has none for its first block.
+  // dresid's 16-bit copy, written by each layernorm backward for the GEMMs after it (a stage that
+  // receives dresid from the next one rounds it first: the same bits, so that the bias gradients
+  // that sum it do not depend on the pipeline's split).
   Tensor* rounded = a.dresid_rounded.defined() ? &a.dresid_rounded : nullptr;
-  bool rounded_valid = false;
   if (ends_model(a)) {
     // With one stage the LM head is wte itself: its unit stays acquired from the head's
     // backward, the first, to the embedding's, the last.
@@ -379,9 +380,9 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
                        a.lnf_rstd, Tensor(), rounded);
     release(unit_lnf_);
     grads_ready(unit_lnf_);
-    rounded_valid = rounded != nullptr;
     loss = mean_of(a.losses);
   }
+  if (rounded && !ends_model(a)) convert(*rounded, a.dresid);
   const Chunk& chunk = chunks_[a.chunk];
   for (int64_t i = chunk.layers.end - chunk.layers.first - 1; i >= 0; --i) {
     const int64_t index = chunk.base + i;
@@ -392,9 +393,8 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
                     par_, gemm_);
     }
     block_backward(a.dresid, block_grads_[index], a.scratch, a.dresid, a.resid[i], acts,
-                   blocks_[index], heads_local_, par_, gemm_,
-                   rounded_valid ? a.dresid_rounded : Tensor(), rounded);
-    rounded_valid = rounded != nullptr;
+                   blocks_[index], heads_local_, par_, gemm_, rounded ? a.dresid_rounded : Tensor(),
+                   rounded);
     release(block_unit(index));
     grads_ready(block_unit(index));
   }

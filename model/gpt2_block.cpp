@@ -151,6 +151,8 @@ void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& s, const Tensor& 
                     const BlockParallel& par, DType gemm, const Tensor& dy_rounded,
                     Tensor* dx_rounded) {
   if (par.sequence_split()) {
+    TS_CHECK(!dy_rounded.defined() && dx_rounded == nullptr,
+             "block_backward: sequence parallelism keeps its gradients in f32 (no 16-bit copies)");
     block_backward_sp(dx, g, s, dy, x, a, w, num_heads, *par.tp, gemm);
     return;
   }

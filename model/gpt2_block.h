@@ -86,9 +86,11 @@ void block_forward(Tensor& y, BlockActivations& acts, BlockScratch& scratch, con
                    DType gemm = DType::f32);
 
 // dx (B, T, C) = ∂L/∂x given dy (B, T, C); parameter gradients accumulate into g. dx may alias dy.
-// Collective over par.tp; rows as in block_forward. With 16-bit GEMMs, dy_rounded may hold dy
-// rounded to their type (undefined: the GEMM rounds dy itself) and dx_rounded receives dx rounded
-// so (may alias dy_rounded).
+// Collective over par.tp; rows as in block_forward. With 16-bit GEMMs, dy_rounded holds dy rounded
+// to their type: mlp.c_proj's GEMMs read it and its bias gradient sums it (undefined: the GEMMs
+// round dy themselves, to the same bits, but the bias gradient sums dy's f32 values; Gpt2 always
+// gives it). dx_rounded receives dx rounded so (may alias dy_rounded); the attention branch's
+// c_proj reads dres1's copy likewise.
 void block_backward(Tensor& dx, BlockWeights& g, BlockScratch& scratch, const Tensor& dy,
                     const Tensor& x, const BlockActivations& acts, const BlockWeights& w,
                     int64_t num_heads, const BlockParallel& par = {}, DType gemm = DType::f32,

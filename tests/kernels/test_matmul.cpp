@@ -255,6 +255,12 @@ TEST(Matmul, GeluFusionIsBitForBitTheSeparateOps) {
   Tensor f32_out = Tensor::empty({k.b, k.t, k.oc}, DType::f32);
   EXPECT_THROW(matmul_forward(out_bf16, x, w, bias, DType::f16), Error);  // not the compute type
   EXPECT_THROW(matmul_forward(out_bf16, x, w, bias, DType::bf16, f32_out), Error);  // residual
+  Tensor dx_f32 = Tensor::empty({k.b, k.t, k.ic}, DType::f32),
+         pre_bf16 = Tensor::empty({k.b, k.t, k.ic}, DType::bf16),
+         dw = Tensor::zeros(w.shape(), DType::f32), none;
+  EXPECT_THROW(  // gelu_pre f32 or dinp's type
+      matmul_backward(dx_f32, dw, none, randn({k.b, k.t, k.oc}, rng), x, w, DType::bf16, pre_bf16),
+      Error);
 }
 
 // Bit-identical results for 1, 2 and 3 threads (dbias is a chunked reduction over 301 rows).

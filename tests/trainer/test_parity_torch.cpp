@@ -2,6 +2,7 @@
 // safetensors, tests/python/gpt2_reference.py recomputes logits, loss, every gradient and 10
 // AdamW steps in float64 with Debian's python3-torch, and Tessera must agree to 1e-4.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -53,7 +54,9 @@ TEST(ParityTorch, LogitsLossGradientsAndAdamWSteps) {
     targets.data<int32_t>()[i] = static_cast<int32_t>(rng() % cfg.vocab_size);
   }
 
-  const fs::path dir = fs::temp_directory_path() / ("tessera_parity_" + std::to_string(seed));
+  // One folder per process: two test runs at once (a CI clone beside a build tree) do not collide.
+  const fs::path dir = fs::temp_directory_path() / ("tessera_parity_" + std::to_string(seed) + "_" +
+                                                    std::to_string(::getpid()));
   fs::create_directories(dir);
   std::map<std::string, Tensor> weights;
   for (const ParameterEntry& e : model.params().entries())
