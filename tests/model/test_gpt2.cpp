@@ -144,6 +144,49 @@ TEST(Gpt2, SixteenBitComputeOnTheCpu) {
   }
 }
 
+// Two pipeline stages of a 16-bit model on the CPU give the single-stage model's loss and
+// gradients bit for bit: the last stage hands the first its dresid in f32, and the first rounds it
+// once for its GEMMs and bias sums, the bits the single-stage model's layernorm backward writes in
+// its 16-bit copy. (wte's gradient is left out: its two tied copies are summed across stages.)
+TEST(Gpt2, SixteenBitPipelineStagesGiveTheSingleStageGradients) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Tensor x = testing::random_tokens(2, 12, kTiny.vocab_size, rng);
+  const Tensor y = testing::random_tokens(2, 12, kTiny.vocab_size, rng);
+  const float dloss = 1.0f / 24;
+  Gpt2 whole(kTiny);
+  whole.init_weights(seed % 1000);
+  whole.set_gemm_dtype(DType::bf16);
+  Gpt2Activations wa = whole.make_activations(2, 12, false);
+  whole.forward(wa, x);
+  const double loss = whole.backward(wa, y, dloss);
+
+  Gpt2 first(kTiny, Device::cpu(), {.pp_rank = 0, .pp_size = 2});
+  Gpt2 last(kTiny, Device::cpu(), {.pp_rank = 1, .pp_size = 2});
+  for (Gpt2* stage : {&first, &last}) {
+    stage->set_gemm_dtype(DType::bf16);
+    for (const ParameterEntry& e : stage->params().entries())
+      stage->params().param(e).copy_from(whole.params().param(e.name));
+  }
+  Gpt2Activations a0 = first.make_activations(2, 12, false);
+  Gpt2Activations a1 = last.make_activations(2, 12, false);
+  first.forward(a0, x);
+  a1.resid[0].copy_from(a0.output());  // what the pipeline's p2p carries
+  last.forward(a1, x);
+  EXPECT_EQ(last.backward(a1, y, dloss), loss);
+  a0.dresid.copy_from(a1.dresid);
+  first.backward(a0, y, dloss);
+  int compared = 0;
+  for (const Gpt2* stage : {&first, &last})
+    for (const ParameterEntry& e : stage->params().entries()) {
+      if (e.name == "transformer.wte.weight") continue;
+      EXPECT_EQ(flat(stage->params().grad(e)), flat(whole.params().grad(e.name))) << e.name;
+      ++compared;
+    }
+  EXPECT_EQ(compared, static_cast<int>(whole.params().entries().size()) - 1);
+}
+
 // The loss at GPT-2 init is close to ln(V) (near-uniform predictions) and backward returns it.
 TEST(Gpt2, InitialLossNearLogVocab) {
   std::mt19937_64 rng(testing::test_seed());
