@@ -60,6 +60,9 @@ class UnitHooks {
   virtual void release(int unit) = 0;
   // This micro-batch's backward will not touch the unit's gradients again.
   virtual void grads_ready(int unit) = 0;
+  // Whether parameters stay in memory between release and the next acquire (ZeRO-3 frees them:
+  // a model must not keep copies of them then).
+  virtual bool keeps_parameters() const { return true; }
 };
 
 class ParameterSet {

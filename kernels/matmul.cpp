@@ -88,9 +88,11 @@ struct ForwardCheck {
 };
 ForwardCheck check_forward(const char* op, const Tensor& out, const Tensor& inp,
                            const Tensor& weight, const Tensor& bias, DType compute) {
-  const auto backend = bias.defined() ? backend_f32(op, {{"weight", weight}, {"bias", bias}})
-                                      : backend_f32(op, {{"weight", weight}});
   check_gemm_compute(compute);
+  check_operand(op, "weight", weight, weight, compute);
+  const auto backend =
+      weight.device().is_cpu() ? kernels_detail::Backend::cpu : kernels_detail::Backend::cuda;
+  if (bias.defined()) kernels_detail::check_float(op, "bias", bias, weight);
   check_operand(op, "inp", inp, weight, compute);
   check_operand(op, "out", out, weight, compute);
   const Dims d = check_dims(op, inp, "inp", weight, 0);
@@ -161,8 +163,9 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre, const Tensor& inp, const Tens
 void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight, DType compute,
                      const Tensor& gelu_pre) {
-  const auto backend = backend_f32("matmul_backward", {{"dweight", dweight}, {"weight", weight}});
+  const auto backend = backend_f32("matmul_backward", {{"dweight", dweight}});
   check_gemm_compute(compute);
+  check_operand("matmul_backward", "weight", weight, dweight, compute);
   check_operand("matmul_backward", "inp", inp, weight, compute);
   check_operand("matmul_backward", "dout", dout, weight, compute);
   const Dims d = check_dims("matmul_backward", dout, "dout", weight, 1);
@@ -182,7 +185,7 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
                 shape_str(gelu_pre.shape()));
   }
   if (dbias.defined()) {
-    backend_f32("matmul_backward", {{"weight", weight}, {"dbias", dbias}});
+    backend_f32("matmul_backward", {{"dweight", dweight}, {"dbias", dbias}});
     dbias.expect("matmul_backward dbias", {d.oc}, DType::f32);
   }
 #ifdef TESSERA_WITH_CUDA

@@ -1,9 +1,10 @@
 // Linear layer: Y = X·W + b with W in Hugging Face Conv1D layout (in, out). OpenBLAS on the CPU,
 // cuBLASLt on CUDA. `compute` is the type the product's operands are rounded to: f32 (exact), or
 // bf16 or f16 (on CUDA the tensor cores, fp32 accumulation; on the CPU the same rounding then an
-// fp32 product: the reference for the CUDA path). Weights and their gradients are f32 (rounded
-// into scratch copies as they enter a product, as torch.autocast does per op); activations and
-// their gradients may be of the 16-bit type where only 16-bit products read them.
+// fp32 product: the reference for the CUDA path). Weight gradients are f32; a weight is f32
+// (rounded into a scratch copy as it enters a product, as torch.autocast does per op) or already
+// of the 16-bit compute type (a model's copy rounded once per step); activations and their
+// gradients may be of the 16-bit type where only 16-bit products read them.
 // Parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 

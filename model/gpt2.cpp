@@ -209,6 +209,42 @@ std::string Gpt2::block_prefix(int64_t layer) const {
   return "transformer.h." + std::to_string(layer);
 }
 
+bool Gpt2::rounds_weights() const {
+  return gemm_ != DType::f32 && (hooks_ == nullptr || hooks_->keeps_parameters());
+}
+
+const BlockWeights& Gpt2::round_block(int64_t index) const {
+  if (!rounds_weights()) return blocks_[index];
+  if (rounded_units_.empty() || rounded_units_.front().dtype() != gemm_) {
+    rounded_units_.clear();
+    rounded_blocks_.clear();
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const ParameterUnit& unit = params_.units()[block_unit(static_cast<int64_t>(i))];
+      const Tensor rounded = Tensor::empty({unit.numel}, gemm_, params_.device());
+      BlockWeights w = blocks_[i];  // the GEMM weights' views moved to the rounded buffer
+      for (size_t k = unit.first_entry; k < unit.end_entry; ++k) {
+        const ParameterEntry& e = params_.entries()[k];
+        Tensor* view = e.name.ends_with(".attn.c_attn.weight")   ? &w.attn_w
+                       : e.name.ends_with(".attn.c_proj.weight") ? &w.proj_w
+                       : e.name.ends_with(".mlp.c_fc.weight")    ? &w.fc_w
+                       : e.name.ends_with(".mlp.c_proj.weight")  ? &w.fcproj_w
+                                                                 : nullptr;
+        if (view) *view = rounded.carve(e.offset - unit.offset, e.shape);
+      }
+      rounded_units_.push_back(rounded);
+      rounded_blocks_.push_back(w);
+    }
+  }
+  convert(rounded_units_[index], params_.unit_params(block_unit(index)));
+  return rounded_blocks_[index];
+}
+
+const BlockWeights& Gpt2::gemm_weights(int64_t index) const {
+  const bool rounded =
+      rounds_weights() && !rounded_units_.empty() && rounded_units_.front().dtype() == gemm_;
+  return rounded ? rounded_blocks_[index] : blocks_[index];
+}
+
 void Gpt2::acquire(int unit, UnitHooks::Pass pass) const {
   if (hooks_) hooks_->acquire(unit, pass);
 }
@@ -320,8 +356,8 @@ void Gpt2::forward(Gpt2Activations& a, const Tensor& tokens) const {
     const int64_t index = chunk.base + i;
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
     acquire(block_unit(index), Pass::forward);
-    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], blocks_[index], heads_local_, par_,
-                  gemm_);
+    block_forward(a.resid[i + 1], acts, a.scratch, a.resid[i], round_block(index), heads_local_,
+                  par_, gemm_);
     release(block_unit(index));
   }
   if (ends_model(a)) {
@@ -389,12 +425,12 @@ double Gpt2::backward(Gpt2Activations& a, const Tensor& targets, float dloss) {
     BlockActivations& acts = a.block[a.recompute ? 0 : i];
     acquire(block_unit(index), Pass::backward);
     if (a.recompute) {  // rebuild this block's activations from its saved input
-      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], blocks_[index], heads_local_,
+      block_forward(a.scratch.dres1, acts, a.scratch, a.resid[i], gemm_weights(index), heads_local_,
                     par_, gemm_);
     }
     block_backward(a.dresid, block_grads_[index], a.scratch, a.dresid, a.resid[i], acts,
-                   blocks_[index], heads_local_, par_, gemm_, rounded ? a.dresid_rounded : Tensor(),
-                   rounded);
+                   gemm_weights(index), heads_local_, par_, gemm_,
+                   rounded ? a.dresid_rounded : Tensor(), rounded);
     release(block_unit(index));
     grads_ready(block_unit(index));
   }

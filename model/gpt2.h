@@ -127,6 +127,12 @@ class Gpt2 {
   // activations made after this call that only GEMMs read are stored in this type
   // (BlockActivations::allocate).
   void set_gemm_dtype(DType gemm) { gemm_ = gemm; }
+  // Whether the blocks' GEMM weights are rounded to the GEMMs' 16-bit type once per forward
+  // (autocast's weight cache): each forward rounds a block's unit in one pass, and that block's
+  // backward (and recomputation) reads the copy again, instead of every GEMM rounding its weight,
+  // forward and backward. True with 16-bit GEMMs unless the hooks free parameters (ZeRO-3: the
+  // copies would undo its saving). The copy is derived from the parameters: forward stays const.
+  bool rounds_weights() const;
   DType gemm_dtype() const { return gemm_; }
 
   // Activations of one micro-batch through layer chunk `chunk`.
@@ -172,6 +178,10 @@ class Gpt2 {
   void acquire(int unit, UnitHooks::Pass pass) const;
   void release(int unit) const;
   void grads_ready(int unit) const;
+  // Forward: block `index`'s weights for its GEMMs, rounded now when rounds_weights().
+  const BlockWeights& round_block(int64_t index) const;
+  // Backward: the copy the last forward rounded, or the f32 weights.
+  const BlockWeights& gemm_weights(int64_t index) const;
   // The LM head's weights (wte, or the last stage's copy) and gradient.
   const Tensor& head_w() const { return unit_head_ >= 0 ? head_ : wte_; }
   Tensor& head_grad() { return unit_head_ >= 0 ? dhead_ : dwte_; }
@@ -180,7 +190,9 @@ class Gpt2 {
   ParameterSet params_;
   Tensor wte_, wpe_, lnf_w_, lnf_b_, head_;
   Tensor dwte_, dwpe_, dlnf_w_, dlnf_b_, dhead_;
-  std::vector<BlockWeights> blocks_, block_grads_;  // the stage's layers, chunk by chunk
+  std::vector<BlockWeights> blocks_, block_grads_;    // the stage's layers, chunk by chunk
+  mutable std::vector<Tensor> rounded_units_;         // per block: its unit's flat buffer rounded
+  mutable std::vector<BlockWeights> rounded_blocks_;  // blocks_ with the 4 GEMM weights' copies
   UnitHooks* hooks_ = nullptr;
   DType gemm_ = DType::f32;
   parallel::Communicator* tp_ = nullptr;

@@ -70,6 +70,7 @@ class DistributedAdamW final : public UnitHooks {
   void acquire(int unit, Pass pass) override;
   void release(int unit) override;
   void grads_ready(int unit) override;
+  bool keeps_parameters() const override { return stage_ != 3; }
 
   // Before a micro-batch's backward: stages 0 and 1 reduce gradients only on the step's last one.
   void begin_micro_batch(bool last_of_step);

@@ -187,6 +187,47 @@ TEST(Gpt2, SixteenBitPipelineStagesGiveTheSingleStageGradients) {
   EXPECT_EQ(compared, static_cast<int>(whole.params().entries().size()) - 1);
 }
 
+// The blocks' weights rounded once per forward (Gpt2::rounds_weights) change no bit: the same
+// loss and gradients as a model whose hooks free parameters (as ZeRO-3's do), where every GEMM
+// rounds its weight itself; and after the weights change, the next forward rounds them again.
+TEST(Gpt2, RoundingTheWeightsOnceChangesNoBit) {
+  struct FreeingHooks final : UnitHooks {
+    void acquire(int, Pass) override {}
+    void release(int) override {}
+    void grads_ready(int) override {}
+    bool keeps_parameters() const override { return false; }
+  };
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Tensor x = testing::random_tokens(2, 12, kTiny.vocab_size, rng);
+  const Tensor y = testing::random_tokens(2, 12, kTiny.vocab_size, rng);
+  auto run = [&](bool keep, bool recompute, std::vector<float>& grads) {
+    Gpt2 model(kTiny);
+    model.init_weights(seed % 1000);
+    model.set_gemm_dtype(DType::bf16);
+    FreeingHooks hooks;
+    if (!keep) model.set_hooks(&hooks);
+    EXPECT_EQ(model.rounds_weights(), keep);
+    Gpt2Activations acts = model.make_activations(2, 12, recompute);
+    model.forward(acts, x);
+    model.backward(acts, y, 1.0f / 24);
+    for (const char* name :
+         {"transformer.h.1.mlp.c_fc.weight", "transformer.h.2.attn.c_attn.weight"})
+      model.params().param(name).data<float>()[5] += 0.5f;  // a change the copy must follow
+    model.params().zero_grads();
+    model.forward(acts, x);
+    const double loss = model.backward(acts, y, 1.0f / 24);
+    grads = flat(model.params().gather_flat(true));
+    return loss;
+  };
+  for (const bool recompute : {false, true}) {
+    std::vector<float> kept, freed;
+    EXPECT_EQ(run(true, recompute, kept), run(false, recompute, freed));
+    EXPECT_EQ(kept, freed);
+  }
+}
+
 // The loss at GPT-2 init is close to ln(V) (near-uniform predictions) and backward returns it.
 TEST(Gpt2, InitialLossNearLogVocab) {
   std::mt19937_64 rng(testing::test_seed());
