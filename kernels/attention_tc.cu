@@ -188,6 +188,27 @@ __device__ void copy_rows_async(const RowSource<T> (&tiles)[kTiles], int64_t fir
   }
 }
 
+// Starts the copies of one head's k and v rows [j0, j0 + kCols) (k at head + c, v at head + 2c,
+// rows 3c apart) into stage `stage` of kvs (its k tile, then its v tile), as one group.
+template <int kThreads, int HS, class T>
+__device__ void copy_kv_async(T* kvs, const T* head, int64_t c, int64_t j0, int stage, int64_t t) {
+  constexpr int kTile = kCols * kLd<HS>;
+  T* k_tile = kvs + 2 * stage * kTile;
+  copy_rows_async<kThreads, 2, HS, T>(
+      {{k_tile, head + c, 3 * c}, {k_tile + kTile, head + 2 * c, 3 * c}}, j0, kCols, t);
+  commit_copies();
+}
+
+// Waits until the current stage's tiles have landed for the whole block; when the next stage's
+// copies were started (next_started), their group stays in flight.
+__device__ inline void await_stage(bool next_started) {
+  if (next_started)
+    wait_copies<1>();
+  else
+    wait_copies<0>();
+  __syncthreads();
+}
+
 // Sum (or max) over the 4 lanes that hold one accumulator row.
 __device__ inline float quad_sum(float x) {
   x += __shfl_xor_sync(kFullMask, x, 1);
@@ -260,25 +281,15 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
   const int64_t end = i0 + kRows < t ? i0 + kRows : t;  // the block's rows see keys [0, end)
   const bool idle = first >= t;                         // the warp's rows are all past the end
   const float scale2 = scale * kLog2e;                  // scores in log2 units: exp2 of them
-  auto copy_kv = [&](int64_t j0, int stage) {
-    T* k_tile = kvs + 2 * stage * kTile;
-    copy_rows_async<kThreads, 2, HS, T>(
-        {{k_tile, q + c, 3 * c}, {k_tile + kTile, q + 2 * c, 3 * c}}, j0, kCols, t);
-    commit_copies();
-  };
   copy_rows_async<kThreads, 1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
-  copy_kv(0, 0);  // one group with the q tile
+  copy_kv_async<kThreads, HS>(kvs, q, c, 0, 0, t);  // one group with the q tile
   float o[HS / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8: max, sum
   int stage = 0;
   for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
-    if (j0 + kCols < end) {
-      copy_kv(j0 + kCols, stage ^ 1);  // into the stage the last iteration used
-      wait_copies<1>();
-    } else {
-      wait_copies<0>();
-    }
-    __syncthreads();  // this stage's tiles (and q) have landed for every thread
+    const bool next = j0 + kCols < end;
+    if (next) copy_kv_async<kThreads, HS>(kvs, q, c, j0 + kCols, stage ^ 1, t);  // the last one's
+    await_stage(next);  // this stage's tiles (and q) have landed for every thread
     const T* ks = kvs + 2 * stage * kTile;
     const T* vs = ks + kTile;
     if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
@@ -350,15 +361,9 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   const int64_t end = i0 + kRows < t ? i0 + kRows : t;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
-  auto copy_kv = [&](int64_t j0, int stage) {
-    T* k_tile = kvs + 2 * stage * kTile;
-    copy_rows_async<kThreads, 2, HS, T>(
-        {{k_tile, q + c, 3 * c}, {k_tile + kTile, q + 2 * c, 3 * c}}, j0, kCols, t);
-    commit_copies();
-  };
   copy_rows_async<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kRows, t);
-  copy_kv(0, 0);
-  float lse2[2], delta_i[2];  // rows g, g + 8: lse in log2 units, D
+  copy_kv_async<kThreads, HS>(kvs, q, c, 0, 0, t);  // one group with the q and dout tiles
+  float lse2[2], delta_i[2];                        // rows g, g + 8: lse in log2 units, D
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t i = first + g + 8 * h;
@@ -368,13 +373,9 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   float dq[HS / 8][4] = {};  // dq / scale
   int stage = 0;
   for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
-    if (j0 + kCols < end) {
-      copy_kv(j0 + kCols, stage ^ 1);
-      wait_copies<1>();
-    } else {
-      wait_copies<0>();
-    }
-    __syncthreads();
+    const bool next = j0 + kCols < end;
+    if (next) copy_kv_async<kThreads, HS>(kvs, q, c, j0 + kCols, stage ^ 1, t);
+    await_stage(next);
     const T* ks = kvs + 2 * stage * kTile;
     const T* vs = ks + kTile;
     if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
@@ -437,13 +438,9 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};  // dk / scale, dv
   int stage = 0;
   for (int64_t i0 = j0; i0 < t; i0 += kCols, stage ^= 1) {
-    if (i0 + kCols < t) {
-      copy_q_dout(i0 + kCols, stage ^ 1);
-      wait_copies<1>();
-    } else {
-      wait_copies<0>();
-    }
-    __syncthreads();
+    const bool next = i0 + kCols < t;
+    if (next) copy_q_dout(i0 + kCols, stage ^ 1);
+    await_stage(next);
     const T* qs = qdos + 2 * stage * kTile;
     const T* dos = qs + kTile;
     const float* lse2_t = stats + 2 * stage * kCols;  // log2 units
@@ -484,14 +481,11 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
 // this GPU.
 template <class Kernel>
 void allow_smem(Kernel kernel, size_t bytes, int hs) {
-  int device = 0, limit = 0;
-  TS_CUDA_CHECK(cudaGetDevice(&device));
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TS_CHECK(bytes <= static_cast<size_t>(limit), "16-bit attention with head size ", hs, " needs ",
-           bytes, " bytes of shared memory per block, this GPU has ", limit,
+  const size_t limit = cuda_detail::smem_per_block_limit();
+  TS_CHECK(bytes <= limit, "16-bit attention with head size ", hs, " needs ", bytes,
+           " bytes of shared memory per block, this GPU has ", limit,
            ": use train.precision: fp32 or a smaller head");
-  TS_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  cuda_detail::allow_smem(kernel, bytes);
 }
 
 int check_head_tc(int64_t b, int64_t c, int64_t nh) {

@@ -74,6 +74,20 @@ inline bool aligned16(const void* p) {
 // Checks the launch just made (bad configuration, missing kernel image for this GPU).
 #define TS_CUDA_CHECK_LAUNCH() TS_CUDA_CHECK(cudaGetLastError())
 
+// The most dynamic shared memory one block may opt into on the current device, in bytes.
+inline size_t smem_per_block_limit() {
+  int device = 0, limit = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&device));
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(limit);
+}
+// Lets `kernel` launch with `bytes` of dynamic shared memory (at most smem_per_block_limit()).
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  TS_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
 __device__ inline float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;

@@ -34,8 +34,7 @@ void visit_out_inp(const char* op, const Tensor& out, const Tensor& inp, F&& f) 
 void gelu_forward(Tensor& out, const Tensor& inp) {
   TS_CHECK(out.defined() && inp.defined(), "gelu_forward: out and inp must be defined");
   TS_CHECK_EQ(out.numel(), inp.numel(), "gelu_forward: out vs inp elements");
-  const auto backend =
-      inp.device().is_cpu() ? kernels_detail::Backend::cpu : kernels_detail::Backend::cuda;
+  const auto backend = kernels_detail::backend_of(inp);
   visit_out_inp("gelu_forward", out, inp, [&]<class Y, class X>() {
     TS_RUN_ON_CUDA(backend,
                    cuda::gelu_forward(out.data<Y>(), inp.data<X>(), inp.numel(), kOpStream));

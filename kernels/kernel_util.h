@@ -19,6 +19,11 @@ struct Named {
 
 enum class Backend : uint8_t { cpu, cuda };
 
+// Where an op on `t`'s device runs.
+inline Backend backend_of(const Tensor& t) {
+  return t.device().is_cpu() ? Backend::cpu : Backend::cuda;
+}
+
 // Every tensor defined, f32 and on the first one's device.
 // Returns where the op runs; throws Error naming the tensor that is not.
 inline Backend backend_f32(const char* op, std::initializer_list<Named> tensors) {
@@ -31,7 +36,7 @@ inline Backend backend_f32(const char* op, std::initializer_list<Named> tensors)
              t.tensor.device().str(), " but ", first.name, " on ", first.tensor.device().str(),
              ": move them to one device");
   }
-  return first.tensor.device().is_cpu() ? Backend::cpu : Backend::cuda;
+  return backend_of(first.tensor);
 }
 
 // Activations that only 16-bit GEMMs read are stored in the GEMMs' type (train.precision): the

@@ -130,17 +130,13 @@ void layernorm_backward(float* dinp, H* rounded, float* dweight, float* dbias, f
   auto* kernel = layernorm_backward_kernel<typename cuda_detail::CudaTypeOf<H>::type>;
   if (n == 0) return;
   // 8 warps a block, fewer when their (2, C) rows of sums would not fit in shared memory.
-  int device = 0, limit = 0;
-  TS_CUDA_CHECK(cudaGetDevice(&device));
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const size_t row_bytes = 2 * c * sizeof(float);
-  TS_CHECK(row_bytes <= static_cast<size_t>(limit), "layernorm_backward on CUDA takes C up to ",
+  const size_t limit = cuda_detail::smem_per_block_limit(), row_bytes = 2 * c * sizeof(float);
+  TS_CHECK(row_bytes <= limit, "layernorm_backward on CUDA takes C up to ",
            limit / (2 * sizeof(float)), ", got ", c);
   int warps = kRowsPerBlock;
-  while (warps > 1 && warps * row_bytes > static_cast<size_t>(limit)) warps /= 2;
+  while (warps > 1 && warps * row_bytes > limit) warps /= 2;
   const size_t smem = warps * row_bytes;
-  TS_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  cuda_detail::allow_smem(kernel, smem);
   kernel<<<kLayerNormChunks, 32 * warps, smem, stream>>>(dinp, cuda_detail::cuda_ptr(rounded),
                                                          partials, dout, inp, weight, mean, rstd,
                                                          dresidual, n, static_cast<int>(c));

@@ -90,8 +90,7 @@ ForwardCheck check_forward(const char* op, const Tensor& out, const Tensor& inp,
                            const Tensor& weight, const Tensor& bias, DType compute) {
   check_gemm_compute(compute);
   check_operand(op, "weight", weight, weight, compute);
-  const auto backend =
-      weight.device().is_cpu() ? kernels_detail::Backend::cpu : kernels_detail::Backend::cuda;
+  const auto backend = kernels_detail::backend_of(weight);
   if (bias.defined()) kernels_detail::check_float(op, "bias", bias, weight);
   check_operand(op, "inp", inp, weight, compute);
   check_operand(op, "out", out, weight, compute);
