@@ -1,9 +1,11 @@
 // Causal attention on the tensor cores (kernels/attention.h, the 16-bit launchers), in the manner
 // of FlashAttention-2: every product an mma.sync m16n8k16 of bf16 (or fp16) operands into fp32
-// registers, scores and probabilities never leave the registers, no T×T matrix anywhere. q, k, v,
-// dout stay f32 in device memory and are rounded as their tiles enter shared memory; softmax
-// statistics, lse, D and every accumulator are fp32. P and dS are rounded to 16 bits before their
-// products (the forward's row sums are taken from the rounded P), as the CPU emulates.
+// registers, scores and probabilities never leave the registers, no T×T matrix anywhere. q, k, v
+// and dout come in 16 bits (kernels/attention.cpp rounds f32 ones first) and are copied to
+// shared memory as they are; softmax statistics, lse, D and every accumulator are fp32. P and dS
+// are rounded to 16 bits before their products (the forward's row sums are taken from the rounded
+// P), as the CPU emulates. The softmax's per-element work is kept to an FFMA and one ex2 (no range
+// fix-up), a conversion per pair and, only on tiles that hold masked elements, the mask's test.
 //
 // A block of warps takes 16 rows each of one (batch, head) against 64-row tiles of the other side
 // staged in shared memory. Fragment layouts are the PTX ISA's ("Matrix fragments for
@@ -47,12 +49,34 @@ constexpr unsigned kFullMask = 0xffffffffu;
 template <int HS>
 constexpr int kLd = HS + kPad;
 
-// Two T (bf16 or fp16) in one register, lo in the low half: an mma operand pair.
+// lo and hi rounded to T (bf16 or fp16, to nearest even) in one register, lo in the low half: an
+// mma operand pair, by one conversion instruction for the two.
 template <class T>
-__device__ inline uint32_t pack(T lo, T hi) {
-  static_assert(sizeof(T) == 2);
-  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
-         static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16;
+__device__ inline uint32_t pack_rounded(float lo, float hi) {
+  uint32_t r;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// The two values of a pack_rounded pair, exactly, lo first.
+template <class T>
+__device__ inline float2 unpack(uint32_t v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return {__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u)};
+  else
+    return {__half2float(__ushort_as_half(static_cast<unsigned short>(v & 0xffffu))),
+            __half2float(__ushort_as_half(static_cast<unsigned short>(v >> 16)))};
+}
+
+// 2^x by the special-function unit alone (exp2f adds a fix-up for results below 2^-126, which
+// flush to 0 here: far below what a probability or a correction factor can add to a row).
+__device__ inline float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // c += a · b for one 16×8 block: a (16 × 16, row-major) in 4 registers, b (16 × 8, column-major)
@@ -129,18 +153,15 @@ __device__ void warp_accumulate(float (&acc)[HS / 8][4], const uint32_t (&p)[4][
 }
 
 // A (16 × 64) operand from values in accumulator layout, rounded to T: the A fragment of 16
-// columns k0 holds blocks k0 / 8 and k0 / 8 + 1.
+// columns k0 holds blocks k0 / 8 and k0 / 8 + 1; a[kk][r] holds row g for even r, g + 8 for odd.
 template <class T>
 __device__ inline void to_a_fragments(uint32_t (&a)[4][4], const float (&x)[8][4]) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      T v[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) store(v[e], x[2 * kk + h][e]);
-      a[kk][2 * h] = pack(v[0], v[1]);      // row g
-      a[kk][2 * h + 1] = pack(v[2], v[3]);  // row g + 8
+      a[kk][2 * h] = pack_rounded<T>(x[2 * kk + h][0], x[2 * kk + h][1]);      // row g
+      a[kk][2 * h + 1] = pack_rounded<T>(x[2 * kk + h][2], x[2 * kk + h][3]);  // row g + 8
     }
 }
 
@@ -219,19 +240,17 @@ __device__ inline float quad_max(float x) {
   return fmaxf(x, __shfl_xor_sync(kFullMask, x, 2));
 }
 
-// The causal mask over a warp's 16 rows (row 0 at `first`) against a tile of 64 columns (column 0
-// at j0): which accumulator elements hold a column past their row. Only tiles that reach past the
-// warp's first row need the test.
-struct CausalMask {
-  int dj;         // column 0 of the tile less row 0 of the warp
-  bool diagonal;  // some column is past some row
-  __device__ CausalMask(int64_t j0, int64_t first)
-      : dj(static_cast<int>(j0 - first)), diagonal(dj + kCols > 1) {}
-  // Element e of 8-column block nb in lane (g, q)'s accumulators.
-  __device__ bool operator()(int nb, int e, int g, int q) const {
-    return diagonal && dj + 8 * nb + 2 * q + e % 2 > g + 8 * (e / 2);
-  }
-};
+// Sets to −∞ (exp2: 0) the elements of a warp's 16 × 64 tile of scores (accumulator layout, lane
+// (g, q)) for which drop(column, row) holds, both counted in the tile from the warp's first row.
+// Only tiles that hold such elements call it: the test costs as much as the rest of the softmax.
+template <class Drop>
+__device__ inline void mask_scores(float (&s)[8][4], int g, int q, Drop drop) {
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      if (drop(8 * nb + 2 * q + e % 2, g + 8 * (e / 2))) s[nb][e] = -INFINITY;
+}
 
 // The warp's rows of acc (16 × HS, accumulator layout) times `scale` into dst (row i at dst + i *
 // ld, of type D), rows from `first`, none at or past t.
@@ -294,34 +313,35 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
     const T* vs = ks + kTile;
     if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
       float s[8][4];
-      warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ
-      float mx[2] = {m[0], m[1]};
-      const CausalMask masked(j0, first);
+      warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ, unscaled
+      const int dj = static_cast<int>(j0 - first);       // column 0 less the warp's row 0
+      if (dj + kCols > 1)                                // some column is past some row
+        mask_scores(s, g, qd, [dj](int col, int row) { return dj + col > row; });
+      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[nb][e] = masked(nb, e, g, qd) ? -INFINITY : s[nb][e] * scale2;
-          mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
-        }
+        for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
       float correction[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mx[h] = quad_max(mx[h]);
-        correction[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile
-        m[h] = mx[h];
+      for (int h = 0; h < 2; ++h) {  // the scaled maximum: scaling by scale2 > 0 keeps the order
+        const float m_new = fmaxf(m[h], quad_max(mx[h]) * scale2);
+        correction[h] = exp2_approx(m[h] - m_new);  // 0 on the first tile
+        m[h] = m_new;
       }
 #pragma unroll
       for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          T p;
-          store(p, exp2f(s[nb][e] - m[e / 2]));
-          s[nb][e] = load(p);  // the rounded probability, as P·V sees it
-          sum[e / 2] += s[nb][e];
-        }
+        for (int e = 0; e < 4; ++e) s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -m[e / 2]));
       uint32_t pa[4][4];
       to_a_fragments<T>(pa, s);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {  // the sums of the rounded probabilities, as P·V sees them
+          const float2 p = unpack<T>(pa[kk][r]);
+          sum[r % 2] += p.x + p.y;
+        }
 #pragma unroll
       for (int h = 0; h < 2; ++h) l[h] = l[h] * correction[h] + quad_sum(sum[h]);
 #pragma unroll
@@ -382,12 +402,14 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
       float s[8][4], dp[8][4];
       warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
       warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
-      const CausalMask masked(j0, first);
+      const int dj = static_cast<int>(j0 - first);         // column 0 less the warp's row 0
+      if (dj + kCols > 1)                                  // some column is past some row
+        mask_scores(s, g, qd, [dj](int col, int row) { return dj + col > row; });
 #pragma unroll
       for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = masked(nb, e, g, qd) ? 0.0f : exp2f(s[nb][e] * scale2 - lse2[e / 2]);
+          const float p = exp2_approx(fmaf(s[nb][e], scale2, -lse2[e / 2]));
           s[nb][e] = p * (dp[nb][e] - delta_i[e / 2]);  // dS
         }
       uint32_t dsa[4][4];
@@ -448,24 +470,29 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     if (!idle && i0 + kCols > first) {  // some key of the warp is seen by this tile
       float s[8][4];
       warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
+      const int di = static_cast<int>(i0 - first);       // column 0 less the warp's row 0
+      const int left = static_cast<int>(t - i0 < kCols ? t - i0 : kCols);  // columns before t
+      if (di < 15 || left < kCols)  // some column (a query) is before some row (a key), or past t
+        mask_scores(s, g, qd,
+                    [di, left](int col, int row) { return di + col < row || col >= left; });
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
+      for (int nb = 0; nb < 8; ++nb) {
+        const float2 l2 = *reinterpret_cast<const float2*>(lse2_t + 8 * nb + 2 * qd);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = 8 * nb + 2 * qd + e % 2;
-          const int64_t j = first + g + 8 * (e / 2), i = i0 + col;
-          s[nb][e] = i >= j && i < t ? exp2f(s[nb][e] * scale2 - lse2_t[col]) : 0.0f;  // Pᵀ
-        }
+        for (int e = 0; e < 4; ++e)
+          s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -(e % 2 ? l2.y : l2.x)));  // Pᵀ
+      }
       uint32_t pa[4][4];
       to_a_fragments<T>(pa, s);
       warp_accumulate<HS, T>(dv, pa, dos);  // dV += Pᵀ dO
       float dp[8][4];
       warp_scores<HS, T>(dp, vs + 16 * w * kLd<HS>, dos);  // dPᵀ = V dOᵀ
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
+      for (int nb = 0; nb < 8; ++nb) {
+        const float2 d2 = *reinterpret_cast<const float2*>(delta_t + 8 * nb + 2 * qd);
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[nb][e] *= dp[nb][e] - delta_t[8 * nb + 2 * qd + e % 2];  // dSᵀ
+        for (int e = 0; e < 4; ++e) s[nb][e] *= dp[nb][e] - (e % 2 ? d2.y : d2.x);  // dSᵀ
+      }
       to_a_fragments<T>(pa, s);
       warp_accumulate<HS, T>(dk, pa, qs);  // dK += dSᵀ Q
     }
