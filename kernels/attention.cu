@@ -115,9 +115,8 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* qk
 }
 
 // delta (B, NH, T) = Σ_d dout · out over each head's row: a warp per row. grid (ceil(T / 8),
-// B · NH); D, O: dout's and out's types.
-template <class D, class O>
-__global__ void attention_delta_kernel(float* delta, const D* dout, const O* out, int64_t t,
+// B · NH).
+__global__ void attention_delta_kernel(float* delta, const float* dout, const float* out, int64_t t,
                                        int64_t c, int64_t nh) {
   const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh, hs = c / nh;
   const int lane = threadIdx.x % 32;
@@ -125,8 +124,7 @@ __global__ void attention_delta_kernel(float* delta, const D* dout, const O* out
   if (i >= t) return;
   const int64_t row = (b * t + i) * c + h * hs;
   float s = 0.0f;
-  for (int64_t d = lane; d < hs; d += 32)
-    s += cuda_detail::load(out[row + d]) * cuda_detail::load(dout[row + d]);
+  for (int64_t d = lane; d < hs; d += 32) s += out[row + d] * dout[row + d];
   s = warp_sum(s);
   if (lane == 0) delta[blockIdx.y * t + i] = s;
 }
@@ -222,33 +220,14 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int6
   TS_CUDA_CHECK_LAUNCH();
 }
 
-template <class D, class O>
-void attention_delta(float* delta, const D* dout, const O* out, int64_t b, int64_t t, int64_t c,
-                     int64_t nh, CudaStream stream) {
-  if (b * t == 0) return;
-  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(
-      delta, cuda_detail::cuda_ptr(dout), cuda_detail::cuda_ptr(out), t, c, nh);
-  TS_CUDA_CHECK_LAUNCH();
-}
-// fp32 attention, and the tensor-core kernels' dout (of their type) with fp32 or 16-bit out.
-template void attention_delta(float*, const float*, const float*, int64_t, int64_t, int64_t,
-                              int64_t, CudaStream);
-template void attention_delta(float*, const bf16*, const float*, int64_t, int64_t, int64_t, int64_t,
-                              CudaStream);
-template void attention_delta(float*, const bf16*, const bf16*, int64_t, int64_t, int64_t, int64_t,
-                              CudaStream);
-template void attention_delta(float*, const f16*, const float*, int64_t, int64_t, int64_t, int64_t,
-                              CudaStream);
-template void attention_delta(float*, const f16*, const f16*, int64_t, int64_t, int64_t, int64_t,
-                              CudaStream);
-
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
                         const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
                         int64_t nh, CudaStream stream) {
   check_head(c, nh);
   if (b * t == 0) return;
   const float scale = 1.0f / sqrtf(static_cast<float>(c / nh));
-  attention_delta(delta, dout, out, b, t, c, nh, stream);
+  attention_delta_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(delta, dout, out, t, c, nh);
+  TS_CUDA_CHECK_LAUNCH();
   attention_dq_kernel<<<grid(b, t, nh), kThreads, 0, stream>>>(dqkv, dout, qkv, lse, delta, t, c,
                                                                nh, scale);
   TS_CUDA_CHECK_LAUNCH();

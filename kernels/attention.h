@@ -36,15 +36,10 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t b, int6
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
                         const float* out, const float* lse, int64_t b, int64_t t, int64_t c,
                         int64_t nh, CudaStream stream);
-// delta (B, NH, T) = Σ over each head's columns of dout ∘ out: softmax backward's row term.
-// D, O: dout's and out's types, float, bf16 or f16.
-template <class D, class O>
-void attention_delta(float* delta, const D* dout, const O* out, int64_t b, int64_t t, int64_t c,
-                     int64_t nh, CudaStream stream);
 // The same products on the tensor cores (kernels/attention_tc.cu): T, bf16 or f16, is the
 // products' type and qkv's and dout's; O, out's and dqkv's, is float or T. Head size 16, 32, 64 or
-// 128; qkv and dout 16-byte aligned. Throws Error for another head size, or when the GPU has too
-// little shared memory per block for the head size.
+// 128; qkv, dout and out 16-byte aligned. Throws Error for another head size, or when the GPU has
+// too little shared memory per block for the head size.
 template <class O, class T>
 void attention_forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c,
                           int64_t nh, CudaStream stream);

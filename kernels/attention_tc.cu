@@ -361,6 +361,56 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
   }
 }
 
+// Eight consecutive values from p (16-byte aligned) as fp32: one 16-byte load of a 16-bit type,
+// two of f32.
+template <class T>
+__device__ inline void load8(float (&v)[8], const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    const float4 lo = reinterpret_cast<const float4*>(p)[0];
+    const float4 hi = reinterpret_cast<const float4*>(p)[1];
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w;
+    v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+  } else {
+    const uint4 r = *reinterpret_cast<const uint4*>(p);
+    const uint32_t pairs[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 f = unpack<T>(pairs[k]);
+      v[2 * k] = f.x;
+      v[2 * k + 1] = f.y;
+    }
+  }
+}
+
+constexpr int kDeltaThreads = 256;
+
+// delta (B, NH, T) = Σ_d dout · out over each head's row: HS / 8 threads a row, eight values of
+// each a thread. Rows taken in memory order, (b, i, h) of `rows` = B · T · NH: row r of dout (of
+// type T) and out (O) is at r · HS. grid ceil(rows · HS / 8 / kDeltaThreads).
+template <int HS, class T, class O>
+__global__ void __launch_bounds__(kDeltaThreads)
+    delta_tc_kernel(float* delta, const T* dout, const O* out, int64_t rows, int64_t t,
+                    int64_t nh) {
+  constexpr int kLanes = HS / 8;  // a power of two, at most 16: a row's threads share a warp
+  const int64_t first = (blockIdx.x * int64_t{kDeltaThreads} + threadIdx.x) * 8;
+  const int64_t r = first / HS;
+  const bool in = r < rows;  // no thread returns early: its row's threads shuffle together
+  float d[8] = {}, o[8] = {};
+  if (in) {
+    load8(d, dout + first);
+    load8(o, out + first);
+  }
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) s = fmaf(d[k], o[k], s);
+#pragma unroll
+  for (int lanes = kLanes / 2; lanes > 0; lanes /= 2) s += __shfl_xor_sync(kFullMask, s, lanes);
+  if (in && threadIdx.x % kLanes == 0) {
+    const int64_t h = r % nh, i = r / nh % t, b = r / nh / t;
+    delta[(b * nh + h) * t + i] = s;
+  }
+}
+
 // dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T / 64), B · NH).
 // dqkv of type G, dout and qkv of type T. Dynamic shared memory: q and dout tiles, then two stages
 // of k and v tiles.
@@ -566,10 +616,15 @@ void forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t 
 }
 
 template <class T, class G>
-void backward_tc(G* dqkv, const float* delta, const T* dout, const T* qkv, const float* lse,
+void backward_tc(G* dqkv, float* delta, const T* dout, const T* qkv, const G* out, const float* lse,
                  int64_t b, int64_t t, int64_t c, int64_t nh, int hs, CudaStream stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   with_head_size(hs, [&]<int HS>() {
+    const int64_t rows = b * t * nh,
+                  delta_blocks = (rows * HS / 8 + kDeltaThreads - 1) / kDeltaThreads;
+    delta_tc_kernel<HS, T, G><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
+        delta, dout, out, rows, t, nh);
+    TS_CUDA_CHECK_LAUNCH();
     constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
     const size_t tiles = (2 * kRows + 4 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
@@ -603,9 +658,9 @@ void attention_backward_tc(O* dqkv, float* delta, const T* dout, const T* qkv, c
   if (b * t == 0) return;
   check_aligned(qkv, "qkv");
   check_aligned(dout, "dout");
-  attention_delta(delta, dout, out, b, t, c, nh, stream);
+  check_aligned(out, "out");
   backward_tc(cuda_detail::cuda_ptr(dqkv), delta, cuda_detail::cuda_ptr(dout),
-              cuda_detail::cuda_ptr(qkv), lse, b, t, c, nh, hs, stream);
+              cuda_detail::cuda_ptr(qkv), cuda_detail::cuda_ptr(out), lse, b, t, c, nh, hs, stream);
 }
 
 #define TS_ATTENTION_TC(O, T)                                                                  \
