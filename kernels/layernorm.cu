@@ -42,6 +42,74 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
   }
 }
 
+// float4s of a row a lane holds in registers: rows up to 32 · 4 · 16 = 2048 wide.
+constexpr int kRowVecs = 16;
+
+__device__ inline float4 load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+// Four values at p (aligned to 4 elements), rounded to Y.
+__device__ inline void store4(float* p, float4 v) {
+  *reinterpret_cast<float4*>(p) = v;
+}
+template <class Y>
+__device__ inline void store4(Y* p, float4 v) {
+  Y y[4];
+  cuda_detail::store(y[0], v.x);
+  cuda_detail::store(y[1], v.y);
+  cuda_detail::store(y[2], v.z);
+  cuda_detail::store(y[3], v.w);
+  *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(y);
+}
+
+// The same with each lane's part of the row held in registers from its one read (of inp and add)
+// to the normalized write, 16 bytes a load: C % 4 == 0, C ≤ 32 · 4 · kRowVecs, every row and
+// vector 16-byte aligned (the launcher checks).
+template <class Y>
+__global__ void layernorm_forward_row_kernel(Y* out, float* mean, float* rstd, float* res,
+                                             const float* inp, const float* add,
+                                             const float* weight, const float* bias, int64_t n,
+                                             int c) {
+  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32, vecs = c / 4;
+  if (row >= n) return;  // the whole warp
+  float4 x[kRowVecs];
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kRowVecs; ++k) {
+    const int64_t j = row * c + 4 * (lane + 32 * k);
+    if (lane + 32 * k >= vecs) continue;
+    x[k] = load4(inp + j);
+    if (add) {
+      const float4 a = load4(add + j);
+      x[k] = {x[k].x + a.x, x[k].y + a.y, x[k].z + a.z, x[k].w + a.w};
+      store4(res + j, x[k]);
+    }
+    sum += (x[k].x + x[k].y) + (x[k].z + x[k].w);
+  }
+  const float m = warp_sum(sum) / c;
+  float var = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kRowVecs; ++k) {
+    if (lane + 32 * k >= vecs) continue;
+    const float4 d = {x[k].x - m, x[k].y - m, x[k].z - m, x[k].w - m};
+    var += (d.x * d.x + d.y * d.y) + (d.z * d.z + d.w * d.w);
+  }
+  const float r = 1.0f / sqrtf(warp_sum(var) / c + kLayerNormEps);
+#pragma unroll
+  for (int k = 0; k < kRowVecs; ++k) {
+    const int col = 4 * (lane + 32 * k);
+    if (lane + 32 * k >= vecs) continue;
+    const float4 w = load4(weight + col), b = load4(bias + col);
+    store4(out + row * c + col, float4{(x[k].x - m) * r * w.x + b.x, (x[k].y - m) * r * w.y + b.y,
+                                       (x[k].z - m) * r * w.z + b.z, (x[k].w - m) * r * w.w + b.w});
+  }
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
 // The backward in one pass over chunk blockIdx.x of the rows (kLayerNormChunks chunks). Each warp
 // takes rows w, w + warps, ... of the chunk: dinp = [dres +] r · (dxhat − mean(dxhat) − xhat ·
 // mean(dxhat · xhat)), dxhat = dout · weight, and adds dout · xhat and dout into its lanes' columns
@@ -111,8 +179,15 @@ void layernorm_forward(Y* out, float* mean, float* rstd, float* res, const float
                        const float* b, const float* weight, const float* bias, int64_t n, int64_t c,
                        CudaStream stream) {
   if (n == 0) return;
-  layernorm_forward_kernel<<<row_blocks(n), kThreads, 0, stream>>>(
-      cuda_detail::cuda_ptr(out), mean, rstd, res, inp, b, weight, bias, n, static_cast<int>(c));
+  using cuda_detail::aligned16;
+  const bool in_registers = c % 4 == 0 && c <= 32 * 4 * kRowVecs && aligned16(out) &&
+                            aligned16(inp) && aligned16(weight) && aligned16(bias) &&
+                            (!b || (aligned16(b) && aligned16(res)));
+  auto* kernel = in_registers
+                     ? layernorm_forward_row_kernel<typename cuda_detail::CudaTypeOf<Y>::type>
+                     : layernorm_forward_kernel<typename cuda_detail::CudaTypeOf<Y>::type>;
+  kernel<<<row_blocks(n), kThreads, 0, stream>>>(cuda_detail::cuda_ptr(out), mean, rstd, res, inp,
+                                                 b, weight, bias, n, static_cast<int>(c));
   TS_CUDA_CHECK_LAUNCH();
 }
 template void layernorm_forward(float*, float*, float*, float*, const float*, const float*,
