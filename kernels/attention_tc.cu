@@ -29,17 +29,25 @@
 namespace tessera::cuda {
 namespace {
 
-using cuda_detail::load;
 using cuda_detail::store;
 
-// Warps per block, 16 rows of the block's own side each. The forward's 8 share each k, v tile
-// between 128 queries (half the tile traffic of 4 warps, at the same warps per multiprocessor: at
-// head size 64 its 127 registers a thread and 55 KB of tiles allow two blocks on an H100); dq and
-// dk/dv hold more registers in 4 warps and 55 KB (head size 64) or 105 KB (128) of two-stage
-// tiles: on an H100 (228 KB a multiprocessor) up to four or two blocks by shared memory, on an
-// A100 (164 KB) two or one.
-constexpr int kForwardWarps = 8;
+// A warp takes M m-tiles of 16 rows of the block's own side: each fragment of the other side's
+// tile it loads from shared memory feeds M products (FlashAttention-2's 32 rows a warp at M = 2,
+// which halves the shared-memory reads per product and gives each warp two independent chains).
+// The forward's blocks take 128 queries (each k, v tile shared by all of them): at head size 64
+// and less as 4 warps of 32 rows, at 128 (whose 32-row accumulators would not fit the registers)
+// as 8 warps of 16. dq and dk/dv hold three or four 16 × 64 tiles of fp32 a row tile, so one
+// m-tile a warp, 4 warps a block; 55 KB (head size 64) or 105 KB (128) of two-stage tiles: on an
+// H100 (228 KB a multiprocessor) up to four or two blocks by shared memory, on an A100 (164 KB)
+// two or one.
+constexpr int kForwardRows = 128;
+template <int HS>
+constexpr int kForwardTilesM = HS <= 64 ? 2 : 1;
+template <int HS>
+constexpr int kForwardWarps = kForwardRows / (16 * kForwardTilesM<HS>);
+constexpr int kBackwardTilesM = 1;
 constexpr int kBackwardWarps = 4;
+constexpr int kBackwardRows = 16 * kBackwardTilesM * kBackwardWarps;
 constexpr int kCols = 64;  // rows of the other side per tile
 constexpr int kPad = 8;    // row padding of the tiles, in elements: 16-byte rows, no bank conflicts
 constexpr float kLog2e = 1.4426950408889634f;
@@ -113,32 +121,41 @@ __device__ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
                  : "memory");
 }
 
-// One warp: s (16 × 64, 8-column block nb in s[nb]) = a · bᵀ; a: the warp's 16 rows (16, HS) and
-// b (64, HS), both row-major tiles in shared memory.
-template <int HS, class T>
-__device__ void warp_scores(float (&s)[8][4], const T* a, const T* b) {
+// One warp: s[mi] (16 × 64, 8-column block nb in s[mi][nb]) = a_mi · bᵀ for its M 16-row tiles
+// (a_mi: rows 16 mi.. of a, the warp's (16 M, HS)) and b (64, HS), both row-major tiles in shared
+// memory; each fragment of b is loaded once for the M products.
+template <int HS, int M, class T>
+__device__ void warp_scores(float (&s)[M][8][4], const T* a, const T* b) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int nb = 0; nb < 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+  for (int mi = 0; mi < M; ++mi)
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) s[mi][nb][0] = s[mi][nb][1] = s[mi][nb][2] = s[mi][nb][3] = 0.0f;
 #pragma unroll
   for (int k0 = 0; k0 < HS; k0 += 16) {
-    uint32_t fa[4];  // rows 0-7 | 8-15 of columns k0..k0+7, then of k0+8..k0+15
-    ldmatrix_x4<false>(fa, a + (lane % 16) * kLd<HS> + k0 + 8 * (lane / 16));
+    uint32_t fa[M][4];  // rows 0-7 | 8-15 of columns k0..k0+7, then of k0+8..k0+15
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi)
+      ldmatrix_x4<false>(fa[mi], a + (16 * mi + lane % 16) * kLd<HS> + k0 + 8 * (lane / 16));
 #pragma unroll
     for (int n0 = 0; n0 < 64; n0 += 16) {
       uint32_t fb[4];  // b rows n0..n0+7: columns k0.., k0+8..; rows n0+8..n0+15: the same
       ldmatrix_x4<false>(fb,
                          b + (n0 + lane % 8 + 8 * (lane / 16)) * kLd<HS> + k0 + 8 * (lane / 8 % 2));
-      mma<T>(s[n0 / 8], fa, fb[0], fb[1]);
-      mma<T>(s[n0 / 8 + 1], fa, fb[2], fb[3]);
+#pragma unroll
+      for (int mi = 0; mi < M; ++mi) {
+        mma<T>(s[mi][n0 / 8], fa[mi], fb[0], fb[1]);
+        mma<T>(s[mi][n0 / 8 + 1], fa[mi], fb[2], fb[3]);
+      }
     }
   }
 }
 
-// One warp: acc (16 × HS) += p · b; p (16 × 64) as A fragments (to_a_fragments), b (64, HS)
-// row-major in shared memory.
-template <int HS, class T>
-__device__ void warp_accumulate(float (&acc)[HS / 8][4], const uint32_t (&p)[4][4], const T* b) {
+// One warp: acc[mi] (16 × HS) += p[mi] · b for its M 16-row tiles; p[mi] (16 × 64) as A fragments
+// (to_a_fragments), b (64, HS) row-major in shared memory, each fragment loaded once for the M.
+template <int HS, int M, class T>
+__device__ void warp_accumulate(float (&acc)[M][HS / 8][4], const uint32_t (&p)[M][4][4],
+                                const T* b) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int k0 = 0; k0 < 64; k0 += 16)
@@ -147,8 +164,11 @@ __device__ void warp_accumulate(float (&acc)[HS / 8][4], const uint32_t (&p)[4][
       uint32_t fb[4];  // transposed: b rows k0.., k0+8.. of columns n0..n0+7, then of n0+8..
       ldmatrix_x4<true>(fb,
                         b + (k0 + lane % 8 + 8 * (lane / 8 % 2)) * kLd<HS> + n0 + 8 * (lane / 16));
-      mma<T>(acc[n0 / 8], p[k0 / 16], fb[0], fb[1]);
-      mma<T>(acc[n0 / 8 + 1], p[k0 / 16], fb[2], fb[3]);
+#pragma unroll
+      for (int mi = 0; mi < M; ++mi) {
+        mma<T>(acc[mi][n0 / 8], p[mi][k0 / 16], fb[0], fb[1]);
+        mma<T>(acc[mi][n0 / 8 + 1], p[mi][k0 / 16], fb[2], fb[3]);
+      }
     }
 }
 
@@ -281,13 +301,52 @@ __device__ inline HeadTc head_tc(int64_t t, int64_t c, int64_t nh, int hs) {
   return {b * t * 3 * c + h * hs, b * t * c + h * hs, static_cast<int64_t>(blockIdx.y) * t};
 }
 
-// grid (ceil(T / 128), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C) of type T.
-// Dynamic shared memory: the q tile, then two stages of k and v tiles.
+// One step of the online softmax for a 16-row m-tile (lane rows g, g + 8) against a 64-column
+// tile: s, its scores (unscaled; masked ones −∞), becomes P = exp2(scale2 · s − m) rounded to T as
+// A fragments in pa; m (the running maximum, scaled: log2 units), l (the running sum of the rounded
+// P, as P·V sees it) and o (the running output) move to the new maximum.
+template <int HS, class T>
+__device__ void online_softmax(uint32_t (&pa)[4][4], float (&s)[8][4], float (&m)[2], float (&l)[2],
+                               float (&o)[HS / 8][4], float scale2) {
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
+  float correction[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // the scaled maximum: scaling by scale2 > 0 keeps the order
+    const float m_new = fmaxf(m[h], quad_max(mx[h]) * scale2);
+    correction[h] = exp2_approx(m[h] - m_new);  // 0 on the first tile
+    m[h] = m_new;
+  }
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -m[e / 2]));
+  to_a_fragments<T>(pa, s);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {  // row g for even r, g + 8 for odd
+      const float2 p = unpack<T>(pa[kk][r]);
+      sum[r % 2] += p.x + p.y;
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) l[h] = l[h] * correction[h] + quad_sum(sum[h]);
+#pragma unroll
+  for (int nb = 0; nb < HS / 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[nb][e] *= correction[e / 2];
+}
+
+// grid (ceil(T / kForwardRows), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C)
+// of type T. Dynamic shared memory: the q tile, then two stages of k and v tiles.
 template <int HS, class T, class O>
-__global__ void __launch_bounds__(32 * kForwardWarps)
+__global__ void __launch_bounds__(32 * kForwardWarps<HS>)
     forward_tc_kernel(O* out, float* lse, const T* qkv, int64_t t, int64_t c, int64_t nh,
                       float scale) {
-  constexpr int kRows = 16 * kForwardWarps, kThreads = 32 * kForwardWarps;
+  constexpr int M = kForwardTilesM<HS>, kRows = kForwardRows, kThreads = 32 * kForwardWarps<HS>;
   constexpr int kTile = kCols * kLd<HS>;  // elements of a k or v tile
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
@@ -296,14 +355,16 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   // The last rows see the most keys: their blocks start first, so no long block comes last.
-  const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * w;
+  const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * M * w;
   const int64_t end = i0 + kRows < t ? i0 + kRows : t;  // the block's rows see keys [0, end)
   const bool idle = first >= t;                         // the warp's rows are all past the end
   const float scale2 = scale * kLog2e;                  // scores in log2 units: exp2 of them
   copy_rows_async<kThreads, 1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
   copy_kv_async<kThreads, HS>(kvs, q, c, 0, 0, t);  // one group with the q tile
-  float o[HS / 8][4] = {};
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8: max, sum
+  float o[M][HS / 8][4] = {};
+  float m[M][2], l[M][2];  // m-tile mi's rows g, g + 8: maximum, sum
+#pragma unroll
+  for (int mi = 0; mi < M; ++mi) m[mi][0] = m[mi][1] = -INFINITY, l[mi][0] = l[mi][1] = 0.0f;
   int stage = 0;
   for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
     const bool next = j0 + kCols < end;
@@ -311,53 +372,33 @@ __global__ void __launch_bounds__(32 * kForwardWarps)
     await_stage(next);  // this stage's tiles (and q) have landed for every thread
     const T* ks = kvs + 2 * stage * kTile;
     const T* vs = ks + kTile;
-    if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
-      float s[8][4];
-      warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);  // S = Q Kᵀ, unscaled
-      const int dj = static_cast<int>(j0 - first);       // column 0 less the warp's row 0
-      if (dj + kCols > 1)                                // some column is past some row
-        mask_scores(s, g, qd, [dj](int col, int row) { return dj + col > row; });
-      float mx[2] = {-INFINITY, -INFINITY};
+    // Some row of the warp sees this tile; then every row does (j0 ≤ first: both are multiples of
+    // 16 M and j0 of 64).
+    if (!idle && j0 < first + 16 * M) {
+      float s[M][8][4];
+      warp_scores<HS>(s, qs + 16 * M * w * kLd<HS>, ks);  // S = Q Kᵀ, unscaled
+      uint32_t pa[M][4][4];
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
-      float correction[2], sum[2] = {0.0f, 0.0f};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {  // the scaled maximum: scaling by scale2 > 0 keeps the order
-        const float m_new = fmaxf(m[h], quad_max(mx[h]) * scale2);
-        correction[h] = exp2_approx(m[h] - m_new);  // 0 on the first tile
-        m[h] = m_new;
+      for (int mi = 0; mi < M; ++mi) {
+        const int dj = static_cast<int>(j0 - first) - 16 * mi;  // column 0 less the tile's row 0
+        if (dj + kCols > 1)                                     // some column is past some row
+          mask_scores(s[mi], g, qd, [dj](int col, int row) { return dj + col > row; });
+        online_softmax<HS, T>(pa[mi], s[mi], m[mi], l[mi], o[mi], scale2);
       }
-#pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -m[e / 2]));
-      uint32_t pa[4][4];
-      to_a_fragments<T>(pa, s);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {  // the sums of the rounded probabilities, as P·V sees them
-          const float2 p = unpack<T>(pa[kk][r]);
-          sum[r % 2] += p.x + p.y;
-        }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) l[h] = l[h] * correction[h] + quad_sum(sum[h]);
-#pragma unroll
-      for (int nb = 0; nb < HS / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[nb][e] *= correction[e / 2];
-      warp_accumulate<HS, T>(o, pa, vs);  // O += P V
+      warp_accumulate<HS>(o, pa, vs);  // O += P V
     }
     __syncthreads();  // the stage is consumed before the next iteration's copies refill it
   }
   if (idle) return;
-  write_rows<HS>(out + hd.out, c, o, first, t, 1.0f / l[0], 1.0f / l[1]);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t i = first + g + 8 * h;
-    if (qd == 0 && i < t) lse[hd.stats + i] = (m[h] + log2f(l[h])) / kLog2e;
+  for (int mi = 0; mi < M; ++mi) {
+    const int64_t row0 = first + 16 * mi;
+    write_rows<HS>(out + hd.out, c, o[mi], row0, t, 1.0f / l[mi][0], 1.0f / l[mi][1]);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t i = row0 + g + 8 * h;
+      if (qd == 0 && i < t) lse[hd.stats + i] = (m[mi][h] + log2f(l[mi][h])) / kLog2e;
+    }
   }
 }
 
@@ -411,14 +452,14 @@ __global__ void __launch_bounds__(kDeltaThreads)
   }
 }
 
-// dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T / 64), B · NH).
-// dqkv of type G, dout and qkv of type T. Dynamic shared memory: q and dout tiles, then two stages
-// of k and v tiles.
+// dq_i = scale · Σ_{j ≤ i} p_ij (dp_ij − D_i) k_j, rows are queries. grid (ceil(T /
+// kBackwardRows), B · NH). dqkv of type G, dout and qkv of type T. Dynamic shared memory: q and
+// dout tiles, then two stages of k and v tiles.
 template <int HS, class T, class G>
 __global__ void __launch_bounds__(32 * kBackwardWarps)
     dq_tc_kernel(G* dqkv, const T* dout, const T* qkv, const float* lse, const float* delta,
                  int64_t t, int64_t c, int64_t nh, float scale) {
-  constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
+  constexpr int M = kBackwardTilesM, kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
   constexpr int kTile = kCols * kLd<HS>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
@@ -427,20 +468,22 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   const HeadTc hd = head_tc(t, c, nh, HS);
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
-  const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * w;
+  const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * M * w;
   const int64_t end = i0 + kRows < t ? i0 + kRows : t;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
   copy_rows_async<kThreads, 2, HS, T>({{qs, q, 3 * c}, {dos, dout + hd.out, c}}, i0, kRows, t);
   copy_kv_async<kThreads, HS>(kvs, q, c, 0, 0, t);  // one group with the q and dout tiles
-  float lse2[2], delta_i[2];                        // rows g, g + 8: lse in log2 units, D
+  float lse2[M][2], delta_i[M][2];  // m-tile mi's rows g, g + 8: lse in log2 units, D
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t i = first + g + 8 * h;
-    lse2[h] = i < t ? lse[hd.stats + i] * kLog2e : 0.0f;
-    delta_i[h] = i < t ? delta[hd.stats + i] : 0.0f;
-  }
-  float dq[HS / 8][4] = {};  // dq / scale
+  for (int mi = 0; mi < M; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t i = first + 16 * mi + g + 8 * h;
+      lse2[mi][h] = i < t ? lse[hd.stats + i] * kLog2e : 0.0f;
+      delta_i[mi][h] = i < t ? delta[hd.stats + i] : 0.0f;
+    }
+  float dq[M][HS / 8][4] = {};  // dq / scale
   int stage = 0;
   for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
     const bool next = j0 + kCols < end;
@@ -448,39 +491,44 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     await_stage(next);
     const T* ks = kvs + 2 * stage * kTile;
     const T* vs = ks + kTile;
-    if (!idle && j0 <= first + 15) {  // some row of the warp sees this tile
-      float s[8][4], dp[8][4];
-      warp_scores<HS, T>(s, qs + 16 * w * kLd<HS>, ks);    // S = Q Kᵀ
-      warp_scores<HS, T>(dp, dos + 16 * w * kLd<HS>, vs);  // dP = dO Vᵀ
-      const int dj = static_cast<int>(j0 - first);         // column 0 less the warp's row 0
-      if (dj + kCols > 1)                                  // some column is past some row
-        mask_scores(s, g, qd, [dj](int col, int row) { return dj + col > row; });
+    if (!idle && j0 < first + 16 * M) {  // some row of the warp sees this tile
+      float s[M][8][4], dp[M][8][4];
+      warp_scores<HS>(s, qs + 16 * M * w * kLd<HS>, ks);    // S = Q Kᵀ
+      warp_scores<HS>(dp, dos + 16 * M * w * kLd<HS>, vs);  // dP = dO Vᵀ
+      uint32_t dsa[M][4][4];
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
+      for (int mi = 0; mi < M; ++mi) {
+        const int dj = static_cast<int>(j0 - first) - 16 * mi;  // column 0 less the tile's row 0
+        if (dj + kCols > 1)                                     // some column is past some row
+          mask_scores(s[mi], g, qd, [dj](int col, int row) { return dj + col > row; });
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float p = exp2_approx(fmaf(s[nb][e], scale2, -lse2[e / 2]));
-          s[nb][e] = p * (dp[nb][e] - delta_i[e / 2]);  // dS
-        }
-      uint32_t dsa[4][4];
-      to_a_fragments<T>(dsa, s);
-      warp_accumulate<HS, T>(dq, dsa, ks);  // dQ += dS K
+        for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float p = exp2_approx(fmaf(s[mi][nb][e], scale2, -lse2[mi][e / 2]));
+            s[mi][nb][e] = p * (dp[mi][nb][e] - delta_i[mi][e / 2]);  // dS
+          }
+        to_a_fragments<T>(dsa[mi], s[mi]);
+      }
+      warp_accumulate<HS>(dq, dsa, ks);  // dQ += dS K
     }
     __syncthreads();
   }
   if (idle) return;
-  write_rows<HS>(dqkv + hd.qkv, 3 * c, dq, first, t, scale, scale);
+#pragma unroll
+  for (int mi = 0; mi < M; ++mi)
+    write_rows<HS>(dqkv + hd.qkv, 3 * c, dq[mi], first + 16 * mi, t, scale, scale);
 }
 
 // dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
-// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / 64), B · NH). dqkv of type G,
-// dout and qkv of type T. Dynamic shared memory: k and v tiles, two stages of q and dout tiles,
-// then two stages of the query tile's lse and D.
+// the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / kBackwardRows), B · NH). dqkv of
+// type G, dout and qkv of type T. Dynamic shared memory: k and v tiles, two stages of q and dout
+// tiles, then two stages of the query tile's lse and D.
 template <int HS, class T, class G>
 __global__ void __launch_bounds__(32 * kBackwardWarps)
     dkv_tc_kernel(G* dqkv, const T* dout, const T* qkv, const float* lse, const float* delta,
                   int64_t t, int64_t c, int64_t nh, float scale) {
-  constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
+  constexpr int M = kBackwardTilesM, kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
   constexpr int kTile = kCols * kLd<HS>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* ks = reinterpret_cast<T*>(smem);
@@ -490,7 +538,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   const HeadTc hd = head_tc(t, c, nh, HS);
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
-  const int64_t j0 = blockIdx.x * int64_t{kRows}, first = j0 + 16 * w;
+  const int64_t j0 = blockIdx.x * int64_t{kRows}, first = j0 + 16 * M * w;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
   auto copy_q_dout = [&](int64_t i0, int stage) {
@@ -507,7 +555,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   };
   copy_rows_async<kThreads, 2, HS, T>({{ks, q + c, 3 * c}, {vs, q + 2 * c, 3 * c}}, j0, kRows, t);
   copy_q_dout(j0, 0);
-  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};  // dk / scale, dv
+  float dk[M][HS / 8][4] = {}, dv[M][HS / 8][4] = {};  // dk / scale, dv
   int stage = 0;
   for (int64_t i0 = j0; i0 < t; i0 += kCols, stage ^= 1) {
     const bool next = i0 + kCols < t;
@@ -518,40 +566,49 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     const float* lse2_t = stats + 2 * stage * kCols;  // log2 units
     const float* delta_t = lse2_t + kCols;
     if (!idle && i0 + kCols > first) {  // some key of the warp is seen by this tile
-      float s[8][4];
-      warp_scores<HS, T>(s, ks + 16 * w * kLd<HS>, qs);  // Sᵀ = K Qᵀ
-      const int di = static_cast<int>(i0 - first);       // column 0 less the warp's row 0
+      float s[M][8][4];
+      warp_scores<HS>(s, ks + 16 * M * w * kLd<HS>, qs);                   // Sᵀ = K Qᵀ
       const int left = static_cast<int>(t - i0 < kCols ? t - i0 : kCols);  // columns before t
-      if (di < 15 || left < kCols)  // some column (a query) is before some row (a key), or past t
-        mask_scores(s, g, qd,
-                    [di, left](int col, int row) { return di + col < row || col >= left; });
+      uint32_t pa[M][4][4];
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-        const float2 l2 = *reinterpret_cast<const float2*>(lse2_t + 8 * nb + 2 * qd);
+      for (int mi = 0; mi < M; ++mi) {
+        const int di = static_cast<int>(i0 - first) - 16 * mi;  // column 0 less the tile's row 0
+        if (di < 15 || left < kCols)  // some column (a query) is before some row (a key), or past t
+          mask_scores(s[mi], g, qd,
+                      [di, left](int col, int row) { return di + col < row || col >= left; });
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -(e % 2 ? l2.y : l2.x)));  // Pᵀ
+        for (int nb = 0; nb < 8; ++nb) {
+          const float2 l2 = *reinterpret_cast<const float2*>(lse2_t + 8 * nb + 2 * qd);
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[mi][nb][e] = exp2_approx(fmaf(s[mi][nb][e], scale2, -(e % 2 ? l2.y : l2.x)));  // Pᵀ
+        }
+        to_a_fragments<T>(pa[mi], s[mi]);
       }
-      uint32_t pa[4][4];
-      to_a_fragments<T>(pa, s);
-      warp_accumulate<HS, T>(dv, pa, dos);  // dV += Pᵀ dO
-      float dp[8][4];
-      warp_scores<HS, T>(dp, vs + 16 * w * kLd<HS>, dos);  // dPᵀ = V dOᵀ
+      warp_accumulate<HS>(dv, pa, dos);  // dV += Pᵀ dO
+      float dp[M][8][4];
+      warp_scores<HS>(dp, vs + 16 * M * w * kLd<HS>, dos);  // dPᵀ = V dOᵀ
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-        const float2 d2 = *reinterpret_cast<const float2*>(delta_t + 8 * nb + 2 * qd);
+      for (int mi = 0; mi < M; ++mi) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[nb][e] *= dp[nb][e] - (e % 2 ? d2.y : d2.x);  // dSᵀ
+        for (int nb = 0; nb < 8; ++nb) {
+          const float2 d2 = *reinterpret_cast<const float2*>(delta_t + 8 * nb + 2 * qd);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[mi][nb][e] *= dp[mi][nb][e] - (e % 2 ? d2.y : d2.x);  // dSᵀ
+        }
+        to_a_fragments<T>(pa[mi], s[mi]);
       }
-      to_a_fragments<T>(pa, s);
-      warp_accumulate<HS, T>(dk, pa, qs);  // dK += dSᵀ Q
+      warp_accumulate<HS>(dk, pa, qs);  // dK += dSᵀ Q
     }
     __syncthreads();
   }
   if (idle) return;
   G* dst = dqkv + hd.qkv + c;
-  write_rows<HS>(dst, 3 * c, dk, first, t, scale, scale);
-  write_rows<HS>(dst + c, 3 * c, dv, first, t, 1.0f, 1.0f);
+#pragma unroll
+  for (int mi = 0; mi < M; ++mi) {
+    write_rows<HS>(dst, 3 * c, dk[mi], first + 16 * mi, t, scale, scale);
+    write_rows<HS>(dst + c, 3 * c, dv[mi], first + 16 * mi, t, 1.0f, 1.0f);
+  }
 }
 
 // Lets `kernel` use `bytes` of shared memory, or throws Error saying the head is too large for
@@ -606,11 +663,11 @@ template <class T, class O>
 void forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c, int64_t nh,
                 int hs, CudaStream stream) {
   with_head_size(hs, [&]<int HS>() {
-    constexpr int kRows = 16 * kForwardWarps;
-    const size_t smem = (kRows + 4 * kCols) * kLd<HS> * sizeof(T);
+    const size_t smem = (kForwardRows + 4 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(forward_tc_kernel<HS, T, O>, smem, hs);
-    forward_tc_kernel<HS, T, O><<<grid_tc(b, t, nh, kRows), 32 * kForwardWarps, smem, stream>>>(
-        out, lse, qkv, t, c, nh, 1.0f / sqrtf(static_cast<float>(hs)));
+    forward_tc_kernel<HS, T, O>
+        <<<grid_tc(b, t, nh, kForwardRows), 32 * kForwardWarps<HS>, smem, stream>>>(
+            out, lse, qkv, t, c, nh, 1.0f / sqrtf(static_cast<float>(hs)));
     TS_CUDA_CHECK_LAUNCH();
   });
 }
@@ -625,7 +682,7 @@ void backward_tc(G* dqkv, float* delta, const T* dout, const T* qkv, const G* ou
     delta_tc_kernel<HS, T, G><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
         delta, dout, out, rows, t, nh);
     TS_CUDA_CHECK_LAUNCH();
-    constexpr int kRows = 16 * kBackwardWarps, kThreads = 32 * kBackwardWarps;
+    constexpr int kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
     const size_t tiles = (2 * kRows + 4 * kCols) * kLd<HS> * sizeof(T);
     allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
     dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, tiles, stream>>>(
