@@ -207,9 +207,17 @@ void matmul_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor&
         gelu_backward(dinp, product, gelu_pre);
       }
     }
-    // dweight (IC, OC) += inp (N, IC)ᵀ · dout (N, OC)
-    cuda::gemm(dweight.data<float>(), gemm_operand(inp, compute).raw(), dy.raw(), nullptr, d.ic,
-               d.oc, d.n, true, false, 1.0f, kOpStream, types);
+    // dweight (IC, OC) += inp (N, IC)ᵀ · dout (N, OC), and dbias (OC) += Σ dout in the same call
+    // when dout is the operand as it is (the epilogue sums the operand) and cuBLASLt can
+    const Tensor x = gemm_operand(inp, compute);
+    if (dbias.defined() && dout.dtype() == compute) {
+      Tensor sums = Tensor::empty({d.oc}, DType::f32, dout.device());
+      if (cuda::gemm_bias_grad(dweight.data<float>(), dbias.data<float>(), sums.data<float>(),
+                               x.raw(), dy.raw(), d.ic, d.oc, d.n, kOpStream, compute))
+        return;
+    }
+    cuda::gemm(dweight.data<float>(), x.raw(), dy.raw(), nullptr, d.ic, d.oc, d.n, true, false,
+               1.0f, kOpStream, types);
     if (dbias.defined()) {
       Tensor partials = Tensor::empty({cuda::kColumnChunks, d.oc}, DType::f32, dout.device());
       kernels_detail::visit_float(dout.dtype(), [&]<class D>() {

@@ -1,6 +1,7 @@
 // GEMMs on CUDA through cuBLASLt (kernels/matmul.h) with fp32 accumulation: f32 operands in exact
 // fp32 (not TF32: the CPU reference agrees to 1e-5), bf16/f16 operands on the tensor cores; the
-// bias rides on cuBLASLt's BIAS epilogue.
+// bias rides on cuBLASLt's BIAS epilogue, GELU and its gradient on GELU_AUX(_BIAS) and DGELU, the
+// bias gradient on BGRADA (the operand's sum over k as the weight gradient's GEMM reads it).
 // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: B's buffer is cuBLASLt's first
 // operand and A's the second, each with its transpose flag as given.
 #include <cublasLt.h>
@@ -31,11 +32,13 @@ using cuda_detail::kThreads;
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLAS's recommendation for Hopper
 
-// Owns the cuBLASLt descriptors of one kind of call, and the algorithm the heuristic chose.
+// Owns the cuBLASLt descriptors of one kind of call, and the algorithm the heuristic chose (none:
+// found is false).
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool found = false;
   Plan() = default;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
@@ -47,8 +50,9 @@ struct Plan {
 };
 
 // What a plan depends on: m, n, k, the transposes, the two element types, whether there is a
-// bias, the four alignments the heuristic was told (b, a, c, aux) and the GELU epilogue.
-using PlanKey = std::array<int64_t, 13>;
+// bias, the four alignments the heuristic was told (b, a, c, aux), the GELU epilogue and whether
+// the epilogue sums b over k.
+using PlanKey = std::array<int64_t, 14>;
 
 // A cuBLASLt handle, its workspace and the plans made so far for one device, made on first use
 // and kept for the process's lifetime (like PyTorch's handle pool): resources and a cache of
@@ -120,8 +124,9 @@ cudaDataType_t cuda_type(DType t) {
   }
 }
 
-// The epilogue for a bias and a GELU mode.
-cublasLtEpilogue_t epilogue_for(bool with_bias, GemmGelu gelu) {
+// The epilogue for a bias, a GELU mode and b's sums over k.
+cublasLtEpilogue_t epilogue_for(bool with_bias, GemmGelu gelu, bool b_sums) {
+  if (b_sums) return CUBLASLT_EPILOGUE_BGRADA;  // cuBLASLt's A is b's buffer
   switch (gelu) {
     case GemmGelu::forward:
       return with_bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
@@ -132,10 +137,11 @@ cublasLtEpilogue_t epilogue_for(bool with_bias, GemmGelu gelu) {
   }
 }
 
-// The plan for this kind of call: descriptors and the heuristic's algorithm, made once.
+// The plan for this kind of call: descriptors and the heuristic's algorithm, made once. Throws
+// Error when the heuristic has no algorithm, except for b's sums (then found is false).
 std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, int64_t n, int64_t k,
                                 bool trans_a, bool trans_b, GemmTypes types, bool with_bias,
-                                GemmGelu gelu, void* aux) {
+                                GemmGelu gelu, void* aux, bool b_sums) {
   const cudaDataType_t ab = cuda_type(types.ab), ct = cuda_type(types.c);
   auto d = std::make_unique<Plan>();
   TS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -146,9 +152,14 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
                                                  sizeof(op_first)));
   TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                                  sizeof(op_second)));
-  const cublasLtEpilogue_t epilogue = epilogue_for(with_bias, gelu);
+  const cublasLtEpilogue_t epilogue = epilogue_for(with_bias, gelu, b_sums);
   TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                  sizeof(epilogue)));
+  if (b_sums) {  // fp32 sums whatever c's type (by default they would take it)
+    const cudaDataType_t sums_type = CUDA_R_32F;
+    TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                   &sums_type, sizeof(sums_type)));
+  }
   if (gelu != GemmGelu::none) {  // aux (m, n) row-major: column-major n × m, leading dimension n
     const int64_t ld = n;
     TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
@@ -185,6 +196,7 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
   int found = 0;
   TS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, d->op, d->a, d->b, d->c, d->c, p.pref,
                                                  1, &heuristic, &found));
+  if (found == 0 && b_sums) return d;  // the caller sums b itself
   TS_CHECK(found > 0, "cuBLASLt has no algorithm for a (", m, " x ", k, ") by (", k, " x ", n,
            ") product of ", dtype_name(types.ab), " into ", dtype_name(types.c),
            with_bias ? " with a bias" : "",
@@ -192,15 +204,19 @@ std::unique_ptr<Plan> make_plan(LtContext& ctx, const PlanKey& key, int64_t m, i
                                   : " with a GELU epilogue (leading dimension n must be a "
                                     "multiple of 8)");
   d->algo = heuristic.algo;
+  d->found = true;
   return d;
 }
 
 }  // namespace
 
-void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
-          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types,
-          const void* c_in, GemmGelu gelu, void* aux) {
-  if (m == 0 || n == 0) return;
+namespace {
+
+// gemm, and with b_sums (n) non-null b's sums over k into it (bias is then null and there is no
+// GELU): false, having run nothing, when cuBLASLt has no algorithm for the sums.
+bool run_gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n,
+              int64_t k, bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types,
+              const void* c_in, GemmGelu gelu, void* aux, float* b_sums) {
   if (!c_in) c_in = c;
   TS_CHECK((gelu == GemmGelu::none) == (aux == nullptr),
            "gemm: a GELU epilogue takes an aux matrix, and only it");
@@ -218,14 +234,18 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
                     alignment(a),
                     std::min(alignment(c), alignment(c_in)),
                     aux ? alignment(aux) : 0,
-                    static_cast<int64_t>(gelu)};
+                    static_cast<int64_t>(gelu),
+                    b_sums != nullptr};
   std::lock_guard<std::mutex> lock(ctx.mu);
   std::unique_ptr<Plan>& plan = ctx.plans[key];
   if (!plan)
-    plan = make_plan(ctx, key, m, n, k, trans_a, trans_b, types, bias != nullptr, gelu, aux);
-  if (bias)  // the pointers change between calls of a plan
+    plan = make_plan(ctx, key, m, n, k, trans_a, trans_b, types, bias != nullptr, gelu, aux,
+                     b_sums != nullptr);
+  if (!plan->found) return false;
+  // The pointers change between calls of a plan. The bias pointer is the sums' output with BGRADA.
+  if (const void* vector = b_sums ? static_cast<const void*>(b_sums) : bias)
     TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                   &bias, sizeof(bias)));
+                                                   &vector, sizeof(vector)));
   if (aux)
     TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
@@ -233,6 +253,29 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
   TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c_in,
                                  plan->c, c, plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes,
                                  stream));
+  return true;
+}
+
+}  // namespace
+
+void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, int64_t n, int64_t k,
+          bool trans_a, bool trans_b, float beta, CudaStream stream, GemmTypes types,
+          const void* c_in, GemmGelu gelu, void* aux) {
+  if (m == 0 || n == 0) return;
+  run_gemm(c, a, b, bias, m, n, k, trans_a, trans_b, beta, stream, types, c_in, gelu, aux, nullptr);
+}
+
+bool gemm_bias_grad(float* dweight, float* dbias, float* sums, const void* a, const void* b,
+                    int64_t m, int64_t n, int64_t k, CudaStream stream, DType ab) {
+  if (m == 0 || n == 0) return true;
+  if (k == 0) return false;  // the plain path leaves both as they are
+  if (!run_gemm(dweight, a, b, nullptr, m, n, k, true, false, 1.0f, stream, {ab, DType::f32},
+                nullptr, GemmGelu::none, nullptr, sums))
+    return false;
+  cuda_detail::add_partials_kernel<<<cuda_detail::partial_sum_blocks(n), kThreads, 0, stream>>>(
+      dbias, sums, n, 1);
+  TS_CUDA_CHECK_LAUNCH();
+  return true;
 }
 
 template <class D>

@@ -543,11 +543,12 @@ TEST_F(CudaOps, SixteenBitAttentionWritesFp32OutputsToo) {
 TEST_F(CudaOps, SixteenBitGemmsAndOutputsMatchTheCpusEmulation) {
   // The GEMMs of train.precision bf16 / fp16 against the CPU's product of the same rounded
   // operands (both accumulate exact products in fp32, in different orders): 1e-4, from f32 inp
-  // and dout and from ones stored in the 16-bit type. The 16-bit outputs of layernorm and GELU: the
+  // and dout and from ones stored in the 16-bit type (whose bias gradient the weight gradient's
+  // GEMM sums, added to a gradient already there). The 16-bit outputs of layernorm and GELU: the
   // same rounding of fp32 values that agree to 1e-5, so 1e-2 at worst.
   const int64_t n = 300, ic = 96, oc = 136;
   const Tensor x = random({n, ic}), w = random({ic, oc}, 0.1f), bias = random({oc}),
-               dy = random({n, oc});
+               dy = random({n, oc}), db0 = random({oc});
   for (const DType half : {DType::bf16, DType::f16}) {
     SCOPED_TRACE(dtype_name(half));
     Tensor x16 = Tensor::empty({n, ic}, half), dy16 = Tensor::empty({n, oc}, half);
@@ -558,12 +559,11 @@ TEST_F(CudaOps, SixteenBitGemmsAndOutputsMatchTheCpusEmulation) {
       const Tensor* inp = stored ? &x16 : &x;
       const Tensor& dout = stored ? dy16 : dy;
       Tensor y = Tensor::empty({n, oc}, DType::f32), dx = Tensor::empty({n, ic}, DType::f32);
-      Tensor dw = Tensor::zeros({ic, oc}, DType::f32), db = Tensor::zeros({oc}, DType::f32);
+      Tensor dw = Tensor::zeros({ic, oc}, DType::f32), db = db0.to(Device::cpu());
       matmul_forward(y, *inp, w, bias, half);
       matmul_backward(dx, dw, db, dout, *inp, w, half);
       Tensor gy = poisoned_gpu({n, oc}), gdx = poisoned_gpu({n, ic});
-      Tensor gdw = on_gpu(Tensor::zeros({ic, oc}, DType::f32)),
-             gdb = on_gpu(Tensor::zeros({oc}, DType::f32));
+      Tensor gdw = on_gpu(Tensor::zeros({ic, oc}, DType::f32)), gdb = on_gpu(db0);
       const Tensor ginp = inp->to(Device::cuda(0));
       matmul_forward(gy, ginp, on_gpu(w), on_gpu(bias), half);
       matmul_backward(gdx, gdw, gdb, dout.to(Device::cuda(0)), ginp, on_gpu(w), half);
