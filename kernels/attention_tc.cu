@@ -7,15 +7,15 @@
 // P), as the CPU emulates. The softmax's per-element work is kept to an FFMA and one ex2 (no range
 // fix-up), a conversion per pair and, only on tiles that hold masked elements, the mask's test.
 //
-// A block of warps takes 16 rows each of one (batch, head) against 64-row tiles of the other side
-// staged in shared memory. Fragment layouts are the PTX ISA's ("Matrix fragments for
-// mma.m16n8k16"): lane 4g + q holds accumulator rows g and g + 8 of its warp, columns 2q and 2q + 1
-// of each 8-column block; an accumulator block pair, rounded, is the A fragment of the next
-// product, so P and dS go from one mma to the next without shared memory. Backward recomputes P
-// from the saved lse: one kernel for dq (rows are queries), one for dk and dv (rows are keys), each
-// summing over tiles in a fixed order: deterministic, no atomics. Tiles start on multiples of 64
-// on both sides and a warp skips the tiles none of its rows sees, so every tile it works on holds
-// a column each of its rows sees: no row's maximum is −∞.
+// A block of warps takes 16 or 32 rows each (one or two m-tiles) of one (batch, head) against
+// 64-row tiles of the other side staged in shared memory. Fragment layouts are the PTX ISA's
+// ("Matrix fragments for mma.m16n8k16"): lane 4g + q holds accumulator rows g and g + 8 of its
+// warp, columns 2q and 2q + 1 of each 8-column block; an accumulator block pair, rounded, is the A
+// fragment of the next product, so P and dS go from one mma to the next without shared memory.
+// Backward recomputes P from the saved lse: one kernel for dq (rows are queries), one for dk and dv
+// (rows are keys), each summing over tiles in a fixed order: deterministic, no atomics. Tiles start
+// on multiples of 64 on both sides and a warp skips the tiles none of its rows sees, so every tile
+// it works on holds a column each of its rows sees: no row's maximum is −∞.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -313,17 +313,20 @@ __device__ void online_softmax(uint32_t (&pa)[4][4], float (&s)[8][4], float (&m
   for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
     for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], s[nb][e]);
-  float correction[2], sum[2] = {0.0f, 0.0f};
+  float correction[2], sum[2] = {0.0f, 0.0f}, base[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {  // the scaled maximum: scaling by scale2 > 0 keeps the order
     const float m_new = fmaxf(m[h], quad_max(mx[h]) * scale2);
-    correction[h] = exp2_approx(m[h] - m_new);  // 0 on the first tile
+    // The exponents' base: 0 while a row has seen no column (never, with causal tiles from 0),
+    // so that −∞ − −∞ makes no NaN.
+    base[h] = m_new == -INFINITY ? 0.0f : m_new;
+    correction[h] = exp2_approx(m[h] - base[h]);  // 0 on the first tile
     m[h] = m_new;
   }
 #pragma unroll
   for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -m[e / 2]));
+    for (int e = 0; e < 4; ++e) s[nb][e] = exp2_approx(fmaf(s[nb][e], scale2, -base[e / 2]));
   to_a_fragments<T>(pa, s);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)

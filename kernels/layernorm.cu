@@ -52,14 +52,17 @@ __device__ inline float4 load4(const float* p) {
 __device__ inline void store4(float* p, float4 v) {
   *reinterpret_cast<float4*>(p) = v;
 }
-template <class Y>
-__device__ inline void store4(Y* p, float4 v) {
-  Y y[4];
-  cuda_detail::store(y[0], v.x);
-  cuda_detail::store(y[1], v.y);
-  cuda_detail::store(y[2], v.z);
-  cuda_detail::store(y[3], v.w);
-  *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(y);
+template <class Pair>
+struct alignas(8) Pairs {
+  Pair lo, hi;
+};
+__device__ inline void store4(__nv_bfloat16* p, float4 v) {
+  *reinterpret_cast<Pairs<__nv_bfloat162>*>(p) = {__floats2bfloat162_rn(v.x, v.y),
+                                                  __floats2bfloat162_rn(v.z, v.w)};
+}
+__device__ inline void store4(__half* p, float4 v) {
+  *reinterpret_cast<Pairs<__half2>*>(p) = {__floats2half2_rn(v.x, v.y),
+                                           __floats2half2_rn(v.z, v.w)};
 }
 
 // The same with each lane's part of the row held in registers from its one read (of inp and add)

@@ -525,19 +525,24 @@ TEST_F(CudaOps, SixteenBitAttentionRefusesOtherHeadSizes) {
 
 TEST_F(CudaOps, SixteenBitAttentionWritesFp32OutputsToo) {
   // 16-bit products with fp32 out and dqkv (sequence parallel keeps activations in fp32): against
-  // the CPU's emulation of the same, to 1e-2.
-  const int64_t b = 2, t = 77, c = 128, nh = 2;
-  const Tensor qkv = random({b, t, 3 * c}), dy = random({b, t, c});
-  Tensor y = Tensor::empty({b, t, c}, DType::f32), lse = Tensor::empty({b, nh, t}, DType::f32);
-  Tensor dqkv = Tensor::empty({b, t, 3 * c}, DType::f32);
-  attention_forward(y, lse, qkv, nh, DType::bf16);
-  attention_backward(dqkv, dy, qkv, y, lse, nh, DType::bf16);
-  Tensor gy = poisoned_gpu({b, t, c}), glse = poisoned_gpu({b, nh, t});
-  Tensor gdqkv = poisoned_gpu({b, t, 3 * c});
-  attention_forward(gy, glse, on_gpu(qkv), nh, DType::bf16);
-  attention_backward(gdqkv, on_gpu(dy), on_gpu(qkv), gy, glse, nh, DType::bf16);
-  EXPECT_LT(testing::rel_error(gy.to(Device::cpu()), testing::to_f64(y)), 1e-2) << "out";
-  EXPECT_LT(testing::rel_error(gdqkv.to(Device::cpu()), testing::to_f64(dqkv)), 1e-2) << "dqkv";
+  // the CPU's emulation of the same, to 1e-2. Head sizes 64 (two m-tiles a warp in the forward)
+  // and 128 (one), one block of rows and several.
+  for (const auto& [b, t, c, nh] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 77, 128, 2},
+                                    {1, 300, 128, 2},
+                                    {1, 150, 256, 2}}) {
+    SCOPED_TRACE("T " + std::to_string(t) + ", hs " + std::to_string(c / nh));
+    const Tensor qkv = random({b, t, 3 * c}), dy = random({b, t, c});
+    Tensor y = Tensor::empty({b, t, c}, DType::f32), lse = Tensor::empty({b, nh, t}, DType::f32);
+    Tensor dqkv = Tensor::empty({b, t, 3 * c}, DType::f32);
+    attention_forward(y, lse, qkv, nh, DType::bf16);
+    attention_backward(dqkv, dy, qkv, y, lse, nh, DType::bf16);
+    Tensor gy = poisoned_gpu({b, t, c}), glse = poisoned_gpu({b, nh, t});
+    Tensor gdqkv = poisoned_gpu({b, t, 3 * c});
+    attention_forward(gy, glse, on_gpu(qkv), nh, DType::bf16);
+    attention_backward(gdqkv, on_gpu(dy), on_gpu(qkv), gy, glse, nh, DType::bf16);
+    EXPECT_LT(testing::rel_error(gy.to(Device::cpu()), testing::to_f64(y)), 1e-2) << "out";
+    EXPECT_LT(testing::rel_error(gdqkv.to(Device::cpu()), testing::to_f64(dqkv)), 1e-2) << "dqkv";
+  }
 }
 
 TEST_F(CudaOps, SixteenBitGemmsAndOutputsMatchTheCpusEmulation) {
