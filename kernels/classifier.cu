@@ -1,10 +1,11 @@
 // Softmax cross-entropy over a chunk of logits on CUDA (kernels/classifier.h); the GEMMs around
-// it are cuda::gemm. A block per row, two reads of the row: the running maximum and sum of
+// it are cuda::gemm. A block per row, two passes over the row: the running maximum and sum of
 // exponentials together (online softmax, the CPU's sum up to rounding), then for backward each
 // exponential again, scaled into dlogits in place (tiny probabilities flushed to zero as on the
 // CPU). Logits of the GEMMs' type (f32, or 16-bit: half the bytes), 4 values an access where the
-// rows allow it: the rows (GPT-2's are 100-200 KB) come from device memory each time, so bytes are
-// the kernel's time.
+// rows allow it. Bytes are the kernel's time, so a row that fits in shared memory (GPT-2's bf16
+// rows are 100 KB) is staged there by the first pass and the second reads it from there: one read
+// and one write of device memory a value instead of two reads and a write.
 #include <cfloat>
 
 #include "kernels/classifier.h"
@@ -13,7 +14,9 @@
 namespace tessera::cuda {
 namespace {
 
-using cuda_detail::kThreads;
+// Threads of a block: many, as a staged row leaves room for only one or two blocks a
+// multiprocessor, and their loads must keep device memory busy.
+constexpr int kXentThreads = 1024;
 
 // The maximum m of some values and the sum s of exp(value − m).
 struct MaxSum {
@@ -37,7 +40,7 @@ __device__ inline MaxSum merge(MaxSum a, MaxSum b) {
   return {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
 }
 
-// The merge of every thread's a in a block of kThreads threads, returned to all of them.
+// The merge of every thread's a in a block of kXentThreads threads, returned to all of them.
 __device__ MaxSum block_merge(MaxSum a, MaxSum* scratch) {
   for (int offset = 16; offset > 0; offset >>= 1)
     a = merge(
@@ -45,7 +48,7 @@ __device__ MaxSum block_merge(MaxSum a, MaxSum* scratch) {
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = a;
   __syncthreads();
   MaxSum r = scratch[0];
-  for (int w = 1; w < kThreads / 32; ++w) r = merge(r, scratch[w]);
+  for (int w = 1; w < kXentThreads / 32; ++w) r = merge(r, scratch[w]);
   return r;
 }
 
@@ -73,25 +76,44 @@ __device__ inline void store4(L* dst, const float (&x)[4]) {
   for (int e = 0; e < 4; ++e) cuda_detail::store(y[e], x[e]);
   *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(y);
 }
+// Four consecutive values from src to dst, bits unchanged, in one access.
+__device__ inline void copy4(float* dst, const float* src) {
+  *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(src);
+}
+template <class L>
+__device__ inline void copy4(L* dst, const L* src) {
+  *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
+}
 
 // logits (rows, v) of type L for vocabulary ids [vocab_start, vocab_start + v); targets (rows)
 // i32. With `backward` the row becomes its dlogits in place: each element is read for the last
 // time, by the thread that writes it, just before it is written (the target's logit, by thread 0,
-// before the barrier that precedes every write).
+// before the barrier that precedes every write). With `staged` the first pass copies the row into
+// dynamic shared memory (v values of L) and the second reads it there: each thread reads back only
+// what it copied.
 template <class L>
-__global__ void softmax_xent_kernel(L* logits, float* losses, const int32_t* targets, int64_t v,
-                                    int64_t vocab_start, float dloss, bool backward, bool vectors) {
-  __shared__ MaxSum scratch[kThreads / 32];
+__global__ void __launch_bounds__(kXentThreads)
+    softmax_xent_kernel(L* logits, float* losses, const int32_t* targets, int64_t v,
+                        int64_t vocab_start, float dloss, bool backward, bool vectors,
+                        bool staged) {
+  extern __shared__ __align__(16) unsigned char staging[];
+  __shared__ MaxSum scratch[kXentThreads / 32];
   L* l = logits + blockIdx.x * v;
+  L* row = staged ? reinterpret_cast<L*>(staging) : l;  // where the passes read the row
   MaxSum ms;
   if (vectors) {
-    for (int64_t j = threadIdx.x; j < v / 4; j += kThreads) {
+#pragma unroll 4  // loads of several vectors in flight
+    for (int64_t j = threadIdx.x; j < v / 4; j += kXentThreads) {
+      if (staged) copy4(row + 4 * j, l + 4 * j);
       float x[4];
-      load4(x, l + 4 * j);
+      load4(x, row + 4 * j);
       for (int e = 0; e < 4; ++e) add(ms, x[e]);
     }
   } else {
-    for (int64_t j = threadIdx.x; j < v; j += kThreads) add(ms, cuda_detail::load(l[j]));
+    for (int64_t j = threadIdx.x; j < v; j += kXentThreads) {
+      if (staged) row[j] = l[j];
+      add(ms, cuda_detail::load(row[j]));
+    }
   }
   // Thread 0 reads the target's logit before block_merge's barrier: after it, dlogits are written.
   const int64_t target = targets[blockIdx.x] - vocab_start;
@@ -106,16 +128,16 @@ __global__ void softmax_xent_kernel(L* logits, float* losses, const int32_t* tar
     return (fabsf(g) < FLT_MIN ? 0.0f : g) - (j == target ? dloss : 0.0f);
   };
   if (vectors) {
-    for (int64_t j = threadIdx.x; j < v / 4; j += kThreads) {
+    for (int64_t j = threadIdx.x; j < v / 4; j += kXentThreads) {
       float x[4];
-      load4(x, l + 4 * j);
+      load4(x, row + 4 * j);
       const float g[4] = {grad(x[0], 4 * j), grad(x[1], 4 * j + 1), grad(x[2], 4 * j + 2),
                           grad(x[3], 4 * j + 3)};
       store4(l + 4 * j, g);
     }
   } else {
-    for (int64_t j = threadIdx.x; j < v; j += kThreads)
-      cuda_detail::store(l[j], grad(cuda_detail::load(l[j]), j));
+    for (int64_t j = threadIdx.x; j < v; j += kXentThreads)
+      cuda_detail::store(l[j], grad(cuda_detail::load(row[j]), j));
   }
 }
 
@@ -125,8 +147,17 @@ void launch(L* logits, float* losses, const int32_t* targets, int64_t rows, int6
   if (rows == 0) return;
   // Every row starts on a 4-value boundary.
   const bool vectors = v % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % (4 * sizeof(L)) == 0;
-  softmax_xent_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      cuda_detail::cuda_ptr(logits), losses, targets, v, vocab_start, dloss, backward, vectors);
+  auto* kernel = softmax_xent_kernel<typename cuda_detail::CudaTypeOf<L>::type>;
+  // The backward stages a row for its second pass when the row fits beside the kernel's own
+  // scratch (its static shared memory); the forward reads each row once anyway.
+  const size_t row_bytes = static_cast<size_t>(v) * sizeof(L);
+  const bool staged = backward && row_bytes + sizeof(MaxSum) * kXentThreads / 32 <=
+                                      cuda_detail::smem_per_block_limit();
+  const size_t smem = staged ? row_bytes : 0;
+  if (staged) cuda_detail::allow_smem(kernel, smem);
+  kernel<<<static_cast<unsigned>(rows), kXentThreads, smem, stream>>>(
+      cuda_detail::cuda_ptr(logits), losses, targets, v, vocab_start, dloss, backward, vectors,
+      staged);
   TS_CUDA_CHECK_LAUNCH();
 }
 

@@ -375,8 +375,10 @@ TEST_F(CudaOps, GemmsOnViewsOfAnyAlignment) {
 }
 
 TEST_F(CudaOps, ClassifierLossAndGradients) {
-  // A vocabulary of 301 (rows read one value at a time) and of 512 (16 bytes at a time).
-  for (const int64_t v : {301, 512}) {
+  // Vocabularies of 301 and 70001 (rows read one value at a time) and of 512 and 70000 (16 bytes
+  // at a time); the backward stages rows of 301 and 512 in shared memory, not the 280 KB ones.
+  for (const int64_t v : {301, 512, 70001, 70000}) {
+    SCOPED_TRACE("V " + std::to_string(v));
     const int64_t n = 70, c = 48;
     const Tensor x = random({n, c}), wte = random({v, c}, 0.5f);
     const Tensor targets = testing::random_tokens(1, n, v, rng_).view({n});
