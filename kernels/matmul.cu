@@ -267,8 +267,7 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
 
 bool gemm_bias_grad(float* dweight, float* dbias, float* sums, const void* a, const void* b,
                     int64_t m, int64_t n, int64_t k, CudaStream stream, DType ab) {
-  if (m == 0 || n == 0) return true;
-  if (k == 0) return false;  // the plain path leaves both as they are
+  if (m == 0 || n == 0 || k == 0) return false;  // the plain path handles empty shapes
   if (!run_gemm(dweight, a, b, nullptr, m, n, k, true, false, 1.0f, stream, {ab, DType::f32},
                 nullptr, GemmGelu::none, nullptr, sums))
     return false;

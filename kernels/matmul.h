@@ -68,7 +68,7 @@ void gemm(void* c, const void* a, const void* b, const void* bias, int64_t m, in
 // A linear layer's weight and bias gradients in one cuBLASLt call: dweight (m, n) += a (k, m)ᵀ ·
 // b (k, n) with a and b of type ab, and dbias (n) += Σ over b's k rows (the epilogue's fp32 sums
 // of b as the product reads it, into `sums` (n), then added). False, having changed nothing, when
-// cuBLASLt has no algorithm for the sums (or k is 0): then gemm and column_sum do it.
+// cuBLASLt has no algorithm for the sums (or a size is 0): then gemm and column_sum do it.
 bool gemm_bias_grad(float* dweight, float* dbias, float* sums, const void* a, const void* b,
                     int64_t m, int64_t n, int64_t k, CudaStream stream, DType ab);
 // dbias (n) += Σ over rows of dout (rows, n) of type D (float, bf16 or f16), in a fixed order;
