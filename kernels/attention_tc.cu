@@ -367,7 +367,10 @@ __global__ void __launch_bounds__(32 * kForwardWarps<HS>)
   float o[M][HS / 8][4] = {};
   float m[M][2], l[M][2];  // m-tile mi's rows g, g + 8: maximum, sum
 #pragma unroll
-  for (int mi = 0; mi < M; ++mi) m[mi][0] = m[mi][1] = -INFINITY, l[mi][0] = l[mi][1] = 0.0f;
+  for (int mi = 0; mi < M; ++mi) {
+    m[mi][0] = m[mi][1] = -INFINITY;
+    l[mi][0] = l[mi][1] = 0.0f;
+  }
   int stage = 0;
   for (int64_t j0 = 0; j0 < end; j0 += kCols, stage ^= 1) {
     const bool next = j0 + kCols < end;
