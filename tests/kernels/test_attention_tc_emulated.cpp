@@ -1,0 +1,178 @@
+// The tensor-core attention kernels (kernels/attention_tc.cuh) run on the CPU through the SIMT
+// emulation (tests/support/simt.h), in CI, without a GPU: their fragment layouts, tile loads,
+// masks, tile skips and rounding against the CPU's emulation of the same rounding
+// (kernels/attention.h with 16-bit compute). The same comparison runs on a GPU in
+// test_cuda_ops.cpp; this one checks each kernel alone, element by element, on every build.
+#include "tests/support/simt.h"  // first: the built-ins and primitives the kernels use
+
+#include <cstring>
+
+namespace tessera::cuda {
+namespace {
+// The kernels' dynamic shared memory (their `extern __shared__` array): the most they take.
+alignas(16) unsigned char smem[128 << 10];
+}  // namespace
+}  // namespace tessera::cuda
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+
+#include "kernels/attention.h"
+#include "kernels/attention_tc.cuh"
+#include "kernels/convert.h"
+#include "tests/support/numeric.h"
+
+namespace tessera {
+namespace {
+
+using cuda::kBackwardRows;
+using cuda::kBackwardWarps;
+using cuda::kForwardRows;
+using cuda::kForwardWarps;
+
+// Tessera's element type for a CUDA 16-bit type.
+template <class T>
+using HostType = std::conditional_t<std::is_same_v<T, __nv_bfloat16>, bf16, f16>;
+
+// The kernels' pointer to a tensor's elements, of CUDA type E (float, __nv_bfloat16, __half).
+template <class E>
+E* elements(const Tensor& x) {
+  if constexpr (std::is_same_v<E, float>)
+    return x.data<float>();
+  else
+    return cuda_detail::cuda_ptr(x.data<HostType<E>>());
+}
+
+// A 16-bit tensor as f32 (an f32 one as it is).
+Tensor widened(const Tensor& x) {
+  if (x.dtype() == DType::f32) return x;
+  Tensor y = Tensor::empty(x.shape(), DType::f32);
+  convert(y, x);
+  return y;
+}
+
+// max |got − want| over max |want|: a single wrong element shows.
+double max_error(const Tensor& got, const Tensor& want) {
+  const std::vector<double> g = testing::to_f64(widened(got)), w = testing::to_f64(widened(want));
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (std::isnan(g[i])) return INFINITY;
+    diff = std::max(diff, std::abs(g[i] - w[i]));
+    scale = std::max(scale, std::abs(w[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+// Runs kernel on the emulated GPU, shared memory poisoned (0xff: NaN in bf16 and fp16) per block.
+void launch(simt::Dim3 grid, unsigned threads, const std::function<void()>& kernel) {
+  simt::launch(grid, {threads, 1, 1}, kernel,
+               [] { std::memset(cuda::smem, 0xff, sizeof(cuda::smem)); });
+}
+
+class AttentionTcEmulated : public ::testing::Test {
+ protected:
+  std::mt19937_64 rng_{testing::test_seed()};
+
+  Tensor random16(const Shape& shape, DType half) {
+    Tensor x = Tensor::empty(shape, DType::f32);
+    testing::fill_normal(x, rng_);
+    Tensor y = Tensor::empty(shape, half);
+    convert(y, x);
+    return y;
+  }
+};
+
+// Forward, then D, dq and dk/dv, each against the CPU: out, lse and dqkv. T: the products' type
+// (qkv's and dout's); O: out's and dqkv's, T or float.
+template <int HS, class T, class O>
+void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, const Tensor& dy) {
+  const int64_t c = nh * HS;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const DType out_type = std::is_same_v<O, float> ? DType::f32 : half;
+  Tensor y = Tensor::empty({b, t, c}, out_type), lse = Tensor::empty({b, nh, t}, DType::f32);
+  Tensor dqkv = Tensor::empty({b, t, 3 * c}, out_type);
+  attention_forward(y, lse, qkv, nh, half);
+  attention_backward(dqkv, dy, qkv, y, lse, nh, half);
+
+  // The emulated kernels' outputs; lse and D poisoned (NaN) so that unwritten rows show.
+  Tensor got_y = Tensor::empty({b, t, c}, out_type);
+  Tensor got_lse = Tensor::empty({b, nh, t}, DType::f32);
+  Tensor got_dqkv = Tensor::empty({b, t, 3 * c}, out_type);
+  Tensor delta = Tensor::empty({b, nh, t}, DType::f32);
+  testing::poison(got_lse);
+  testing::poison(delta);
+  const T* q = elements<T>(qkv);
+  const T* dout = elements<T>(dy);
+  O* out = elements<O>(got_y);
+  O* dq = elements<O>(got_dqkv);
+  float* lse_out = got_lse.data<float>();
+  const unsigned heads = static_cast<unsigned>(b * nh);
+  launch({static_cast<unsigned>((t + kForwardRows - 1) / kForwardRows), heads, 1},
+         32 * kForwardWarps<HS>,
+         [&] { cuda::forward_tc_kernel<HS, T, O>(out, lse_out, q, t, c, nh, scale); });
+  EXPECT_LT(max_error(got_y, y), 1e-2) << "out";
+  EXPECT_LT(max_error(got_lse, lse), 1e-4) << "lse";
+
+  const int64_t rows = b * t * nh;
+  launch({static_cast<unsigned>((rows * HS / 8 + cuda::kDeltaThreads - 1) / cuda::kDeltaThreads), 1,
+          1},
+         cuda::kDeltaThreads,
+         [&] { cuda::delta_tc_kernel<HS, T, O>(delta.data<float>(), dout, out, rows, t, nh); });
+  const simt::Dim3 backward_grid{static_cast<unsigned>((t + kBackwardRows - 1) / kBackwardRows),
+                                 heads, 1};
+  const float* d = delta.data<float>();
+  launch(backward_grid, 32 * kBackwardWarps,
+         [&] { cuda::dq_tc_kernel<HS, T, O>(dq, dout, q, lse_out, d, t, c, nh, scale); });
+  launch(backward_grid, 32 * kBackwardWarps,
+         [&] { cuda::dkv_tc_kernel<HS, T, O>(dq, dout, q, lse_out, d, t, c, nh, scale); });
+  EXPECT_LT(max_error(got_dqkv, dqkv), 1e-2) << "dqkv";
+}
+
+TEST_F(AttentionTcEmulated, KernelsMatchTheCpusEmulation) {
+  // Head sizes 16, 32, 64 (two m-tiles a warp in the forward) and 128 (one); lengths of one
+  // tile, several, and off the 64- and 128-row tiles; bf16, and fp16 once; 16-bit outputs, and
+  // fp32 ones twice.
+  for (const auto& [b, t, nh, hs, half, f32_out] :
+       {std::tuple<int64_t, int64_t, int64_t, int, DType, bool>{1, 130, 2, 64, DType::bf16, false},
+        {2, 37, 1, 64, DType::bf16, false},
+        {1, 200, 1, 16, DType::bf16, false},
+        {1, 70, 2, 32, DType::bf16, false},
+        {1, 77, 1, 128, DType::bf16, false},
+        {1, 129, 1, 64, DType::f16, false},
+        {1, 150, 1, 64, DType::bf16, true},
+        {1, 66, 1, 128, DType::f16, true}}) {
+    SCOPED_TRACE(std::string(dtype_name(half)) + (f32_out ? " (fp32 outputs)" : "") + ", T " +
+                 std::to_string(t) + ", hs " + std::to_string(hs));
+    const int64_t c = nh * hs;
+    const Tensor qkv = random16({b, t, 3 * c}, half), dy = random16({b, t, c}, half);
+    auto run = [&]<int HS>() {
+      if (half == DType::bf16 && f32_out)
+        check<HS, __nv_bfloat16, float>(b, t, nh, half, qkv, dy);
+      else if (half == DType::bf16)
+        check<HS, __nv_bfloat16, __nv_bfloat16>(b, t, nh, half, qkv, dy);
+      else if (f32_out)
+        check<HS, __half, float>(b, t, nh, half, qkv, dy);
+      else
+        check<HS, __half, __half>(b, t, nh, half, qkv, dy);
+    };
+    switch (hs) {
+      case 16:
+        run.template operator()<16>();
+        break;
+      case 32:
+        run.template operator()<32>();
+        break;
+      case 64:
+        run.template operator()<64>();
+        break;
+      default:
+        run.template operator()<128>();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tessera

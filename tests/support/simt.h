@@ -1,0 +1,137 @@
+// The CUDA execution model on the CPU, for testing kernel source without a GPU: a block's threads
+// run as fibers (ucontext) in the calling thread, one block after another; __syncthreads, warp
+// shuffles and the tensor-core primitives of kernels/tensor_core.cuh (mma.sync m16n8k16,
+// ldmatrix, cp.async, the paired conversions, ex2) are emulated with the PTX ISA's fragment
+// layouts, each collective waiting for the threads it involves. A warp collective with a lane
+// that has exited, or a barrier some thread never reaches, is an Error, not a hang.
+//
+// Include this before a kernel header (it defines TESSERA_SIMT_EMULATION, the built-ins the
+// kernels read and the primitives), define the kernels' `extern __shared__` array in their
+// namespace, and run a kernel with simt::launch. Results match the GPU's up to the order of each
+// mma's sum and ex2's last bits.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+namespace tessera::simt {
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+// The calling fiber's thread and block indices, and the launch's dimensions.
+const Dim3& thread_idx();
+const Dim3& block_idx();
+const Dim3& grid_dim();
+const Dim3& block_dim();
+
+// Runs kernel() once for every thread of every block of `grid` (blocks in order, x fastest), a
+// block's threads as fibers of `block` (its x a multiple of 32). before_block() runs before each
+// block (e.g. to poison shared memory). Rethrows what a thread threw.
+void launch(Dim3 grid, Dim3 block, const std::function<void()>& kernel,
+            const std::function<void()>& before_block = {});
+
+// The block's barrier: every thread that has not exited.
+void syncthreads();
+
+// A warp collective: each lane of the calling warp passes in and out (its own objects); when all
+// 32 have, op(ins, outs) runs once with every lane's, indexed by lane, then each lane returns.
+using WarpOp = void (*)(const void* const* ins, void* const* outs);
+void warp_collective(const void* in, void* out, WarpOp op);
+
+template <class V>
+V shfl_xor(V value, int lane_mask) {
+  struct In {
+    V value;
+    int mask;
+  };
+  const In in{value, lane_mask};
+  V out;
+  warp_collective(&in, &out, [](const void* const* ins, void* const* outs) {
+    for (int lane = 0; lane < 32; ++lane) {
+      const int from = lane ^ static_cast<const In*>(ins[lane])->mask;
+      *static_cast<V*>(outs[lane]) = static_cast<const In*>(ins[from])->value;
+    }
+  });
+  return out;
+}
+
+// The 16 bits of a bf16 or fp16 value, and the value of 16 bits, as fp32 (exact).
+template <class T>
+float widen(uint16_t bits) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+  else
+    return __half2float(__ushort_as_half(bits));
+}
+
+}  // namespace tessera::simt
+
+#define TESSERA_SIMT_EMULATION 1
+#define threadIdx (::tessera::simt::thread_idx())
+#define blockIdx (::tessera::simt::block_idx())
+#define gridDim (::tessera::simt::grid_dim())
+#define blockDim (::tessera::simt::block_dim())
+#define __syncthreads() ::tessera::simt::syncthreads()
+#define __shfl_xor_sync(mask, value, lane_mask) ::tessera::simt::shfl_xor(value, lane_mask)
+#define __uint_as_float(bits) ::std::bit_cast<float>(static_cast<uint32_t>(bits))
+#define __launch_bounds__(...)
+
+// kernels/tensor_core.cuh's primitives, same names and contracts.
+namespace tessera::cuda::tc {
+
+template <class T>
+inline uint32_t pack_rounded(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+           static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
+  else
+    return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
+           static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16;
+}
+
+// ex2.approx.ftz: subnormal inputs and results are zero.
+float exp2_approx(float x);
+
+namespace detail {
+template <class T>
+void mma_op(const void* const* ins, void* const* outs);
+template <bool kTrans>
+void ldmatrix_op(const void* const* ins, void* const* outs);
+struct MmaIn {
+  uint32_t a[4], b[2];
+  float c[4];
+};
+}  // namespace detail
+
+template <class T>
+inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const detail::MmaIn in{{a[0], a[1], a[2], a[3]}, {b0, b1}, {c[0], c[1], c[2], c[3]}};
+  simt::warp_collective(&in, c, detail::mma_op<T>);
+}
+
+template <bool kTrans>
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  simt::warp_collective(&row, r, detail::ldmatrix_op<kTrans>);
+}
+
+// cp.async as an immediate copy: it has landed before any wait.
+inline void copy16_async(void* dst, const void* src, bool valid) {
+  if (valid)
+    std::memcpy(dst, src, 16);
+  else
+    std::memset(dst, 0, 16);
+}
+inline void commit_copies() {}
+template <int kPending>
+inline void wait_copies() {}
+
+}  // namespace tessera::cuda::tc
