@@ -293,7 +293,7 @@ __global__ void __launch_bounds__(32 * kForwardWarps<HS>)
                       float scale) {
   constexpr int M = kForwardTilesM<HS>, kRows = kForwardRows, kThreads = 32 * kForwardWarps<HS>;
   constexpr int kTile = kCols * kLd<HS>;  // elements of a k or v tile
-  extern __shared__ __align__(16) unsigned char smem[];
+  TS_DYNAMIC_SHARED(unsigned char, smem);
   T* qs = reinterpret_cast<T*>(smem);
   T* kvs = qs + kRows * kLd<HS>;  // stage s: k tile at kvs + 2 s kTile, its v tile after it
   const HeadTc hd = head_tc(t, c, nh, HS);
@@ -409,7 +409,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
                  int64_t t, int64_t c, int64_t nh, float scale) {
   constexpr int M = kBackwardTilesM, kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
   constexpr int kTile = kCols * kLd<HS>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  TS_DYNAMIC_SHARED(unsigned char, smem);
   T* qs = reinterpret_cast<T*>(smem);
   T* dos = qs + kRows * kLd<HS>;
   T* kvs = dos + kRows * kLd<HS>;  // stage s: k tile at kvs + 2 s kTile, its v tile after it
@@ -478,7 +478,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
                   int64_t t, int64_t c, int64_t nh, float scale) {
   constexpr int M = kBackwardTilesM, kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
   constexpr int kTile = kCols * kLd<HS>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  TS_DYNAMIC_SHARED(unsigned char, smem);
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + kRows * kLd<HS>;
   T* qdos = vs + kRows * kLd<HS>;  // stage s: q tile at qdos + 2 s kTile, its dout tile after it

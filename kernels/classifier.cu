@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kXentThreads)
     softmax_xent_kernel(L* logits, float* losses, const int32_t* targets, int64_t v,
                         int64_t vocab_start, float dloss, bool backward, bool vectors,
                         bool staged) {
-  extern __shared__ __align__(16) unsigned char staging[];
+  TS_DYNAMIC_SHARED(unsigned char, staging);
   __shared__ MaxSum scratch[kXentThreads / 32];
   L* l = logits + blockIdx.x * v;
   L* row = staged ? reinterpret_cast<L*>(staging) : l;  // where the passes read the row

@@ -12,6 +12,12 @@
 #include "core/cuda_check.h"
 #include "core/dtype.h"
 
+// A kernel's dynamic shared memory as an array of `type` named `name`, 16-byte aligned. The CPU
+// emulation the kernel tests run (tests/support/simt.h) defines it as the emulated block's memory.
+#ifndef TS_DYNAMIC_SHARED
+#define TS_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#endif
+
 namespace tessera::cuda_detail {
 
 constexpr int kThreads = 256;  // threads per block of the element-wise kernels

@@ -125,7 +125,7 @@ __global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partia
                                           const float* dout, const float* inp, const float* weight,
                                           const float* mean, const float* rstd, const float* dres,
                                           int64_t n, int c) {
-  extern __shared__ float sums[];
+  TS_DYNAMIC_SHARED(float, sums);
   const int warps = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* dw_sum = sums + 2 * w * c;
   float* db_sum = dw_sum + c;

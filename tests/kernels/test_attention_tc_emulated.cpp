@@ -5,15 +5,6 @@
 // test_cuda_ops.cpp; this one checks each kernel alone, element by element, on every build.
 #include "tests/support/simt.h"  // first: the built-ins and primitives the kernels use
 
-#include <cstring>
-
-namespace tessera::cuda {
-namespace {
-// The kernels' dynamic shared memory (their `extern __shared__` array): the most they take.
-alignas(16) unsigned char smem[128 << 10];
-}  // namespace
-}  // namespace tessera::cuda
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,10 +57,9 @@ double max_error(const Tensor& got, const Tensor& want) {
   return diff / std::max(scale, 1e-30);
 }
 
-// Runs kernel on the emulated GPU, shared memory poisoned (0xff: NaN in bf16 and fp16) per block.
+// Runs kernel on the emulated GPU with the most shared memory the kernels take.
 void launch(simt::Dim3 grid, unsigned threads, const std::function<void()>& kernel) {
-  simt::launch(grid, {threads, 1, 1}, kernel,
-               [] { std::memset(cuda::smem, 0xff, sizeof(cuda::smem)); });
+  simt::launch(grid, {threads, 1, 1}, 128 << 10, kernel);
 }
 
 class AttentionTcEmulated : public ::testing::Test {

@@ -13,7 +13,7 @@
 namespace tessera::simt {
 namespace {
 
-constexpr size_t kStackBytes = 256 << 10;
+constexpr size_t kStackBytes = 64 << 10;  // a fiber's stack: a kernel's locals and calls
 
 struct Fiber {
   ucontext_t context{};
@@ -43,6 +43,7 @@ struct Block {
   int barrier_arrived = 0;
   uint64_t barrier_generation = 0;
   int idle_switches = 0;  // switches in a row with no fiber making progress
+  unsigned char* shared = nullptr;
   std::exception_ptr error;
 };
 
@@ -78,6 +79,18 @@ void fiber_main() {
   // returning resumes uc_link: the scheduler
 }
 
+// Makes f a fiber that runs fiber_main on `stack`, then returns to *scheduler. Alone in its own
+// function: getcontext "returns twice" as far as the compiler knows, which would make it keep the
+// caller's locals in memory and warn.
+[[gnu::noinline]] void make_fiber(Fiber& f, char* stack, ucontext_t* scheduler) {
+  f.stack = stack;
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = scheduler;
+  makecontext(&f.context, fiber_main, 0);
+}
+
 // Waits until `generation` moves on, or throws when no fiber can make progress.
 void wait_for(const uint64_t& generation, uint64_t seen, const char* what) {
   Block& b = block();
@@ -90,6 +103,10 @@ void wait_for(const uint64_t& generation, uint64_t seen, const char* what) {
 }
 
 }  // namespace
+
+unsigned char* dynamic_shared() {
+  return block().shared;
+}
 
 const Dim3& thread_idx() {
   Block& b = block();
@@ -138,19 +155,20 @@ void warp_collective(const void* in, void* out, WarpOp op) {
   wait_for(w.generation, seen, "a warp collective");
 }
 
-void launch(Dim3 grid, Dim3 dims, const std::function<void()>& kernel,
-            const std::function<void()>& before_block) {
+void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void()>& kernel) {
   TS_CHECK(running == nullptr, "simt::launch is not reentrant");
   TS_CHECK(dims.y == 1 && dims.z == 1 && dims.x % 32 == 0 && dims.x > 0,
            "simt::launch takes 1-D blocks of whole warps, got ", dims.x, " x ", dims.y, " x ",
            dims.z);
   const int threads = static_cast<int>(dims.x);
   const std::unique_ptr<char[]> stacks(new char[threads * kStackBytes]);  // reused by each block
+  std::vector<float4> shared((shared_bytes + sizeof(float4) - 1) / sizeof(float4));
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        if (before_block) before_block();
+        std::memset(shared.data(), 0xff, shared.size() * sizeof(float4));
         Block b;
+        b.shared = reinterpret_cast<unsigned char*>(shared.data());
         b.grid = grid;
         b.dims = dims;
         b.index = {x, y, z};
@@ -159,14 +177,8 @@ void launch(Dim3 grid, Dim3 dims, const std::function<void()>& kernel,
         b.warps.resize(threads / 32);
         b.live = threads;
         for (int t = 0; t < threads; ++t) {
-          Fiber& f = b.fibers[t];
-          f.thread = {static_cast<unsigned>(t), 0, 0};
-          f.stack = stacks.get() + t * kStackBytes;
-          getcontext(&f.context);
-          f.context.uc_stack.ss_sp = f.stack;
-          f.context.uc_stack.ss_size = kStackBytes;
-          f.context.uc_link = &b.scheduler;
-          makecontext(&f.context, fiber_main, 0);
+          b.fibers[t].thread = {static_cast<unsigned>(t), 0, 0};
+          make_fiber(b.fibers[t], stacks.get() + t * kStackBytes, &b.scheduler);
         }
         running = &b;
         // Round robin over the fibers that have not exited until none is left.

@@ -6,9 +6,11 @@
 // that has exited, or a barrier some thread never reaches, is an Error, not a hang.
 //
 // Include this before a kernel header (it defines TESSERA_SIMT_EMULATION, the built-ins the
-// kernels read and the primitives), define the kernels' `extern __shared__` array in their
-// namespace, and run a kernel with simt::launch. Results match the GPU's up to the order of each
-// mma's sum and ex2's last bits.
+// kernels read, their shared memory and the primitives), then run a kernel with simt::launch.
+// Static __shared__ arrays become function-local statics (one block runs at a time), the dynamic
+// shared memory (TS_DYNAMIC_SHARED) a buffer of the launch's size, filled with 0xff bytes (NaN in
+// every float type) before each block. Results match the GPU's up to the order of each mma's sum
+// and ex2's last bits.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -34,10 +36,12 @@ const Dim3& grid_dim();
 const Dim3& block_dim();
 
 // Runs kernel() once for every thread of every block of `grid` (blocks in order, x fastest), a
-// block's threads as fibers of `block` (its x a multiple of 32). before_block() runs before each
-// block (e.g. to poison shared memory). Rethrows what a thread threw.
-void launch(Dim3 grid, Dim3 block, const std::function<void()>& kernel,
-            const std::function<void()>& before_block = {});
+// block's threads as fibers of `block` (its x a multiple of 32), with `shared_bytes` of dynamic
+// shared memory. Rethrows what a thread threw.
+void launch(Dim3 grid, Dim3 block, size_t shared_bytes, const std::function<void()>& kernel);
+
+// The running block's dynamic shared memory (16-byte aligned).
+unsigned char* dynamic_shared();
 
 // The block's barrier: every thread that has not exited.
 void syncthreads();
@@ -84,6 +88,10 @@ float widen(uint16_t bits) {
 #define __shfl_xor_sync(mask, value, lane_mask) ::tessera::simt::shfl_xor(value, lane_mask)
 #define __uint_as_float(bits) ::std::bit_cast<float>(static_cast<uint32_t>(bits))
 #define __launch_bounds__(...)
+#undef __shared__
+#define __shared__ static
+#define TS_DYNAMIC_SHARED(type, name) \
+  type* name = reinterpret_cast<type*>(::tessera::simt::dynamic_shared())
 
 // kernels/tensor_core.cuh's primitives, same names and contracts.
 namespace tessera::cuda::tc {
