@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cfloat>
+#include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda_util.cuh"
 
@@ -65,20 +67,37 @@ __device__ inline void load4(float (&x)[4], const float* p) {
   x[2] = v.z;
   x[3] = v.w;
 }
+// A 16-bit value of type L (bf16 or fp16) from its bits as fp32, and the bits of an fp32 value
+// rounded to L (to nearest even).
+template <class L>
+__device__ inline float from_bits(unsigned short bits) {
+  if constexpr (std::is_same_v<L, __nv_bfloat16>)
+    return __bfloat162float(__ushort_as_bfloat16(bits));
+  else
+    return __half2float(__ushort_as_half(bits));
+}
+template <class L>
+__device__ inline uint32_t to_bits(float x) {
+  if constexpr (std::is_same_v<L, __nv_bfloat16>)
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+  else
+    return __half_as_ushort(__float2half_rn(x));
+}
 template <class L>
 __device__ inline void load4(float (&x)[4], const L* p) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);
-  const L* y = reinterpret_cast<const L*>(&raw);
-  for (int e = 0; e < 4; ++e) x[e] = cuda_detail::load(y[e]);
+  x[0] = from_bits<L>(raw.x & 0xffffu);
+  x[1] = from_bits<L>(raw.x >> 16);
+  x[2] = from_bits<L>(raw.y & 0xffffu);
+  x[3] = from_bits<L>(raw.y >> 16);
 }
 __device__ inline void store4(float* dst, const float (&x)[4]) {
   *reinterpret_cast<float4*>(dst) = make_float4(x[0], x[1], x[2], x[3]);
 }
 template <class L>
 __device__ inline void store4(L* dst, const float (&x)[4]) {
-  L y[4];
-  for (int e = 0; e < 4; ++e) cuda_detail::store(y[e], x[e]);
-  *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(y);
+  *reinterpret_cast<uint2*>(dst) = make_uint2(to_bits<L>(x[0]) | to_bits<L>(x[1]) << 16,
+                                              to_bits<L>(x[2]) | to_bits<L>(x[3]) << 16);
 }
 // Four consecutive values from src to dst, bits unchanged, in one access.
 __device__ inline void copy4(float* dst, const float* src) {

@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -88,6 +89,7 @@ float widen(uint16_t bits) {
 #define __shfl_xor_sync(mask, value, lane_mask) ::tessera::simt::shfl_xor(value, lane_mask)
 #define __uint_as_float(bits) ::std::bit_cast<float>(static_cast<uint32_t>(bits))
 #define __launch_bounds__(...)
+#define __fadd_rn(a, b) ((a) + (b))
 #undef __shared__
 #define __shared__ static
 #define TS_DYNAMIC_SHARED(type, name) \
