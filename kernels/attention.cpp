@@ -264,11 +264,15 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
             cuda::attention_backward(dqkv.data<float>(), delta.data<float>(), dout.data<float>(),
                                      qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b,
                                      d.t, d.c, d.nh, kOpStream);
-          else if constexpr (std::is_same_v<Y, float> || std::is_same_v<Y, T>)
-            cuda::attention_backward_tc(dqkv.data<Y>(), delta.data<float>(),
-                                        gemm_operand(dout, compute).data<T>(),
-                                        gemm_operand(qkv, compute).data<T>(), out.data<Y>(),
-                                        lse.data<float>(), d.b, d.t, d.c, d.nh, kOpStream);
+          else if constexpr (std::is_same_v<Y, float> || std::is_same_v<Y, T>) {
+            Tensor dq_accum = Tensor::empty({d.b, d.t, d.c}, DType::f32, qkv.device());
+            Tensor turns =
+                Tensor::empty({cuda::attention_dq_turns(d.b, d.t, d.nh)}, DType::i32, qkv.device());
+            cuda::attention_backward_tc(
+                dqkv.data<Y>(), delta.data<float>(), dq_accum.data<float>(), turns.data<int32_t>(),
+                gemm_operand(dout, compute).data<T>(), gemm_operand(qkv, compute).data<T>(),
+                out.data<Y>(), lse.data<float>(), d.b, d.t, d.c, d.nh, kOpStream);
+          }
         }));
     // A 16-bit dqkv: computed in f32 as the kernels accumulate it, then rounded once.
     Tensor dx = out.dtype() == DType::f32 ? dqkv : Tensor::empty(qkv.shape(), DType::f32);

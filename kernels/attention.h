@@ -43,10 +43,15 @@ void attention_backward(float* dqkv, float* delta, const float* dout, const floa
 template <class O, class T>
 void attention_forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c,
                           int64_t nh, CudaStream stream);
+// delta (B, NH, T), dq_accum (B, T, C) and turns (attention_dq_turns of them) are scratch.
 template <class O, class T>
-void attention_backward_tc(O* dqkv, float* delta, const T* dout, const T* qkv, const O* out,
-                           const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
-                           CudaStream stream);
+void attention_backward_tc(O* dqkv, float* delta, float* dq_accum, int32_t* turns, const T* dout,
+                           const T* qkv, const O* out, const float* lse, int64_t b, int64_t t,
+                           int64_t c, int64_t nh, CudaStream stream);
+// The int32 count of attention_backward_tc's turns: one per (batch, head, 64-query tile).
+inline int64_t attention_dq_turns(int64_t b, int64_t t, int64_t nh) {
+  return b * nh * ((t + 63) / 64);
+}
 }  // namespace cuda
 
 }  // namespace tessera

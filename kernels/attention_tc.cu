@@ -71,8 +71,9 @@ void forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t 
 }
 
 template <class T, class G>
-void backward_tc(G* dqkv, float* delta, const T* dout, const T* qkv, const G* out, const float* lse,
-                 int64_t b, int64_t t, int64_t c, int64_t nh, int hs, CudaStream stream) {
+void backward_tc(G* dqkv, float* delta, float* dq_accum, int* turns, const T* dout, const T* qkv,
+                 const G* out, const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
+                 int hs, CudaStream stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   with_head_size(hs, [&]<int HS>() {
     const int64_t rows = b * t * nh,
@@ -82,14 +83,21 @@ void backward_tc(G* dqkv, float* delta, const T* dout, const T* qkv, const G* ou
     TS_CUDA_CHECK_LAUNCH();
     constexpr int kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
     const size_t tiles = (2 * kRows + 4 * kCols) * kLd<HS> * sizeof(T);
-    allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
-    dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, tiles, stream>>>(
-        dqkv, dout, qkv, lse, delta, t, c, nh, scale);
-    TS_CUDA_CHECK_LAUNCH();
-    const size_t dkv_smem = tiles + 4 * kCols * sizeof(float);
-    allow_smem(dkv_tc_kernel<HS, T, G>, dkv_smem, hs);
-    dkv_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, dkv_smem, stream>>>(
-        dqkv, dout, qkv, lse, delta, t, c, nh, scale);
+    constexpr bool kDq = kDqInDkv<HS>;
+    if constexpr (!kDq) {
+      allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
+      dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, tiles, stream>>>(
+          dqkv, dout, qkv, lse, delta, t, c, nh, scale);
+      TS_CUDA_CHECK_LAUNCH();
+    } else {
+      TS_CUDA_CHECK(
+          cudaMemsetAsync(turns, 0, attention_dq_turns(b, t, nh) * sizeof(int32_t), stream));
+    }
+    const size_t dkv_smem =
+        tiles + 4 * kCols * sizeof(float) + (kDq ? kRows * kLdS * sizeof(T) : 0);
+    allow_smem(dkv_tc_kernel<HS, T, G, kDq>, dkv_smem, hs);
+    dkv_tc_kernel<HS, T, G, kDq><<<grid_tc(b, t, nh, kRows), kThreads, dkv_smem, stream>>>(
+        dqkv, dq_accum, turns, dout, qkv, lse, delta, t, c, nh, scale);
     TS_CUDA_CHECK_LAUNCH();
   });
 }
@@ -106,23 +114,24 @@ void attention_forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t
 }
 
 template <class O, class T>
-void attention_backward_tc(O* dqkv, float* delta, const T* dout, const T* qkv, const O* out,
-                           const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
-                           CudaStream stream) {
+void attention_backward_tc(O* dqkv, float* delta, float* dq_accum, int32_t* turns, const T* dout,
+                           const T* qkv, const O* out, const float* lse, int64_t b, int64_t t,
+                           int64_t c, int64_t nh, CudaStream stream) {
   const int hs = check_head_tc(b, c, nh);
   if (b * t == 0) return;
   check_aligned(qkv, "qkv");
   check_aligned(dout, "dout");
   check_aligned(out, "out");
-  backward_tc(cuda_detail::cuda_ptr(dqkv), delta, cuda_detail::cuda_ptr(dout),
+  backward_tc(cuda_detail::cuda_ptr(dqkv), delta, dq_accum, turns, cuda_detail::cuda_ptr(dout),
               cuda_detail::cuda_ptr(qkv), cuda_detail::cuda_ptr(out), lse, b, t, c, nh, hs, stream);
 }
 
-#define TS_ATTENTION_TC(O, T)                                                                  \
-  template void attention_forward_tc(O*, float*, const T*, int64_t, int64_t, int64_t, int64_t, \
-                                     CudaStream);                                              \
-  template void attention_backward_tc(O*, float*, const T*, const T*, const O*, const float*,  \
-                                      int64_t, int64_t, int64_t, int64_t, CudaStream);
+#define TS_ATTENTION_TC(O, T)                                                                     \
+  template void attention_forward_tc(O*, float*, const T*, int64_t, int64_t, int64_t, int64_t,    \
+                                     CudaStream);                                                 \
+  template void attention_backward_tc(O*, float*, float*, int32_t*, const T*, const T*, const O*, \
+                                      const float*, int64_t, int64_t, int64_t, int64_t,           \
+                                      CudaStream);
 TS_ATTENTION_TC(float, bf16)
 TS_ATTENTION_TC(bf16, bf16)
 TS_ATTENTION_TC(float, f16)

@@ -43,7 +43,9 @@ using tc::exp2_approx;
 using tc::ldmatrix_x4;
 using tc::mma;
 using tc::pack_rounded;
+using tc::pass_turn;
 using tc::wait_copies;
+using tc::wait_turn;
 
 // A warp takes M m-tiles of 16 rows of the block's own side: each fragment of the other side's
 // tile it loads from shared memory feeds M products (FlashAttention-2's 32 rows a warp at M = 2,
@@ -62,6 +64,12 @@ constexpr int kForwardWarps = kForwardRows / (16 * kForwardTilesM<HS>);
 constexpr int kBackwardTilesM = 1;
 constexpr int kBackwardWarps = 4;
 constexpr int kBackwardRows = 16 * kBackwardTilesM * kBackwardWarps;
+// Whether the dk/dv kernel also makes dq (FlashAttention-2's five products instead of the dq
+// kernel's recomputing S and dP: seven), each key tile adding its share to a query tile in turn,
+// highest key tile first: deterministic. Up to head size 64: at 128 the kernel's registers are
+// already all used. Not yet measured on a GPU (docs/cuda.md); the dq kernel stays until it is.
+template <int HS>
+constexpr bool kDqInDkv = HS <= 64;
 constexpr int kCols = 64;  // rows of the other side per tile
 constexpr int kPad = 8;    // row padding of the tiles, in elements: 16-byte rows, no bank conflicts
 constexpr float kLog2e = 1.4426950408889634f;
@@ -468,14 +476,79 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     write_rows<HS>(dqkv + hd.qkv, 3 * c, dq[mi], first + 16 * mi, t, scale, scale);
 }
 
+// The row stride of the dk/dv kernel's dSᵀ tile (kRows keys × kCols queries of T).
+constexpr int kLdS = kCols + kPad;
+
+// A warp's 16 rows of dSᵀ (A fragments, to_a_fragments' layout) into the dSᵀ tile at rows 16 w...
+__device__ inline void store_ds_rows(void* ds_tile, const uint32_t (&a)[4][4], int w, int g,
+                                     int qd) {
+  auto* rows = static_cast<uint32_t*>(ds_tile);  // pairs: row stride kLdS / 2
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r)  // row g + 8 (r % 2), columns 16 kk + 8 (r / 2) + 2 qd, + 1
+      rows[(16 * w + g + 8 * (r % 2)) * (kLdS / 2) + 8 * kk + 4 * (r / 2) + qd] = a[kk][r];
+}
+
+// Query tile [i0, i0 + kCols)'s share of dq from the dk/dv kernel's block (keys [j0, j0 + kRows)):
+// dq_i += Σ_j dS_ij k_j, dSᵀ in shared memory (rows keys, row stride kLdS), ks the key tile; warp
+// w takes queries i0 + 16 w... The key tiles add their shares to dq_accum (fp32, (B, T, C)) in
+// turn, highest first (turns: a count per (batch · head, query tile), 0 at the launch): the first
+// stores, the others add, the last (key tile 0) writes dq · scale into dq_out's q columns instead
+// (dqkv, (B, T, 3C) of type G). Deterministic: the order never changes.
+template <int HS, class T, class G>
+__device__ void add_dq_share(G* dq_out, float* dq_accum, int* turns, const T* ds_tile, const T* ks,
+                             int64_t i0, int64_t j0, int64_t t, int64_t c, float scale) {
+  static_assert(kBackwardTilesM == 1 && kBackwardRows == kCols && kBackwardWarps * 16 == kCols);
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
+  uint32_t ds[1][4][4];  // A fragments of dS (16 queries × the 64 keys), from dSᵀ transposed
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    ldmatrix_x4<true>(ds[0][kk], ds_tile + (16 * kk + 8 * (lane / 16) + lane % 8) * kLdS + 16 * w +
+                                     8 * (lane / 8 % 2));
+  float share[1][HS / 8][4] = {};
+  warp_accumulate<HS>(share, ds, ks);  // dS K
+  const int query_tile = static_cast<int>(i0 / kCols), key_tile = static_cast<int>(j0 / kCols);
+  int* turn = turns + static_cast<int64_t>(blockIdx.y) * ((t + kCols - 1) / kCols) + query_tile;
+  if (threadIdx.x == 0) wait_turn(turn, query_tile - key_tile);  // the key tiles above have added
+  __syncthreads();
+  const bool first = key_tile == query_tile, last = key_tile == 0;
+  const int64_t b = blockIdx.y / (c / HS), h = blockIdx.y % (c / HS);
+#pragma unroll
+  for (int nb = 0; nb < HS / 8; ++nb)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t i = i0 + 16 * w + g + 8 * r;
+      if (i >= t) continue;
+      const int64_t d = h * HS + 8 * nb + 2 * qd;  // column in the head's C
+      float2 v = {share[0][nb][2 * r], share[0][nb][2 * r + 1]};
+      float2* acc = reinterpret_cast<float2*>(dq_accum + (b * t + i) * c + d);
+      if (!first) {
+        const float2 before = __ldcg(acc);  // from L2: other blocks wrote it
+        v = {before.x + v.x, before.y + v.y};
+      }
+      if (last) {
+        G* out = dq_out + (b * t + i) * 3 * c + d;
+        store(out[0], v.x * scale);
+        store(out[1], v.y * scale);
+      } else {
+        *acc = v;
+      }
+    }
+  __syncthreads();  // every share stored before the turn passes
+  if (threadIdx.x == 0 && !last) pass_turn(turn, query_tile - key_tile + 1);
+}
+
 // dv_j = Σ_{i ≥ j} p_ij dO_i;  dk_j = scale · Σ_{i ≥ j} p_ij (dp_ij − D_i) q_i. Rows are keys;
 // the products are taken transposed (Sᵀ = K Qᵀ). grid (ceil(T / kBackwardRows), B · NH). dqkv of
 // type G, dout and qkv of type T. Dynamic shared memory: k and v tiles, two stages of q and dout
-// tiles, then two stages of the query tile's lse and D.
-template <int HS, class T, class G>
+// tiles, two stages of the query tile's lse and D, then (kDq) the dSᵀ tile. With kDq the kernel
+// also makes dq (add_dq_share: dq_accum, turns), its blocks taking the highest key tiles first.
+template <int HS, class T, class G, bool kDq>
 __global__ void __launch_bounds__(32 * kBackwardWarps)
-    dkv_tc_kernel(G* dqkv, const T* dout, const T* qkv, const float* lse, const float* delta,
-                  int64_t t, int64_t c, int64_t nh, float scale) {
+    dkv_tc_kernel(G* dqkv, float* dq_accum, int* turns, const T* dout, const T* qkv,
+                  const float* lse, const float* delta, int64_t t, int64_t c, int64_t nh,
+                  float scale) {
   constexpr int M = kBackwardTilesM, kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
   constexpr int kTile = kCols * kLd<HS>;
   TS_DYNAMIC_SHARED(unsigned char, smem);
@@ -483,10 +556,14 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   T* vs = ks + kRows * kLd<HS>;
   T* qdos = vs + kRows * kLd<HS>;  // stage s: q tile at qdos + 2 s kTile, its dout tile after it
   float* stats = reinterpret_cast<float*>(qdos + 4 * kTile);  // stage s: lse2, D at + 2 s kCols
+  T* ds_tile = reinterpret_cast<T*>(stats + 4 * kCols);       // dSᵀ (kDq)
   const HeadTc hd = head_tc(t, c, nh, HS);
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
-  const int64_t j0 = blockIdx.x * int64_t{kRows}, first = j0 + 16 * M * w;
+  // With kDq a key tile adds its dq after the tiles above it: those start first, so no block
+  // waits for one that has not started (blocks start in index order).
+  const int64_t key_tile = kDq ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int64_t j0 = key_tile * kRows, first = j0 + 16 * M * w;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
   auto copy_q_dout = [&](int64_t i0, int stage) {
@@ -547,6 +624,14 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
         to_a_fragments<T>(pa[mi], s[mi]);
       }
       warp_accumulate<HS>(dk, pa, qs);  // dK += dSᵀ Q
+      if constexpr (kDq) store_ds_rows(ds_tile, pa[0], w, g, qd);
+    } else if constexpr (kDq) {
+      const uint32_t none[4][4] = {};  // the warp's keys see none of the tile's queries
+      store_ds_rows(ds_tile, none, w, g, qd);
+    }
+    if constexpr (kDq) {
+      __syncthreads();  // dSᵀ whole
+      add_dq_share<HS>(dqkv, dq_accum, turns, ds_tile, ks, i0, j0, t, c, scale);
     }
     __syncthreads();
   }

@@ -83,4 +83,20 @@ __device__ inline void wait_copies() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
+// Waits until *turn (in device memory, written by other blocks) equals `expected`: one thread's
+// acquire at GPU scope, so what the writer stored before passing the turn is visible after it (to
+// the whole block once it passes a __syncthreads).
+__device__ inline void wait_turn(const int* turn, int expected) {
+  int seen;
+  do {
+    asm volatile("ld.global.acquire.gpu.b32 %0, [%1];" : "=r"(seen) : "l"(turn) : "memory");
+  } while (seen != expected);
+}
+// Sets *turn to `next` with release at GPU scope, after a fence: what this block stored before
+// (after a __syncthreads) is visible to whoever sees the new turn.
+__device__ inline void pass_turn(int* turn, int next) {
+  __threadfence();
+  asm volatile("st.global.release.gpu.b32 [%0], %1;" ::"l"(turn), "r"(next) : "memory");
+}
+
 }  // namespace tessera::cuda::tc

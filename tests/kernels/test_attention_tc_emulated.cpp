@@ -114,10 +114,19 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
   const simt::Dim3 backward_grid{static_cast<unsigned>((t + kBackwardRows - 1) / kBackwardRows),
                                  heads, 1};
   const float* d = delta.data<float>();
-  launch(backward_grid, 32 * kBackwardWarps,
-         [&] { cuda::dq_tc_kernel<HS, T, O>(dq, dout, q, lse_out, d, t, c, nh, scale); });
-  launch(backward_grid, 32 * kBackwardWarps,
-         [&] { cuda::dkv_tc_kernel<HS, T, O>(dq, dout, q, lse_out, d, t, c, nh, scale); });
+  // Up to head size 64 the dk/dv kernel makes dq too, key tiles adding their shares in turn;
+  // above, the dq kernel does.
+  constexpr bool kDq = cuda::kDqInDkv<HS>;
+  Tensor dq_accum = Tensor::empty({b, t, c}, DType::f32);
+  Tensor turns = Tensor::zeros({cuda::attention_dq_turns(b, t, nh)}, DType::i32);
+  testing::poison(dq_accum);
+  if constexpr (!kDq)
+    launch(backward_grid, 32 * kBackwardWarps,
+           [&] { cuda::dq_tc_kernel<HS, T, O>(dq, dout, q, lse_out, d, t, c, nh, scale); });
+  launch(backward_grid, 32 * kBackwardWarps, [&] {
+    cuda::dkv_tc_kernel<HS, T, O, kDq>(dq, dq_accum.data<float>(), turns.data<int32_t>(), dout, q,
+                                       lse_out, d, t, c, nh, scale);
+  });
   EXPECT_LT(max_error(got_dqkv, dqkv), 1e-2) << "dqkv";
 }
 

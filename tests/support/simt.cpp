@@ -200,6 +200,11 @@ void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void(
 
 namespace tessera::cuda::tc {
 
+void wait_turn(const int* turn, int expected) {
+  TS_CHECK(*turn == expected, "simt: a block waits for turn ", expected, " but the turn is ", *turn,
+           " and the blocks that would pass it have run: on a GPU, a deadlock");
+}
+
 float exp2_approx(float x) {
   if (std::fpclassify(x) == FP_SUBNORMAL) x = 0.0f;
   const float y = std::exp2(x);

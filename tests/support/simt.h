@@ -90,6 +90,7 @@ float widen(uint16_t bits) {
 #define __uint_as_float(bits) ::std::bit_cast<float>(static_cast<uint32_t>(bits))
 #define __launch_bounds__(...)
 #define __fadd_rn(a, b) ((a) + (b))
+#define __ldcg(p) (*(p))
 #undef __shared__
 #define __shared__ static
 #define TS_DYNAMIC_SHARED(type, name) \
@@ -143,5 +144,12 @@ inline void copy16_async(void* dst, const void* src, bool valid) {
 inline void commit_copies() {}
 template <int kPending>
 inline void wait_copies() {}
+
+// Blocks run one after another here, so a turn is either there already or never comes: the
+// latter is the GPU's deadlock, an Error.
+void wait_turn(const int* turn, int expected);
+inline void pass_turn(int* turn, int next) {
+  *turn = next;
+}
 
 }  // namespace tessera::cuda::tc
