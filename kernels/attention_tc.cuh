@@ -222,6 +222,14 @@ __device__ inline void mask_scores(float (&s)[8][4], int g, int q, Drop drop) {
       if (drop(8 * nb + 2 * q + e % 2, g + 8 * (e / 2))) s[nb][e] = -INFINITY;
 }
 
+// The causal mask on m-tile mi of a warp whose rows start at `first`, against the 64 columns from
+// j0: tested only where some column is past some row.
+__device__ inline void mask_causal(float (&s)[8][4], int64_t j0, int64_t first, int mi, int g,
+                                   int q) {
+  const int dj = static_cast<int>(j0 - first) - 16 * mi;  // column 0 less the m-tile's row 0
+  if (dj + kCols > 1) mask_scores(s, g, q, [dj](int col, int row) { return dj + col > row; });
+}
+
 // The warp's rows of acc (16 × HS, accumulator layout) times `scale` into dst (row i at dst + i *
 // ld, of type D), rows from `first`, none at or past t.
 template <int HS, class D>
@@ -336,9 +344,7 @@ __global__ void __launch_bounds__(32 * kForwardWarps<HS>)
       uint32_t pa[M][4][4];
 #pragma unroll
       for (int mi = 0; mi < M; ++mi) {
-        const int dj = static_cast<int>(j0 - first) - 16 * mi;  // column 0 less the tile's row 0
-        if (dj + kCols > 1)                                     // some column is past some row
-          mask_scores(s[mi], g, qd, [dj](int col, int row) { return dj + col > row; });
+        mask_causal(s[mi], j0, first, mi, g, qd);
         online_softmax<HS, T>(pa[mi], s[mi], m[mi], l[mi], o[mi], scale2);
       }
       warp_accumulate<HS>(o, pa, vs);  // O += P V
@@ -454,9 +460,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
       uint32_t dsa[M][4][4];
 #pragma unroll
       for (int mi = 0; mi < M; ++mi) {
-        const int dj = static_cast<int>(j0 - first) - 16 * mi;  // column 0 less the tile's row 0
-        if (dj + kCols > 1)                                     // some column is past some row
-          mask_scores(s[mi], g, qd, [dj](int col, int row) { return dj + col > row; });
+        mask_causal(s[mi], j0, first, mi, g, qd);
 #pragma unroll
         for (int nb = 0; nb < 8; ++nb)
 #pragma unroll

@@ -15,6 +15,7 @@
 #include "kernels/attention_tc.cuh"
 #include "kernels/convert.h"
 #include "tests/support/numeric.h"
+#include "tests/support/widened.h"
 
 namespace tessera {
 namespace {
@@ -37,13 +38,7 @@ E* elements(const Tensor& x) {
     return cuda_detail::cuda_ptr(x.data<HostType<E>>());
 }
 
-// A 16-bit tensor as f32 (an f32 one as it is).
-Tensor widened(const Tensor& x) {
-  if (x.dtype() == DType::f32) return x;
-  Tensor y = Tensor::empty(x.shape(), DType::f32);
-  convert(y, x);
-  return y;
-}
+using testing::widened;
 
 // max |got − want| over max |want|: a single wrong element shows.
 double max_error(const Tensor& got, const Tensor& want) {

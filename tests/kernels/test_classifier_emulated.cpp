@@ -14,17 +14,12 @@
 #include "kernels/classifier.cuh"
 #include "kernels/convert.h"
 #include "tests/support/numeric.h"
+#include "tests/support/widened.h"
 
 namespace tessera {
 namespace {
 
-// A 16-bit tensor as f32 (an f32 one as it is).
-Tensor widened(const Tensor& x) {
-  if (x.dtype() == DType::f32) return x;
-  Tensor y = Tensor::empty(x.shape(), DType::f32);
-  convert(y, x);
-  return y;
-}
+using testing::widened;
 
 // Losses and dlogits in float64 from the logits as stored (rows, v) for vocabulary ids [start,
 // start + v): loss = log Σ exp(l) − l[target] (the target's logit 0 when another shard holds it),

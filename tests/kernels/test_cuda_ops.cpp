@@ -21,9 +21,12 @@
 #include "kernels/residual.h"
 #include "tests/support/cuda_test.h"
 #include "tests/support/numeric.h"
+#include "tests/support/widened.h"
 
 namespace tessera {
 namespace {
+
+using testing::widened;
 
 constexpr double kTol = 1e-5;
 
@@ -41,13 +44,6 @@ class CudaOps : public ::testing::Test {
     Tensor t = Tensor::empty(shape, DType::f32);
     testing::poison(t);
     return on_gpu(t);
-  }
-  // x (any float type, any device) as an f32 CPU tensor.
-  static Tensor widened(const Tensor& x) {
-    if (x.dtype() == DType::f32) return x.to(Device::cpu());
-    Tensor f = Tensor::empty(x.shape(), DType::f32);
-    convert(f, x.to(Device::cpu()));
-    return f;
   }
   static void expect_close(const Tensor& gpu, const Tensor& cpu, const char* what) {
     EXPECT_LT(testing::rel_error(gpu.to(Device::cpu()), testing::to_f64(cpu)), kTol) << what;

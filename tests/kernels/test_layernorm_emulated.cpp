@@ -9,20 +9,14 @@
 #include <string>
 #include <tuple>
 
-#include "kernels/convert.h"
 #include "kernels/layernorm.cuh"
 #include "tests/support/numeric.h"
+#include "tests/support/widened.h"
 
 namespace tessera {
 namespace {
 
-// A 16-bit tensor as f32 (an f32 one as it is).
-Tensor widened(const Tensor& x) {
-  if (x.dtype() == DType::f32) return x;
-  Tensor y = Tensor::empty(x.shape(), DType::f32);
-  convert(y, x);
-  return y;
-}
+using testing::widened;
 
 class LayerNormEmulated : public ::testing::Test {
  protected:
