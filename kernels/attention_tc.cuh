@@ -89,11 +89,40 @@ __device__ inline float2 unpack(uint32_t v) {
             __half2float(__ushort_as_half(static_cast<unsigned short>(v >> 16)))};
 }
 
+// The A operand of warp_scores, m-tile mi's fragment of columns k0..k0+15 (rows 0-7 | 8-15 of
+// columns k0..k0+7, then of k0+8..k0+15) of the warp's (16 M, HS) rows: loaded from shared memory
+// where it is used...
+template <int HS, class T>
+struct RowsInShared {
+  const T* rows;  // the warp's first row
+  __device__ void operator()(uint32_t (&f)[4], int mi, int k0) const {
+    const int lane = threadIdx.x % 32;
+    ldmatrix_x4<false>(f, rows + (16 * mi + lane % 16) * kLd<HS> + k0 + 8 * (lane / 16));
+  }
+};
+// ... or loaded once and held in registers (the forward's q rows, the same for every key tile).
+template <int HS, int M>
+struct RowsInRegisters {
+  uint32_t held[M][HS / 16][4];
+  template <class T>
+  __device__ void load(const T* rows) {
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi)
+#pragma unroll
+      for (int k0 = 0; k0 < HS; k0 += 16) RowsInShared<HS, T>{rows}(held[mi][k0 / 16], mi, k0);
+  }
+  __device__ void operator()(uint32_t (&f)[4], int mi, int k0) const {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) f[r] = held[mi][k0 / 16][r];
+  }
+};
+
 // One warp: s[mi] (16 × 64, 8-column block nb in s[mi][nb]) = a_mi · bᵀ for its M 16-row tiles
-// (a_mi: rows 16 mi.. of a, the warp's (16 M, HS)) and b (64, HS), both row-major tiles in shared
-// memory; each fragment of b is loaded once for the M products.
-template <int HS, int M, class T>
-__device__ void warp_scores(float (&s)[M][8][4], const T* a, const T* b) {
+// (a_mi: rows 16 mi.. of the warp's (16 M, HS) rows, fragments from `a`: RowsInShared or
+// RowsInRegisters) and b (64, HS), a row-major tile in shared memory; each fragment of b is
+// loaded once for the M products.
+template <int HS, int M, class T, class A>
+__device__ void warp_scores(float (&s)[M][8][4], const A& a, const T* b) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int mi = 0; mi < M; ++mi)
@@ -101,10 +130,9 @@ __device__ void warp_scores(float (&s)[M][8][4], const T* a, const T* b) {
     for (int nb = 0; nb < 8; ++nb) s[mi][nb][0] = s[mi][nb][1] = s[mi][nb][2] = s[mi][nb][3] = 0.0f;
 #pragma unroll
   for (int k0 = 0; k0 < HS; k0 += 16) {
-    uint32_t fa[M][4];  // rows 0-7 | 8-15 of columns k0..k0+7, then of k0+8..k0+15
+    uint32_t fa[M][4];
 #pragma unroll
-    for (int mi = 0; mi < M; ++mi)
-      ldmatrix_x4<false>(fa[mi], a + (16 * mi + lane % 16) * kLd<HS> + k0 + 8 * (lane / 16));
+    for (int mi = 0; mi < M; ++mi) a(fa[mi], mi, k0);
 #pragma unroll
     for (int n0 = 0; n0 < 64; n0 += 16) {
       uint32_t fb[4];  // b rows n0..n0+7: columns k0.., k0+8..; rows n0+8..n0+15: the same
@@ -323,7 +351,8 @@ __global__ void __launch_bounds__(32 * kForwardWarps<HS>)
   copy_rows_async<kThreads, 1, HS, T>({{qs, q, 3 * c}}, i0, kRows, t);
   copy_kv_async<kThreads, HS>(kvs, q, c, 0, 0, t);  // one group with the q tile
   float o[M][HS / 8][4] = {};
-  float m[M][2], l[M][2];  // m-tile mi's rows g, g + 8: maximum, sum
+  float m[M][2], l[M][2];         // m-tile mi's rows g, g + 8: maximum, sum
+  RowsInRegisters<HS, M> q_rows;  // the warp's q fragments, loaded once
 #pragma unroll
   for (int mi = 0; mi < M; ++mi) {
     m[mi][0] = m[mi][1] = -INFINITY;
@@ -339,8 +368,9 @@ __global__ void __launch_bounds__(32 * kForwardWarps<HS>)
     // Some row of the warp sees this tile; then every row does (j0 ≤ first: both are multiples of
     // 16 M and j0 of 64).
     if (!idle && j0 < first + 16 * M) {
+      if (j0 == 0) q_rows.load(qs + 16 * M * w * kLd<HS>);  // every warp sees the first tile
       float s[M][8][4];
-      warp_scores<HS>(s, qs + 16 * M * w * kLd<HS>, ks);  // S = Q Kᵀ, unscaled
+      warp_scores<HS>(s, q_rows, ks);  // S = Q Kᵀ, unscaled
       uint32_t pa[M][4][4];
 #pragma unroll
       for (int mi = 0; mi < M; ++mi) {
@@ -455,8 +485,8 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     const T* vs = ks + kTile;
     if (!idle && j0 < first + 16 * M) {  // some row of the warp sees this tile
       float s[M][8][4], dp[M][8][4];
-      warp_scores<HS>(s, qs + 16 * M * w * kLd<HS>, ks);    // S = Q Kᵀ
-      warp_scores<HS>(dp, dos + 16 * M * w * kLd<HS>, vs);  // dP = dO Vᵀ
+      warp_scores<HS>(s, RowsInShared<HS, T>{qs + 16 * M * w * kLd<HS>}, ks);    // S = Q Kᵀ
+      warp_scores<HS>(dp, RowsInShared<HS, T>{dos + 16 * M * w * kLd<HS>}, vs);  // dP = dO Vᵀ
       uint32_t dsa[M][4][4];
 #pragma unroll
       for (int mi = 0; mi < M; ++mi) {
@@ -596,8 +626,8 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     const float* delta_t = lse2_t + kCols;
     if (!idle && i0 + kCols > first) {  // some key of the warp is seen by this tile
       float s[M][8][4];
-      warp_scores<HS>(s, ks + 16 * M * w * kLd<HS>, qs);                   // Sᵀ = K Qᵀ
-      const int left = static_cast<int>(t - i0 < kCols ? t - i0 : kCols);  // columns before t
+      warp_scores<HS>(s, RowsInShared<HS, T>{ks + 16 * M * w * kLd<HS>}, qs);  // Sᵀ = K Qᵀ
+      const int left = static_cast<int>(t - i0 < kCols ? t - i0 : kCols);      // columns before t
       uint32_t pa[M][4][4];
 #pragma unroll
       for (int mi = 0; mi < M; ++mi) {
@@ -616,7 +646,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
       }
       warp_accumulate<HS>(dv, pa, dos);  // dV += Pᵀ dO
       float dp[M][8][4];
-      warp_scores<HS>(dp, vs + 16 * M * w * kLd<HS>, dos);  // dPᵀ = V dOᵀ
+      warp_scores<HS>(dp, RowsInShared<HS, T>{vs + 16 * M * w * kLd<HS>}, dos);  // dPᵀ = V dOᵀ
 #pragma unroll
       for (int mi = 0; mi < M; ++mi) {
 #pragma unroll
