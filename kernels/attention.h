@@ -48,9 +48,10 @@ template <class O, class T>
 void attention_backward_tc(O* dqkv, float* delta, float* dq_accum, int32_t* turns, const T* dout,
                            const T* qkv, const O* out, const float* lse, int64_t b, int64_t t,
                            int64_t c, int64_t nh, CudaStream stream);
-// The int32 count of attention_backward_tc's turns: one per (batch, head, 64-query tile).
+// The int32 count of attention_backward_tc's turns: one per (batch, head, 64-query tile), and a
+// ticket counter.
 inline int64_t attention_dq_turns(int64_t b, int64_t t, int64_t nh) {
-  return b * nh * ((t + 63) / 64);
+  return b * nh * ((t + 63) / 64) + 1;
 }
 }  // namespace cuda
 

@@ -90,7 +90,7 @@ void backward_tc(G* dqkv, float* delta, float* dq_accum, int* turns, const T* do
           dqkv, dout, qkv, lse, delta, t, c, nh, scale);
       TS_CUDA_CHECK_LAUNCH();
     } else {
-      TS_CUDA_CHECK(
+      TS_CUDA_CHECK(  // the turns and the ticket counter
           cudaMemsetAsync(turns, 0, attention_dq_turns(b, t, nh) * sizeof(int32_t), stream));
     }
     const size_t dkv_smem =

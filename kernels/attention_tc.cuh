@@ -277,14 +277,14 @@ __device__ void write_rows(D* dst, int64_t ld, const float (&acc)[HS / 8][4], in
     }
 }
 
-// The (batch, head) of blockIdx.y: offsets of its row 0 in qkv (q; k at + c, v at + 2c), in
-// out / dout, and in lse / delta.
+// (batch, head) bh = b · NH + h: offsets of its row 0 in qkv (q; k at + c, v at + 2c), in out /
+// dout, and in lse / delta.
 struct HeadTc {
   int64_t qkv, out, stats;
 };
-__device__ inline HeadTc head_tc(int64_t t, int64_t c, int64_t nh, int hs) {
-  const int64_t b = blockIdx.y / nh, h = blockIdx.y % nh;
-  return {b * t * 3 * c + h * hs, b * t * c + h * hs, static_cast<int64_t>(blockIdx.y) * t};
+__device__ inline HeadTc head_tc(int64_t bh, int64_t t, int64_t c, int64_t nh, int hs) {
+  const int64_t b = bh / nh, h = bh % nh;
+  return {b * t * 3 * c + h * hs, b * t * c + h * hs, bh * t};
 }
 
 // One step of the online softmax for a 16-row m-tile (lane rows g, g + 8) against a 64-column
@@ -340,7 +340,7 @@ __global__ void __launch_bounds__(32 * kForwardWarps<HS>)
   TS_DYNAMIC_SHARED(unsigned char, smem);
   T* qs = reinterpret_cast<T*>(smem);
   T* kvs = qs + kRows * kLd<HS>;  // stage s: k tile at kvs + 2 s kTile, its v tile after it
-  const HeadTc hd = head_tc(t, c, nh, HS);
+  const HeadTc hd = head_tc(blockIdx.y, t, c, nh, HS);
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   // The last rows see the most keys: their blocks start first, so no long block comes last.
@@ -457,7 +457,7 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   T* qs = reinterpret_cast<T*>(smem);
   T* dos = qs + kRows * kLd<HS>;
   T* kvs = dos + kRows * kLd<HS>;  // stage s: k tile at kvs + 2 s kTile, its v tile after it
-  const HeadTc hd = head_tc(t, c, nh, HS);
+  const HeadTc hd = head_tc(blockIdx.y, t, c, nh, HS);
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   const int64_t i0 = (gridDim.x - 1 - blockIdx.x) * int64_t{kRows}, first = i0 + 16 * M * w;
@@ -524,15 +524,22 @@ __device__ inline void store_ds_rows(void* ds_tile, const uint32_t (&a)[4][4], i
       rows[(16 * w + g + 8 * (r % 2)) * (kLdS / 2) + 8 * kk + 4 * (r / 2) + qd] = a[kk][r];
 }
 
+// 64-row tiles of a sequence of t.
+__device__ inline int64_t query_tiles(int64_t t) {
+  return (t + kCols - 1) / kCols;
+}
+
 // Query tile [i0, i0 + kCols)'s share of dq from the dk/dv kernel's block (keys [j0, j0 + kRows)):
 // dq_i += Σ_j dS_ij k_j, dSᵀ in shared memory (rows keys, row stride kLdS), ks the key tile; warp
 // w takes queries i0 + 16 w... The key tiles add their shares to dq_accum (fp32, (B, T, C)) in
-// turn, highest first (turns: a count per (batch · head, query tile), 0 at the launch): the first
-// stores, the others add, the last (key tile 0) writes dq · scale into dq_out's q columns instead
+// turn, highest first (turns: a count per (batch · head bh, query tile), 0 at the launch): the
+// first stores, the others add in place (reductions in L2: no load on the hand-off's path), the
+// last (key tile 0) adds its share to what it loads and writes dq · scale into dq_out's q columns
 // (dqkv, (B, T, 3C) of type G). Deterministic: the order never changes.
 template <int HS, class T, class G>
 __device__ void add_dq_share(G* dq_out, float* dq_accum, int* turns, const T* ds_tile, const T* ks,
-                             int64_t i0, int64_t j0, int64_t t, int64_t c, float scale) {
+                             int64_t bh, int64_t i0, int64_t j0, int64_t t, int64_t nh,
+                             float scale) {
   static_assert(kBackwardTilesM == 1 && kBackwardRows == kCols && kBackwardWarps * 16 == kCols);
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
   uint32_t ds[1][4][4];  // A fragments of dS (16 queries × the 64 keys), from dSᵀ transposed
@@ -543,11 +550,11 @@ __device__ void add_dq_share(G* dq_out, float* dq_accum, int* turns, const T* ds
   float share[1][HS / 8][4] = {};
   warp_accumulate<HS>(share, ds, ks);  // dS K
   const int query_tile = static_cast<int>(i0 / kCols), key_tile = static_cast<int>(j0 / kCols);
-  int* turn = turns + static_cast<int64_t>(blockIdx.y) * ((t + kCols - 1) / kCols) + query_tile;
+  int* turn = turns + bh * query_tiles(t) + query_tile;
   if (threadIdx.x == 0) wait_turn(turn, query_tile - key_tile);  // the key tiles above have added
   __syncthreads();
   const bool first = key_tile == query_tile, last = key_tile == 0;
-  const int64_t b = blockIdx.y / (c / HS), h = blockIdx.y % (c / HS);
+  const int64_t b = bh / nh, h = bh % nh, c = nh * HS;
 #pragma unroll
   for (int nb = 0; nb < HS / 8; ++nb)
 #pragma unroll
@@ -556,18 +563,23 @@ __device__ void add_dq_share(G* dq_out, float* dq_accum, int* turns, const T* ds
       if (i >= t) continue;
       const int64_t d = h * HS + 8 * nb + 2 * qd;  // column in the head's C
       float2 v = {share[0][nb][2 * r], share[0][nb][2 * r + 1]};
-      float2* acc = reinterpret_cast<float2*>(dq_accum + (b * t + i) * c + d);
-      if (!first) {
-        const float2 before = __ldcg(acc);  // from L2: other blocks wrote it
+      float* acc = dq_accum + (b * t + i) * c + d;
+      if (first && !last) {
+        *reinterpret_cast<float2*>(acc) = v;
+        continue;
+      }
+      if (!first && !last) {  // added where it is (atomic in form only: the turn orders them)
+        atomicAdd(acc, v.x);
+        atomicAdd(acc + 1, v.y);
+        continue;
+      }
+      if (!first) {  // the last of several: the sum so far, from L2 (other blocks wrote it)
+        const float2 before = __ldcg(reinterpret_cast<const float2*>(acc));
         v = {before.x + v.x, before.y + v.y};
       }
-      if (last) {
-        G* out = dq_out + (b * t + i) * 3 * c + d;
-        store(out[0], v.x * scale);
-        store(out[1], v.y * scale);
-      } else {
-        *acc = v;
-      }
+      G* out = dq_out + (b * t + i) * 3 * c + d;
+      store(out[0], v.x * scale);
+      store(out[1], v.y * scale);
     }
   __syncthreads();  // every share stored before the turn passes
   if (threadIdx.x == 0 && !last) pass_turn(turn, query_tile - key_tile + 1);
@@ -591,12 +603,20 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
   T* qdos = vs + kRows * kLd<HS>;  // stage s: q tile at qdos + 2 s kTile, its dout tile after it
   float* stats = reinterpret_cast<float*>(qdos + 4 * kTile);  // stage s: lse2, D at + 2 s kCols
   T* ds_tile = reinterpret_cast<T*>(stats + 4 * kCols);       // dSᵀ (kDq)
-  const HeadTc hd = head_tc(t, c, nh, HS);
+  // With kDq a key tile adds its dq after the tiles above it, so blocks take their (key tile,
+  // head) in the order they start, from a ticket, highest key tile first: a block only ever waits
+  // for blocks that have started, whatever order the GPU starts them in.
+  int64_t key_tile = blockIdx.x, bh = blockIdx.y;
+  if constexpr (kDq) {
+    __shared__ int ticket;
+    if (threadIdx.x == 0) ticket = atomicAdd(turns + gridDim.y * query_tiles(t), 1);
+    __syncthreads();
+    key_tile = gridDim.x - 1 - ticket % gridDim.x;
+    bh = ticket / gridDim.x;
+  }
+  const HeadTc hd = head_tc(bh, t, c, nh, HS);
   const T* q = qkv + hd.qkv;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, qd = lane % 4;
-  // With kDq a key tile adds its dq after the tiles above it: those start first, so no block
-  // waits for one that has not started (blocks start in index order).
-  const int64_t key_tile = kDq ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const int64_t j0 = key_tile * kRows, first = j0 + 16 * M * w;
   const bool idle = first >= t;
   const float scale2 = scale * kLog2e;
@@ -665,9 +685,11 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
     }
     if constexpr (kDq) {
       __syncthreads();  // dSᵀ whole
-      add_dq_share<HS>(dqkv, dq_accum, turns, ds_tile, ks, i0, j0, t, c, scale);
+      add_dq_share<HS>(dqkv, dq_accum, turns, ds_tile, ks, bh, i0, j0, t, nh, scale);
+    } else {
+      __syncthreads();  // the stage is consumed before the next copies refill it (with kDq,
+                        // add_dq_share's barriers come after every read of it)
     }
-    __syncthreads();
   }
   if (idle) return;
   G* dst = dqkv + hd.qkv + c;

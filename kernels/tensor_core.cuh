@@ -87,10 +87,12 @@ __device__ inline void wait_copies() {
 // acquire at GPU scope, so what the writer stored before passing the turn is visible after it (to
 // the whole block once it passes a __syncthreads).
 __device__ inline void wait_turn(const int* turn, int expected) {
-  int seen;
-  do {
+  for (;;) {
+    int seen;
     asm volatile("ld.global.acquire.gpu.b32 %0, [%1];" : "=r"(seen) : "l"(turn) : "memory");
-  } while (seen != expected);
+    if (seen == expected) return;
+    __nanosleep(32);  // leave the memory system to the writers
+  }
 }
 // Sets *turn to `next` with release at GPU scope, after a fence: what this block stored before
 // (after a __syncthreads) is visible to whoever sees the new turn.

@@ -91,6 +91,14 @@ float widen(uint16_t bits) {
 #define __launch_bounds__(...)
 #define __fadd_rn(a, b) ((a) + (b))
 #define __ldcg(p) (*(p))
+
+// Atomics: one block runs at a time, one fiber at a time.
+template <class V>
+V atomicAdd(V* address, V value) {
+  const V old = *address;
+  *address = old + value;
+  return old;
+}
 #undef __shared__
 #define __shared__ static
 #define TS_DYNAMIC_SHARED(type, name) \
