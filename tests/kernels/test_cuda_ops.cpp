@@ -507,6 +507,32 @@ TEST_F(CudaOps, SixteenBitAttentionTakesSixteenBitInputs) {
     }
 }
 
+TEST_F(CudaOps, SixteenBitAttentionBackwardRepeatsItselfAtScale) {
+  // GPT-2's attention shape with 4 sequences: 768 dk/dv blocks, several waves of them, whose key
+  // tiles add their dq shares in turn. Against the CPU's emulation to 1e-2, and bit for bit the
+  // same when repeated (the turns fix the order of the additions).
+  const int64_t b = 4, t = 1024, c = 768, nh = 12;
+  Tensor qkv = Tensor::empty({b, t, 3 * c}, DType::bf16),
+         dy = Tensor::empty({b, t, c}, DType::bf16);
+  convert(qkv, random({b, t, 3 * c}));
+  convert(dy, random({b, t, c}));
+  Tensor y = Tensor::empty({b, t, c}, DType::bf16), lse = Tensor::empty({b, nh, t}, DType::f32);
+  Tensor dqkv = Tensor::empty({b, t, 3 * c}, DType::bf16);
+  attention_forward(y, lse, qkv, nh, DType::bf16);
+  attention_backward(dqkv, dy, qkv, y, lse, nh, DType::bf16);
+  const Tensor gqkv = on_gpu(qkv), gdy = on_gpu(dy);
+  Tensor gy = Tensor::empty({b, t, c}, DType::bf16, Device::cuda(0)),
+         glse = poisoned_gpu({b, nh, t});
+  attention_forward(gy, glse, gqkv, nh, DType::bf16);
+  Tensor first, again;
+  for (Tensor* gdqkv : {&first, &again}) {
+    *gdqkv = Tensor::empty({b, t, 3 * c}, DType::bf16, Device::cuda(0));
+    attention_backward(*gdqkv, gdy, gqkv, gy, glse, nh, DType::bf16);
+  }
+  EXPECT_LT(testing::rel_error(widened(first), testing::to_f64(widened(dqkv))), 1e-2);
+  EXPECT_EQ(testing::to_f64(widened(again)), testing::to_f64(widened(first)));
+}
+
 TEST_F(CudaOps, SixteenBitAttentionRefusesOtherHeadSizes) {
   // The tensor-core kernels are compiled for head sizes 16, 32, 64 and 128: 48 is a clear error.
   const Tensor qkv = on_gpu(random({1, 8, 3 * 96}));
