@@ -12,8 +12,9 @@
 // ("Matrix fragments for mma.m16n8k16"): lane 4g + q holds accumulator rows g and g + 8 of its
 // warp, columns 2q and 2q + 1 of each 8-column block; an accumulator block pair, rounded, is the A
 // fragment of the next product, so P and dS go from one mma to the next without shared memory.
-// Backward recomputes P from the saved lse: one kernel for dq (rows are queries), one for dk and dv
-// (rows are keys), each summing over tiles in a fixed order: deterministic, no atomics. Tiles start
+// Backward recomputes P from the saved lse: a kernel for dk and dv (rows are keys) that also makes
+// dq up to head size 64 (its key tiles adding their shares in a fixed turn), else one for dq (rows
+// are queries); every sum in a fixed order: deterministic. Tiles start
 // on multiples of 64 on both sides and a warp skips the tiles none of its rows sees, so every tile
 // it works on holds a column each of its rows sees: no row's maximum is −∞.
 //
