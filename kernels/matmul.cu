@@ -250,9 +250,14 @@ bool run_gemm(void* c, const void* a, const void* b, const void* bias, int64_t m
     TS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   const float alpha = 1.0f;
-  TS_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c_in,
-                                 plan->c, c, plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes,
-                                 stream));
+  const cublasStatus_t status =
+      cublasLtMatmul(ctx.handle, plan->op, &alpha, b, plan->a, a, plan->b, &beta, c_in, plan->c, c,
+                     plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes, stream);
+  if (b_sums && status == CUBLAS_STATUS_NOT_SUPPORTED) {  // refused at the call after all
+    plan->found = false;  // (nothing ran): the caller sums b itself, now and from now on
+    return false;
+  }
+  TS_CUBLAS_CHECK(status);
   return true;
 }
 
