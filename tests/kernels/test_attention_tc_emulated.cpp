@@ -52,9 +52,11 @@ double max_error(const Tensor& got, const Tensor& want) {
   return diff / std::max(scale, 1e-30);
 }
 
-// Runs kernel on the emulated GPU with the most shared memory the kernels take.
-void launch(simt::Dim3 grid, unsigned threads, const std::function<void()>& kernel) {
-  simt::launch(grid, {threads, 1, 1}, 128 << 10, kernel);
+// Runs kernel on the emulated GPU with the most shared memory the kernels take, cp.async copies
+// landing as `landing` says.
+void launch(simt::Dim3 grid, unsigned threads, simt::CopyLanding landing,
+            const std::function<void()>& kernel) {
+  simt::launch(grid, {threads, 1, 1}, 128 << 10, kernel, landing);
 }
 
 class AttentionTcEmulated : public ::testing::Test {
@@ -73,7 +75,8 @@ class AttentionTcEmulated : public ::testing::Test {
 // Forward, then D, dq and dk/dv, each against the CPU: out, lse and dqkv. T: the products' type
 // (qkv's and dout's); O: out's and dqkv's, T or float.
 template <int HS, class T, class O>
-void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, const Tensor& dy) {
+void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, const Tensor& dy,
+           simt::CopyLanding landing) {
   const int64_t c = nh * HS;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const DType out_type = std::is_same_v<O, float> ? DType::f32 : half;
@@ -96,7 +99,7 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
   float* lse_out = got_lse.data<float>();
   const unsigned heads = static_cast<unsigned>(b * nh);
   launch({static_cast<unsigned>((t + kForwardRows - 1) / kForwardRows), heads, 1},
-         32 * kForwardWarps<HS>,
+         32 * kForwardWarps<HS>, landing,
          [&] { cuda::forward_tc_kernel<HS, T, O>(out, lse_out, q, t, c, nh, scale); });
   EXPECT_LT(max_error(got_y, y), 1e-2) << "out";
   EXPECT_LT(max_error(got_lse, lse), 1e-4) << "lse";
@@ -104,7 +107,7 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
   const int64_t rows = b * t * nh;
   launch({static_cast<unsigned>((rows * HS / 8 + cuda::kDeltaThreads - 1) / cuda::kDeltaThreads), 1,
           1},
-         cuda::kDeltaThreads,
+         cuda::kDeltaThreads, landing,
          [&] { cuda::delta_tc_kernel<HS, T, O>(delta.data<float>(), dout, out, rows, t, nh); });
   const simt::Dim3 backward_grid{static_cast<unsigned>((t + kBackwardRows - 1) / kBackwardRows),
                                  heads, 1};
@@ -116,9 +119,9 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
   Tensor turns = Tensor::zeros({cuda::attention_dq_turns(b, t, nh)}, DType::i32);
   testing::poison(dq_accum);
   if constexpr (!kDq)
-    launch(backward_grid, 32 * kBackwardWarps,
+    launch(backward_grid, 32 * kBackwardWarps, landing,
            [&] { cuda::dq_tc_kernel<HS, T, O>(dq, dout, q, lse_out, d, t, c, nh, scale); });
-  launch(backward_grid, 32 * kBackwardWarps, [&] {
+  launch(backward_grid, 32 * kBackwardWarps, landing, [&] {
     cuda::dkv_tc_kernel<HS, T, O, kDq>(dq, dq_accum.data<float>(), turns.data<int32_t>(), dout, q,
                                        lse_out, d, t, c, nh, scale);
   });
@@ -143,14 +146,20 @@ TEST_F(AttentionTcEmulated, KernelsMatchTheCpusEmulation) {
     const int64_t c = nh * hs;
     const Tensor qkv = random16({b, t, 3 * c}, half), dy = random16({b, t, c}, half);
     auto run = [&]<int HS>() {
-      if (half == DType::bf16 && f32_out)
-        check<HS, __nv_bfloat16, float>(b, t, nh, half, qkv, dy);
-      else if (half == DType::bf16)
-        check<HS, __nv_bfloat16, __nv_bfloat16>(b, t, nh, half, qkv, dy);
-      else if (f32_out)
-        check<HS, __half, float>(b, t, nh, half, qkv, dy);
-      else
-        check<HS, __half, __half>(b, t, nh, half, qkv, dy);
+      // Copies landing as issued (a stage refilled too early shows) and as late as the PTX
+      // allows (a read before its wait shows).
+      for (const auto landing : {simt::CopyLanding::at_issue, simt::CopyLanding::at_wait}) {
+        SCOPED_TRACE(landing == simt::CopyLanding::at_issue ? "copies land at issue"
+                                                            : "copies land at the wait");
+        if (half == DType::bf16 && f32_out)
+          check<HS, __nv_bfloat16, float>(b, t, nh, half, qkv, dy, landing);
+        else if (half == DType::bf16)
+          check<HS, __nv_bfloat16, __nv_bfloat16>(b, t, nh, half, qkv, dy, landing);
+        else if (f32_out)
+          check<HS, __half, float>(b, t, nh, half, qkv, dy, landing);
+        else
+          check<HS, __half, __half>(b, t, nh, half, qkv, dy, landing);
+      }
     };
     switch (hs) {
       case 16:

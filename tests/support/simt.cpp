@@ -4,6 +4,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <vector>
@@ -15,11 +16,19 @@ namespace {
 
 constexpr size_t kStackBytes = 64 << 10;  // a fiber's stack: a kernel's locals and calls
 
+// A cp.async copy not landed yet.
+struct Copy {
+  void* dst;
+  const void* src;  // null: zeros
+};
+
 struct Fiber {
   ucontext_t context{};
   char* stack = nullptr;  // kStackBytes of the launch's stacks
   Dim3 thread;
   bool done = false;
+  std::vector<Copy> open;                  // copies since the last commit
+  std::vector<std::vector<Copy>> pending;  // committed groups not landed, oldest first
 };
 
 // A warp's collective in progress: the lanes that have arrived, their operands.
@@ -44,10 +53,18 @@ struct Block {
   uint64_t barrier_generation = 0;
   int idle_switches = 0;  // switches in a row with no fiber making progress
   unsigned char* shared = nullptr;
+  CopyLanding landing = CopyLanding::at_issue;
   std::exception_ptr error;
 };
 
 Block* running = nullptr;
+
+void land(const Copy& copy) {
+  if (copy.src)
+    std::memcpy(copy.dst, copy.src, 16);
+  else
+    std::memset(copy.dst, 0, 16);
+}
 
 Block& block() {
   TS_CHECK(running != nullptr, "simt: a CUDA built-in used outside simt::launch");
@@ -68,7 +85,11 @@ void fiber_main() {
   } catch (...) {
     if (!b.error) b.error = std::current_exception();
   }
-  b.fibers[b.current].done = true;
+  Fiber& self = b.fibers[b.current];
+  for (const auto& group : self.pending)  // a thread's copies land before it ends
+    for (const Copy& copy : group) land(copy);
+  for (const Copy& copy : self.open) land(copy);
+  self.done = true;
   --b.live;
   // A barrier that every thread still running has reached opens now.
   if (b.barrier_arrived > 0 && b.barrier_arrived == b.live) {
@@ -103,6 +124,29 @@ void wait_for(const uint64_t& generation, uint64_t seen, const char* what) {
 }
 
 }  // namespace
+
+void async_copy16(void* dst, const void* src, bool valid) {
+  Block& b = block();
+  const Copy copy{dst, valid ? src : nullptr};
+  if (b.landing == CopyLanding::at_issue)
+    land(copy);
+  else
+    b.fibers[b.current].open.push_back(copy);
+}
+
+void commit_async_copies() {
+  Fiber& f = block().fibers[block().current];
+  f.pending.push_back(std::move(f.open));
+  f.open.clear();
+}
+
+void wait_async_copies(int pending) {
+  Fiber& f = block().fibers[block().current];
+  while (static_cast<int>(f.pending.size()) > pending) {
+    for (const Copy& copy : f.pending.front()) land(copy);
+    f.pending.erase(f.pending.begin());
+  }
+}
 
 unsigned char* dynamic_shared() {
   return block().shared;
@@ -155,7 +199,8 @@ void warp_collective(const void* in, void* out, WarpOp op) {
   wait_for(w.generation, seen, "a warp collective");
 }
 
-void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void()>& kernel) {
+void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void()>& kernel,
+            CopyLanding landing) {
   TS_CHECK(running == nullptr, "simt::launch is not reentrant");
   TS_CHECK(dims.y == 1 && dims.z == 1 && dims.x % 32 == 0 && dims.x > 0,
            "simt::launch takes 1-D blocks of whole warps, got ", dims.x, " x ", dims.y, " x ",
@@ -169,6 +214,7 @@ void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void(
         std::memset(shared.data(), 0xff, shared.size() * sizeof(float4));
         Block b;
         b.shared = reinterpret_cast<unsigned char*>(shared.data());
+        b.landing = landing;
         b.grid = grid;
         b.dims = dims;
         b.index = {x, y, z};

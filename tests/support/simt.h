@@ -20,7 +20,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <type_traits>
 
@@ -36,10 +35,22 @@ const Dim3& block_idx();
 const Dim3& grid_dim();
 const Dim3& block_dim();
 
+// When a cp.async copy lands: as it is issued (a stage refilled while another warp still reads
+// it shows), or as late as the PTX allows, at the cp.async.wait_group that needs it (a read
+// before that wait shows). Kernel tests run both.
+enum class CopyLanding { at_issue, at_wait };
+
 // Runs kernel() once for every thread of every block of `grid` (blocks in order, x fastest), a
 // block's threads as fibers of `block` (its x a multiple of 32), with `shared_bytes` of dynamic
 // shared memory. Rethrows what a thread threw.
-void launch(Dim3 grid, Dim3 block, size_t shared_bytes, const std::function<void()>& kernel);
+void launch(Dim3 grid, Dim3 block, size_t shared_bytes, const std::function<void()>& kernel,
+            CopyLanding landing = CopyLanding::at_issue);
+
+// cp.async for the calling thread: a 16-byte copy (zeros when !valid) into its open group, the
+// group closed, and every group but the `pending` newest landed.
+void async_copy16(void* dst, const void* src, bool valid);
+void commit_async_copies();
+void wait_async_copies(int pending);
 
 // The running block's dynamic shared memory (16-byte aligned).
 unsigned char* dynamic_shared();
@@ -142,16 +153,16 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
   simt::warp_collective(&row, r, detail::ldmatrix_op<kTrans>);
 }
 
-// cp.async as an immediate copy: it has landed before any wait.
 inline void copy16_async(void* dst, const void* src, bool valid) {
-  if (valid)
-    std::memcpy(dst, src, 16);
-  else
-    std::memset(dst, 0, 16);
+  simt::async_copy16(dst, src, valid);
 }
-inline void commit_copies() {}
+inline void commit_copies() {
+  simt::commit_async_copies();
+}
 template <int kPending>
-inline void wait_copies() {}
+inline void wait_copies() {
+  simt::wait_async_copies(kPending);
+}
 
 // Blocks run one after another here, so a turn is either there already or never comes: the
 // latter is the GPU's deadlock, an Error.
