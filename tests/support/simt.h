@@ -63,17 +63,21 @@ void syncthreads();
 using WarpOp = void (*)(const void* const* ins, void* const* outs);
 void warp_collective(const void* in, void* out, WarpOp op);
 
+// The warp's shuffles: each lane gets the value of lane `arg` (its own arg), or of its own lane
+// xor `arg`.
 template <class V>
-V shfl_xor(V value, int lane_mask) {
+V shuffle(V value, int arg, bool xor_lanes) {
   struct In {
     V value;
-    int mask;
+    int arg;
+    bool xor_lanes;
   };
-  const In in{value, lane_mask};
+  const In in{value, arg, xor_lanes};
   V out;
   warp_collective(&in, &out, [](const void* const* ins, void* const* outs) {
     for (int lane = 0; lane < 32; ++lane) {
-      const int from = lane ^ static_cast<const In*>(ins[lane])->mask;
+      const In& mine = *static_cast<const In*>(ins[lane]);
+      const int from = mine.xor_lanes ? lane ^ mine.arg : mine.arg % 32;
       *static_cast<V*>(outs[lane]) = static_cast<const In*>(ins[from])->value;
     }
   });
@@ -97,7 +101,8 @@ float widen(uint16_t bits) {
 #define gridDim (::tessera::simt::grid_dim())
 #define blockDim (::tessera::simt::block_dim())
 #define __syncthreads() ::tessera::simt::syncthreads()
-#define __shfl_xor_sync(mask, value, lane_mask) ::tessera::simt::shfl_xor(value, lane_mask)
+#define __shfl_xor_sync(mask, value, lane_mask) ::tessera::simt::shuffle(value, lane_mask, true)
+#define __shfl_sync(mask, value, src_lane) ::tessera::simt::shuffle(value, src_lane, false)
 #define __uint_as_float(bits) ::std::bit_cast<float>(static_cast<uint32_t>(bits))
 #define __launch_bounds__(...)
 #define __fadd_rn(a, b) ((a) + (b))
