@@ -19,7 +19,7 @@ from collections import defaultdict
 # (part, pattern on the short kernel name), first match wins; the rest is "other".
 PARTS = [
     ("GEMMs (cuBLASLt)", r"^(nvjet|sm\d+_xmma|cutlass|ampere_|sm90_|splitKreduce)|gemm"),
-    ("attention", r"_tc_kernel$|^attention_|^(forward|dq|dkv)_kernel$"),
+    ("attention", r"_tc_kernel$|^attention_"),
     ("layernorm", r"^layernorm_"),
     ("GELU", r"^gelu_"),
     ("softmax cross-entropy", r"^softmax_xent"),
@@ -91,8 +91,9 @@ def main():
         p[1] += ns
     parts = defaultdict(lambda: [0, 0.0])
     for name, (n, ns) in per.items():
-        parts[part_of(name)][0] += n
-        parts[part_of(name)][1] += ns
+        part = parts[part_of(name)]
+        part[0] += n
+        part[1] += ns
     print_table("part", parts, len(parts))
     print()
     print_table("kernel", per, args.top)

@@ -195,24 +195,12 @@ void backward_cpu(float* dx, const float* x, const float* dout_r, const Y* o, co
   }
 }
 
-}  // namespace
-
-namespace {
-
-// x (qkv or dout) is f32, or of the products' 16-bit type.
+// x (qkv, dout, or out and so dqkv) is f32, or of the products' 16-bit type.
 void check_input(const char* op, const char* name, const Tensor& x, const Tensor& like,
                  DType compute) {
   kernels_detail::check_float(op, name, x, like);
   TS_CHECK(x.dtype() == DType::f32 || x.dtype() == compute, op, ": ", name, " is ",
            dtype_name(x.dtype()),
-           ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
-}
-
-// out (and dqkv) is f32 or of the products' type.
-void check_output(const char* op, const Tensor& out, const Tensor& like, DType compute) {
-  kernels_detail::check_float(op, "out", out, like);
-  TS_CHECK(out.dtype() == DType::f32 || out.dtype() == compute, op, ": out is ",
-           dtype_name(out.dtype()),
            ": f32, or the type of the products (compute = ", dtype_name(compute), ")");
 }
 
@@ -223,21 +211,21 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int64_t num_
   const auto backend = backend_f32("attention_forward", {{"lse", lse}});
   check_gemm_compute(compute);
   check_input("attention_forward", "qkv", qkv, lse, compute);
-  check_output("attention_forward", out, lse, compute);
+  check_input("attention_forward", "out", out, lse, compute);
   const Dims d = check("attention_forward", qkv, num_heads);
   out.expect("attention_forward out", {d.b, d.t, d.c}, out.dtype());
   lse.expect("attention_forward lse", {d.b, d.nh, d.t}, DType::f32);
   kernels_detail::visit_float(out.dtype(), [&]<class Y>() {
-    TS_RUN_ON_CUDA(
-        backend, kernels_detail::visit_float(compute, [&]<class T>() {
-          if constexpr (std::is_same_v<T, float>)
-            cuda::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(), d.b,
-                                    d.t, d.c, d.nh, kOpStream);
-          else if constexpr (std::is_same_v<Y, float> || std::is_same_v<Y, T>)  // (check_output)
-            cuda::attention_forward_tc(out.data<Y>(), lse.data<float>(),
-                                       gemm_operand(qkv, compute).data<T>(), d.b, d.t, d.c, d.nh,
-                                       kOpStream);
-        }));
+    TS_RUN_ON_CUDA(backend, kernels_detail::visit_float(compute, [&]<class T>() {
+                     if constexpr (std::is_same_v<T, float>)
+                       cuda::attention_forward(out.data<float>(), lse.data<float>(),
+                                               qkv.data<float>(), d.b, d.t, d.c, d.nh, kOpStream);
+                     else if constexpr (std::is_same_v<Y, float> ||
+                                        std::is_same_v<Y, T>)  // (check_input of out)
+                       cuda::attention_forward_tc(out.data<Y>(), lse.data<float>(),
+                                                  gemm_operand(qkv, compute).data<T>(), d.b, d.t,
+                                                  d.c, d.nh, kOpStream);
+                   }));
     forward_cpu(out.data<Y>(), lse.data<float>(), rounded_f32(qkv, compute).data<float>(), d,
                 compute);
   });
@@ -249,7 +237,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
   check_gemm_compute(compute);
   check_input("attention_backward", "qkv", qkv, lse, compute);
   check_input("attention_backward", "dout", dout, lse, compute);
-  check_output("attention_backward", out, lse, compute);
+  check_input("attention_backward", "out", out, lse, compute);
   kernels_detail::check_float("attention_backward", "dqkv", dqkv, lse);
   const Dims d = check("attention_backward", qkv, num_heads);
   dqkv.expect("attention_backward dqkv", qkv.shape(), out.dtype());

@@ -83,11 +83,7 @@ constexpr int kLd = HS + kPad;
 // The two values of a pack_rounded pair, exactly, lo first.
 template <class T>
 __device__ inline float2 unpack(uint32_t v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return {__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u)};
-  else
-    return {__half2float(__ushort_as_half(static_cast<unsigned short>(v & 0xffffu))),
-            __half2float(__ushort_as_half(static_cast<unsigned short>(v >> 16)))};
+  return {cuda_detail::from_bits<T>(v & 0xffffu), cuda_detail::from_bits<T>(v >> 16)};
 }
 
 // The A operand of warp_scores, m-tile mi's fragment of columns k0..k0+15 (rows 0-7 | 8-15 of
@@ -555,6 +551,9 @@ __device__ void add_dq_share(G* dq_out, float* dq_accum, int* turns, const T* ds
   if (threadIdx.x == 0) wait_turn(turn, query_tile - key_tile);  // the key tiles above have added
   __syncthreads();
   const bool first = key_tile == query_tile, last = key_tile == 0;
+  // (b, h) again from bh rather than the kernel's HeadTc: keeping its offsets live through the
+  // tile loop cost 60 registers (230 instead of 167 at head size 64, one block a multiprocessor
+  // fewer).
   const int64_t b = bh / nh, h = bh % nh, c = nh * HS;
 #pragma unroll
   for (int nb = 0; nb < HS / 8; ++nb)
@@ -684,13 +683,11 @@ __global__ void __launch_bounds__(32 * kBackwardWarps)
       const uint32_t none[4][4] = {};  // the warp's keys see none of the tile's queries
       store_ds_rows(ds_tile, none, w, g, qd);
     }
-    if constexpr (kDq) {
-      __syncthreads();  // dSᵀ whole
+    // The stage is consumed before the next copies refill it (and, with kDq, dSᵀ is whole;
+    // add_dq_share's own barriers come after every read of it).
+    __syncthreads();
+    if constexpr (kDq)
       add_dq_share<HS>(dqkv, dq_accum, turns, ds_tile, ks, bh, i0, j0, t, nh, scale);
-    } else {
-      __syncthreads();  // the stage is consumed before the next copies refill it (with kDq,
-                        // add_dq_share's barriers come after every read of it)
-    }
   }
   if (idle) return;
   G* dst = dqkv + hd.qkv + c;

@@ -13,7 +13,6 @@
 
 #include <cfloat>
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/cuda_util.cuh"
 
@@ -58,47 +57,6 @@ __device__ MaxSum block_merge(MaxSum a, MaxSum* scratch) {
   return r;
 }
 
-// Four consecutive values of type L as floats, and back: one 16-byte (float) or 8-byte (16-bit)
-// access.
-__device__ inline void load4(float (&x)[4], const float* p) {
-  const float4 v = *reinterpret_cast<const float4*>(p);
-  x[0] = v.x;
-  x[1] = v.y;
-  x[2] = v.z;
-  x[3] = v.w;
-}
-// A 16-bit value of type L (bf16 or fp16) from its bits as fp32, and the bits of an fp32 value
-// rounded to L (to nearest even).
-template <class L>
-__device__ inline float from_bits(unsigned short bits) {
-  if constexpr (std::is_same_v<L, __nv_bfloat16>)
-    return __bfloat162float(__ushort_as_bfloat16(bits));
-  else
-    return __half2float(__ushort_as_half(bits));
-}
-template <class L>
-__device__ inline uint32_t to_bits(float x) {
-  if constexpr (std::is_same_v<L, __nv_bfloat16>)
-    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-  else
-    return __half_as_ushort(__float2half_rn(x));
-}
-template <class L>
-__device__ inline void load4(float (&x)[4], const L* p) {
-  const uint2 raw = *reinterpret_cast<const uint2*>(p);
-  x[0] = from_bits<L>(raw.x & 0xffffu);
-  x[1] = from_bits<L>(raw.x >> 16);
-  x[2] = from_bits<L>(raw.y & 0xffffu);
-  x[3] = from_bits<L>(raw.y >> 16);
-}
-__device__ inline void store4(float* dst, const float (&x)[4]) {
-  *reinterpret_cast<float4*>(dst) = make_float4(x[0], x[1], x[2], x[3]);
-}
-template <class L>
-__device__ inline void store4(L* dst, const float (&x)[4]) {
-  *reinterpret_cast<uint2*>(dst) = make_uint2(to_bits<L>(x[0]) | to_bits<L>(x[1]) << 16,
-                                              to_bits<L>(x[2]) | to_bits<L>(x[3]) << 16);
-}
 // Four consecutive values from src to dst, bits unchanged, in one access.
 __device__ inline void copy4(float* dst, const float* src) {
   *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(src);
@@ -128,9 +86,8 @@ __global__ void __launch_bounds__(kXentThreads)
 #pragma unroll 4  // loads of several vectors in flight
     for (int64_t j = threadIdx.x; j < v / 4; j += kXentThreads) {
       if (staged) copy4(row + 4 * j, l + 4 * j);
-      float x[4];
-      load4(x, row + 4 * j);
-      for (int e = 0; e < 4; ++e) add(ms, x[e]);
+      const float4 x = cuda_detail::load4(row + 4 * j);
+      for (const float e : {x.x, x.y, x.z, x.w}) add(ms, e);
     }
   } else {
     for (int64_t j = threadIdx.x; j < v; j += kXentThreads) {
@@ -152,11 +109,9 @@ __global__ void __launch_bounds__(kXentThreads)
   };
   if (vectors) {
     for (int64_t j = threadIdx.x; j < v / 4; j += kXentThreads) {
-      float x[4];
-      load4(x, row + 4 * j);
-      const float g[4] = {grad(x[0], 4 * j), grad(x[1], 4 * j + 1), grad(x[2], 4 * j + 2),
-                          grad(x[3], 4 * j + 3)};
-      store4(l + 4 * j, g);
+      const float4 x = cuda_detail::load4(row + 4 * j);
+      cuda_detail::store4(l + 4 * j, float4{grad(x.x, 4 * j), grad(x.y, 4 * j + 1),
+                                            grad(x.z, 4 * j + 2), grad(x.w, 4 * j + 3)});
     }
   } else {
     for (int64_t j = threadIdx.x; j < v; j += kXentThreads)

@@ -1,5 +1,6 @@
-// Shared pieces of the CUDA kernel files (included from .cu only): launch geometry, the launch
-// check, warp reductions, deterministic column sums.
+// Shared pieces of the CUDA kernel files (included from the .cu and .cuh kernel files, and so by
+// the emulated kernel tests): launch geometry, the launch check, warp reductions, deterministic
+// column sums.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/dtype.h"
@@ -70,6 +72,43 @@ __device__ inline float load(__nv_bfloat16 x) {
 }
 __device__ inline float load(__half x) {
   return __half2float(x);
+}
+
+// A bf16 or f16 value (T) from its 16 bits, as fp32; and the bits of an fp32 value rounded to T
+// (to nearest even).
+template <class T>
+__device__ inline float from_bits(unsigned short bits) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(__ushort_as_bfloat16(bits));
+  else
+    return __half2float(__ushort_as_half(bits));
+}
+template <class T>
+__device__ inline uint32_t to_bits(float x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+  else
+    return __half_as_ushort(__float2half_rn(x));
+}
+
+// Four consecutive elements at p (aligned to four) as fp32, and four fp32 values stored there
+// rounded to the element type: one 16-byte (f32) or 8-byte (bf16, f16) access.
+__device__ inline float4 load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+template <class T>
+__device__ inline float4 load4(const T* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  return {from_bits<T>(raw.x & 0xffffu), from_bits<T>(raw.x >> 16), from_bits<T>(raw.y & 0xffffu),
+          from_bits<T>(raw.y >> 16)};
+}
+__device__ inline void store4(float* p, float4 v) {
+  *reinterpret_cast<float4*>(p) = v;
+}
+template <class T>
+__device__ inline void store4(T* p, float4 v) {
+  *reinterpret_cast<uint2*>(p) =
+      make_uint2(to_bits<T>(v.x) | to_bits<T>(v.y) << 16, to_bits<T>(v.z) | to_bits<T>(v.w) << 16);
 }
 
 // Whether p may be read or written 16 bytes at a time (float4, uint4).

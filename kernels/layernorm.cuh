@@ -13,6 +13,8 @@ namespace tessera::cuda {
 namespace {
 
 using cuda_detail::kThreads;
+using cuda_detail::load4;
+using cuda_detail::store4;
 using cuda_detail::warp_sum;
 constexpr int kRowsPerBlock = kThreads / 32;
 
@@ -49,26 +51,6 @@ __global__ void layernorm_forward_kernel(Y* out, float* mean, float* rstd, float
 
 // float4s of a row a lane holds in registers: rows up to 32 · 4 · 16 = 2048 wide.
 constexpr int kRowVecs = 16;
-
-__device__ inline float4 load4(const float* p) {
-  return *reinterpret_cast<const float4*>(p);
-}
-// Four values at p (aligned to 4 elements), rounded to Y.
-__device__ inline void store4(float* p, float4 v) {
-  *reinterpret_cast<float4*>(p) = v;
-}
-template <class Pair>
-struct alignas(8) Pairs {
-  Pair lo, hi;
-};
-__device__ inline void store4(__nv_bfloat16* p, float4 v) {
-  *reinterpret_cast<Pairs<__nv_bfloat162>*>(p) = {__floats2bfloat162_rn(v.x, v.y),
-                                                  __floats2bfloat162_rn(v.z, v.w)};
-}
-__device__ inline void store4(__half* p, float4 v) {
-  *reinterpret_cast<Pairs<__half2>*>(p) = {__floats2half2_rn(v.x, v.y),
-                                           __floats2half2_rn(v.z, v.w)};
-}
 
 // The same with each lane's part of the row held in registers from its one read (of inp and add)
 // to the normalized write, 16 bytes a load: C % 4 == 0, C ≤ 32 · 4 · kRowVecs, every row and

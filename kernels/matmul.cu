@@ -15,6 +15,7 @@
 
 #include "kernels/cuda_util.cuh"
 #include "kernels/matmul.h"
+#include "kernels/residual.h"
 
 #define TS_CUBLAS_CHECK(call)                                                                      \
   do {                                                                                             \
@@ -276,9 +277,7 @@ bool gemm_bias_grad(float* dweight, float* dbias, float* sums, const void* a, co
   if (!run_gemm(dweight, a, b, nullptr, m, n, k, true, false, 1.0f, stream, {ab, DType::f32},
                 nullptr, GemmGelu::none, nullptr, sums))
     return false;
-  cuda_detail::add_partials_kernel<<<cuda_detail::partial_sum_blocks(n), kThreads, 0, stream>>>(
-      dbias, sums, n, 1);
-  TS_CUDA_CHECK_LAUNCH();
+  add(dbias, dbias, sums, n, stream);
   return true;
 }
 

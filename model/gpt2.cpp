@@ -215,7 +215,7 @@ bool Gpt2::rounds_weights() const {
 
 const BlockWeights& Gpt2::round_block(int64_t index) const {
   if (!rounds_weights()) return blocks_[index];
-  if (rounded_units_.empty() || rounded_units_.front().dtype() != gemm_) {
+  if (!has_rounded_copies()) {
     rounded_units_.clear();
     rounded_blocks_.clear();
     for (size_t i = 0; i < blocks_.size(); ++i) {
@@ -240,9 +240,11 @@ const BlockWeights& Gpt2::round_block(int64_t index) const {
 }
 
 const BlockWeights& Gpt2::gemm_weights(int64_t index) const {
-  const bool rounded =
-      rounds_weights() && !rounded_units_.empty() && rounded_units_.front().dtype() == gemm_;
-  return rounded ? rounded_blocks_[index] : blocks_[index];
+  return rounds_weights() && has_rounded_copies() ? rounded_blocks_[index] : blocks_[index];
+}
+
+bool Gpt2::has_rounded_copies() const {
+  return !rounded_units_.empty() && rounded_units_.front().dtype() == gemm_;
 }
 
 void Gpt2::acquire(int unit, UnitHooks::Pass pass) const {

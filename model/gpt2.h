@@ -182,6 +182,8 @@ class Gpt2 {
   const BlockWeights& round_block(int64_t index) const;
   // Backward: the copy the last forward rounded, or the f32 weights.
   const BlockWeights& gemm_weights(int64_t index) const;
+  // Whether the blocks' rounded copies exist, of the GEMMs' current type.
+  bool has_rounded_copies() const;
   // The LM head's weights (wte, or the last stage's copy) and gradient.
   const Tensor& head_w() const { return unit_head_ >= 0 ? head_ : wte_; }
   Tensor& head_grad() { return unit_head_ >= 0 ? dhead_ : dwte_; }

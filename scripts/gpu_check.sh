@@ -92,7 +92,7 @@ note() {
 }
 
 run_tests() {
-  local status=0 bin name result counts facts
+  local status=0 bin name result counts
   for bin in .gpu/bin/*; do
     name=$(basename "$bin")
     # TESSERA_REQUIRE_CUDA: a CUDA test fails instead of skipping when it finds no device.
@@ -205,17 +205,17 @@ run_profile() {
   note "profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -30 "$logs/kernel_times.txt")"
 }
 
-# Nsight Compute's details of the four tensor-core attention kernels of one bf16 step's last
-# layer (the 12 forwards come first, then each layer's D, dq and dk/dv from the last: skipping 11
-# leaves forward, D, dq, dk/dv of layer 12): occupancy and its limits, throughput, cycles per
-# issue.
+# Nsight Compute's details of the tensor-core attention kernels of one bf16 step's last layer
+# (the 12 forwards come first, then each layer's D and dk/dv, which makes dq too at GPT-2's head
+# size 64 (kDqInDkv), from the last: skipping 11 leaves forward, D, dk/dv of layer 12):
+# occupancy and its limits, throughput, cycles per issue.
 run_attention() {
   if ! command -v ncu >/dev/null; then
     note "attention: no ncu on this machine"
     return 0
   fi
   LD_LIBRARY_PATH="$libpath" limited 180 ncu --clock-control none -k regex:_tc_kernel \
-    --launch-skip 11 --launch-count 4 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --launch-skip 11 --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section WarpStateStats .gpu/tessera bench train --config configs/gpt2-124m.yaml \
     --set train.precision=bf16 --steps 1 --warmup 0 --peak-tflops 1000 \
     > "$logs/ncu_attention.txt" 2>&1 || {

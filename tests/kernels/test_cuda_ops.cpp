@@ -4,7 +4,6 @@
 // from the same random values on both sides. Skips without a CUDA device.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>

@@ -2,7 +2,6 @@
 
 #include <ucontext.h>
 
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -24,7 +23,6 @@ struct Copy {
 
 struct Fiber {
   ucontext_t context{};
-  char* stack = nullptr;  // kStackBytes of the launch's stacks
   Dim3 thread;
   bool done = false;
   std::vector<Copy> open;                  // copies since the last commit
@@ -104,7 +102,6 @@ void fiber_main() {
 // function: getcontext "returns twice" as far as the compiler knows, which would make it keep the
 // caller's locals in memory and warn.
 [[gnu::noinline]] void make_fiber(Fiber& f, char* stack, ucontext_t* scheduler) {
-  f.stack = stack;
   getcontext(&f.context);
   f.context.uc_stack.ss_sp = stack;
   f.context.uc_stack.ss_size = kStackBytes;
