@@ -1,24 +1,12 @@
-// The launchers of the tensor-core attention kernels (kernels/attention_tc.cuh) declared in
-// kernels/attention.h: shapes and alignment checked, shared memory opted into, grids sized.
-#include <cmath>
+// The launchers of the tensor-core attention kernels declared in kernels/attention.h: shapes and
+// alignment checked, then kernels/attention_tc_launch.cuh's launches with the default variants.
 #include <cstdint>
 
 #include "kernels/attention.h"
-#include "kernels/attention_tc.cuh"
+#include "kernels/attention_tc_launch.cuh"
 
 namespace tessera::cuda {
 namespace {
-
-// Lets `kernel` use `bytes` of shared memory, or throws Error saying the head is too large for
-// this GPU.
-template <class Kernel>
-void allow_smem(Kernel kernel, size_t bytes, int hs) {
-  const size_t limit = cuda_detail::smem_per_block_limit();
-  TS_CHECK(bytes <= limit, "16-bit attention with head size ", hs, " needs ", bytes,
-           " bytes of shared memory per block, this GPU has ", limit,
-           ": use train.precision: fp32 or a smaller head");
-  cuda_detail::allow_smem(kernel, bytes);
-}
 
 int check_head_tc(int64_t b, int64_t c, int64_t nh) {
   const int64_t hs = c / nh;
@@ -37,11 +25,6 @@ void check_aligned(const void* p, const char* what) {
            "a contiguous copy)");
 }
 
-// grid (ceil(T / rows), B · NH) for blocks of `rows` rows.
-dim3 grid_tc(int64_t b, int64_t t, int64_t nh, int rows) {
-  return dim3(static_cast<unsigned>((t + rows - 1) / rows), static_cast<unsigned>(b * nh));
-}
-
 // f() with the head size as a template argument.
 template <class F>
 void with_head_size(int hs, F&& f) {
@@ -57,51 +40,6 @@ void with_head_size(int hs, F&& f) {
   }
 }
 
-template <class T, class O>
-void forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c, int64_t nh,
-                int hs, CudaStream stream) {
-  with_head_size(hs, [&]<int HS>() {
-    const size_t smem = (kForwardRows + 4 * kCols) * kLd<HS> * sizeof(T);
-    allow_smem(forward_tc_kernel<HS, T, O>, smem, hs);
-    forward_tc_kernel<HS, T, O>
-        <<<grid_tc(b, t, nh, kForwardRows), 32 * kForwardWarps<HS>, smem, stream>>>(
-            out, lse, qkv, t, c, nh, 1.0f / sqrtf(static_cast<float>(hs)));
-    TS_CUDA_CHECK_LAUNCH();
-  });
-}
-
-template <class T, class G>
-void backward_tc(G* dqkv, float* delta, float* dq_accum, int* turns, const T* dout, const T* qkv,
-                 const G* out, const float* lse, int64_t b, int64_t t, int64_t c, int64_t nh,
-                 int hs, CudaStream stream) {
-  const float scale = 1.0f / sqrtf(static_cast<float>(hs));
-  with_head_size(hs, [&]<int HS>() {
-    const int64_t rows = b * t * nh,
-                  delta_blocks = (rows * HS / 8 + kDeltaThreads - 1) / kDeltaThreads;
-    delta_tc_kernel<HS, T, G><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
-        delta, dout, out, rows, t, nh);
-    TS_CUDA_CHECK_LAUNCH();
-    constexpr int kRows = kBackwardRows, kThreads = 32 * kBackwardWarps;
-    const size_t tiles = (2 * kRows + 4 * kCols) * kLd<HS> * sizeof(T);
-    constexpr bool kDq = kDqInDkv<HS>;
-    if constexpr (!kDq) {
-      allow_smem(dq_tc_kernel<HS, T, G>, tiles, hs);
-      dq_tc_kernel<HS, T, G><<<grid_tc(b, t, nh, kRows), kThreads, tiles, stream>>>(
-          dqkv, dout, qkv, lse, delta, t, c, nh, scale);
-      TS_CUDA_CHECK_LAUNCH();
-    } else {
-      TS_CUDA_CHECK(  // the turns and the ticket counter
-          cudaMemsetAsync(turns, 0, attention_dq_turns(b, t, nh) * sizeof(int32_t), stream));
-    }
-    const size_t dkv_smem =
-        tiles + 4 * kCols * sizeof(float) + (kDq ? kRows * kLdS * sizeof(T) : 0);
-    allow_smem(dkv_tc_kernel<HS, T, G, kDq>, dkv_smem, hs);
-    dkv_tc_kernel<HS, T, G, kDq><<<grid_tc(b, t, nh, kRows), kThreads, dkv_smem, stream>>>(
-        dqkv, dq_accum, turns, dout, qkv, lse, delta, t, c, nh, scale);
-    TS_CUDA_CHECK_LAUNCH();
-  });
-}
-
 }  // namespace
 
 template <class O, class T>
@@ -110,7 +48,10 @@ void attention_forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t
   const int hs = check_head_tc(b, c, nh);
   if (b * t == 0) return;
   check_aligned(qkv, "qkv");
-  forward_tc(cuda_detail::cuda_ptr(out), lse, cuda_detail::cuda_ptr(qkv), b, t, c, nh, hs, stream);
+  with_head_size(hs, [&]<int HS>() {
+    forward_tc<HS, kForwardTilesM<HS>>(cuda_detail::cuda_ptr(out), lse, cuda_detail::cuda_ptr(qkv),
+                                       b, t, c, nh, stream);
+  });
 }
 
 template <class O, class T>
@@ -122,8 +63,11 @@ void attention_backward_tc(O* dqkv, float* delta, float* dq_accum, int32_t* turn
   check_aligned(qkv, "qkv");
   check_aligned(dout, "dout");
   check_aligned(out, "out");
-  backward_tc(cuda_detail::cuda_ptr(dqkv), delta, dq_accum, turns, cuda_detail::cuda_ptr(dout),
-              cuda_detail::cuda_ptr(qkv), cuda_detail::cuda_ptr(out), lse, b, t, c, nh, hs, stream);
+  with_head_size(hs, [&]<int HS>() {
+    backward_tc<HS, kDqInDkv<HS>>(cuda_detail::cuda_ptr(dqkv), delta, dq_accum, turns,
+                                  cuda_detail::cuda_ptr(dout), cuda_detail::cuda_ptr(qkv),
+                                  cuda_detail::cuda_ptr(out), lse, b, t, c, nh, stream);
+  });
 }
 
 #define TS_ATTENTION_TC(O, T)                                                                     \

@@ -51,24 +51,25 @@ using tc::wait_turn;
 // A warp takes M m-tiles of 16 rows of the block's own side: each fragment of the other side's
 // tile it loads from shared memory feeds M products (FlashAttention-2's 32 rows a warp at M = 2,
 // which halves the shared-memory reads per product and gives each warp two independent chains).
-// The forward's blocks take 128 queries (each k, v tile shared by all of them): at head size 64
-// and less as 4 warps of 32 rows, at 128 (whose 32-row accumulators would not fit the registers)
-// as 8 warps of 16. dq and dk/dv hold three or four 16 × 64 tiles of fp32 a row tile, so one
+// The forward's blocks take 128 queries (each k, v tile shared by all of them) as 128 / (16 M)
+// warps: by default M = 2 at head size 64 and less (4 warps of 32 rows), M = 1 at 128 (whose
+// 32-row accumulators would not fit the registers: 8 warps of 16); bench/attention_cuda.cu times
+// both at 64. dq and dk/dv hold three or four 16 × 64 tiles of fp32 a row tile, so one
 // m-tile a warp, 4 warps a block; 55 KB (head size 64) or 105 KB (128) of two-stage tiles: on an
 // H100 (228 KB a multiprocessor) up to four or two blocks by shared memory, on an A100 (164 KB)
 // two or one.
 constexpr int kForwardRows = 128;
 template <int HS>
 constexpr int kForwardTilesM = HS <= 64 ? 2 : 1;
-template <int HS>
-constexpr int kForwardWarps = kForwardRows / (16 * kForwardTilesM<HS>);
+template <int M>
+constexpr int kForwardWarps = kForwardRows / (16 * M);
 constexpr int kBackwardTilesM = 1;
 constexpr int kBackwardWarps = 4;
 constexpr int kBackwardRows = 16 * kBackwardTilesM * kBackwardWarps;
 // Whether the dk/dv kernel also makes dq (FlashAttention-2's five products instead of the dq
 // kernel's recomputing S and dP: seven), each key tile adding its share to a query tile in turn,
 // highest key tile first: deterministic. Up to head size 64: at 128 the kernel's registers are
-// already all used. Not yet measured on a GPU (docs/cuda.md); the dq kernel stays until it is.
+// already all used. Not yet measured on a GPU (docs/cuda.md: bench/attention_cuda.cu times both).
 template <int HS>
 constexpr bool kDqInDkv = HS <= 64;
 constexpr int kCols = 64;  // rows of the other side per tile
@@ -326,13 +327,14 @@ __device__ void online_softmax(uint32_t (&pa)[4][4], float (&s)[8][4], float (&m
     for (int e = 0; e < 4; ++e) o[nb][e] *= correction[e / 2];
 }
 
-// grid (ceil(T / kForwardRows), B · NH). out (B, T, C) of type O, lse (B, NH, T), qkv (B, T, 3C)
-// of type T. Dynamic shared memory: the q tile, then two stages of k and v tiles.
-template <int HS, class T, class O>
-__global__ void __launch_bounds__(32 * kForwardWarps<HS>)
+// grid (ceil(T / kForwardRows), B · NH), 32 · kForwardWarps<M> threads, M m-tiles a warp. out (B,
+// T, C) of type O, lse (B, NH, T), qkv (B, T, 3C) of type T. Dynamic shared memory: the q tile,
+// then two stages of k and v tiles.
+template <int HS, int M, class T, class O>
+__global__ void __launch_bounds__(32 * kForwardWarps<M>)
     forward_tc_kernel(O* out, float* lse, const T* qkv, int64_t t, int64_t c, int64_t nh,
                       float scale) {
-  constexpr int M = kForwardTilesM<HS>, kRows = kForwardRows, kThreads = 32 * kForwardWarps<HS>;
+  constexpr int kRows = kForwardRows, kThreads = 32 * kForwardWarps<M>;
   constexpr int kTile = kCols * kLd<HS>;  // elements of a k or v tile
   TS_DYNAMIC_SHARED(unsigned char, smem);
   T* qs = reinterpret_cast<T*>(smem);

@@ -72,9 +72,10 @@ class AttentionTcEmulated : public ::testing::Test {
   }
 };
 
-// Forward, then D, dq and dk/dv, each against the CPU: out, lse and dqkv. T: the products' type
-// (qkv's and dout's); O: out's and dqkv's, T or float.
-template <int HS, class T, class O>
+// Forward, then D, dq and dk/dv, each against the CPU: out, lse and dqkv. M: the forward's m-tiles
+// a warp; kDq: dq made by the dk/dv kernel (else by its own); T: the products' type (qkv's and
+// dout's); O: out's and dqkv's, T or float.
+template <int HS, int M, bool kDq, class T, class O>
 void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, const Tensor& dy,
            simt::CopyLanding landing) {
   const int64_t c = nh * HS;
@@ -99,8 +100,8 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
   float* lse_out = got_lse.data<float>();
   const unsigned heads = static_cast<unsigned>(b * nh);
   launch({static_cast<unsigned>((t + kForwardRows - 1) / kForwardRows), heads, 1},
-         32 * kForwardWarps<HS>, landing,
-         [&] { cuda::forward_tc_kernel<HS, T, O>(out, lse_out, q, t, c, nh, scale); });
+         32 * kForwardWarps<M>, landing,
+         [&] { cuda::forward_tc_kernel<HS, M, T, O>(out, lse_out, q, t, c, nh, scale); });
   EXPECT_LT(max_error(got_y, y), 1e-2) << "out";
   EXPECT_LT(max_error(got_lse, lse), 1e-4) << "lse";
 
@@ -112,9 +113,6 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
   const simt::Dim3 backward_grid{static_cast<unsigned>((t + kBackwardRows - 1) / kBackwardRows),
                                  heads, 1};
   const float* d = delta.data<float>();
-  // Up to head size 64 the dk/dv kernel makes dq too, key tiles adding their shares in turn;
-  // above, the dq kernel does.
-  constexpr bool kDq = cuda::kDqInDkv<HS>;
   Tensor dq_accum = Tensor::empty({b, t, c}, DType::f32);
   Tensor turns = Tensor::zeros({cuda::attention_dq_turns(b, t, nh)}, DType::i32);
   testing::poison(dq_accum);
@@ -129,8 +127,8 @@ void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, cons
 }
 
 TEST_F(AttentionTcEmulated, KernelsMatchTheCpusEmulation) {
-  // Head sizes 16, 32, 64 (two m-tiles a warp in the forward) and 128 (one); lengths of one
-  // tile, several, and off the 64- and 128-row tiles; bf16, and fp16 once; 16-bit outputs, and
+  // Head sizes 16, 32, 64 (two m-tiles a warp in the forward by default) and 128 (one); lengths of
+  // one tile, several, and off the 64- and 128-row tiles; bf16, and fp16 once; 16-bit outputs, and
   // fp32 ones twice.
   for (const auto& [b, t, nh, hs, half, f32_out] :
        {std::tuple<int64_t, int64_t, int64_t, int, DType, bool>{1, 130, 2, 64, DType::bf16, false},
@@ -145,21 +143,31 @@ TEST_F(AttentionTcEmulated, KernelsMatchTheCpusEmulation) {
                  std::to_string(t) + ", hs " + std::to_string(hs));
     const int64_t c = nh * hs;
     const Tensor qkv = random16({b, t, 3 * c}, half), dy = random16({b, t, c}, half);
-    auto run = [&]<int HS>() {
+    auto variant = [&]<int HS, int M, bool kDq>() {
+      SCOPED_TRACE("forward " + std::to_string(16 * M) + " rows a warp, dq " +
+                   (kDq ? "in the dk/dv kernel" : "in its own kernel"));
       // Copies landing as issued (a stage refilled too early shows) and as late as the PTX
       // allows (a read before its wait shows).
       for (const auto landing : {simt::CopyLanding::at_issue, simt::CopyLanding::at_wait}) {
         SCOPED_TRACE(landing == simt::CopyLanding::at_issue ? "copies land at issue"
                                                             : "copies land at the wait");
         if (half == DType::bf16 && f32_out)
-          check<HS, __nv_bfloat16, float>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __nv_bfloat16, float>(b, t, nh, half, qkv, dy, landing);
         else if (half == DType::bf16)
-          check<HS, __nv_bfloat16, __nv_bfloat16>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __nv_bfloat16, __nv_bfloat16>(b, t, nh, half, qkv, dy, landing);
         else if (f32_out)
-          check<HS, __half, float>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __half, float>(b, t, nh, half, qkv, dy, landing);
         else
-          check<HS, __half, __half>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __half, __half>(b, t, nh, half, qkv, dy, landing);
       }
+    };
+    // The default variants (kernels/attention_tc.cu's), and at head size 64 the others too, which
+    // bench/attention_cuda.cu times against them.
+    auto run = [&]<int HS>() {
+      constexpr int M = cuda::kForwardTilesM<HS>;
+      constexpr bool kDq = cuda::kDqInDkv<HS>;
+      variant.template operator()<HS, M, kDq>();
+      if constexpr (HS == 64) variant.template operator()<HS, 3 - M, !kDq>();
     };
     switch (hs) {
       case 16:
