@@ -17,7 +17,9 @@
 #               synccheck on the attention kernels)
 #     profile   GPU time per kernel of one bf16 GPT-2 124M training step (Nsight Compute,
 #               bench/kernel_times.py)
-#     attention Nsight Compute's occupancy, throughput and issue details of the attention kernels
+#     attention the attention kernels alone: each variant timed (bench_attention_cuda) against
+#               PyTorch's SDPA backends at GPT-2 124M's shape (bench/pytorch_attention.py), then
+#               Nsight Compute's occupancy, throughput and issue details of them in a training step
 #   A summary is printed last and kept in $OUT/summary.txt; every log and gtest XML is packed into
 #   $OUT/logs.tar.gz after each part ($OUT: the device tool's folder, else .gpu/out).
 #   GPU_CHECK_BUDGET_S (seconds) stops each command at the time left, so that a lease's limit
@@ -32,17 +34,17 @@ ompi_plugins=/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3  # Debian 12's Open 
 build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_NATIVE=OFF \
     -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null
-  cmake --build build-gpu --target "${tests[@]}" tessera
+  cmake --build build-gpu --target "${tests[@]}" tessera bench_attention_cuda
   rm -rf .gpu
   mkdir -p .gpu/bin .gpu/lib
   for t in "${tests[@]}"; do cp "build-gpu/tests/$t" .gpu/bin/; done
-  cp build-gpu/tessera .gpu/tessera
+  cp build-gpu/tessera build-gpu/bench/bench_attention_cuda .gpu/
   # Libraries ldd resolves, except the C runtime (newer there), the driver, cuBLAS and NCCL (there
   # in the CUDA toolkit and PyTorch's nvidia-* wheels; far too large to carry: 64 MiB in all).
   # Open MPI's components too: test_comm_nccl bootstraps NCCL over MPI, and there it runs as a
   # singleton (no mpirun) with these loaded from the carried folder.
   cp -r "$ompi_plugins" .gpu/lib/openmpi3
-  ldd .gpu/bin/* .gpu/tessera .gpu/lib/openmpi3/*.so | awk '/=> \//{print $3}' | sort -u |
+  ldd .gpu/bin/* .gpu/tessera .gpu/bench_attention_cuda .gpu/lib/openmpi3/*.so | awk '/=> \//{print $3}' | sort -u |
     grep -v -E '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|libcuda|libcublas[A-Za-z]*|libnccl)\.so' |
     while read -r lib; do cp -L "$lib" .gpu/lib/; done
   tar -C .gpu -cJf .gpu/lib.tar.xz lib
@@ -59,7 +61,7 @@ build() {
     .gpu/hf/checkpoint/
   ./build-gpu/tessera generate --checkpoint .gpu/hf/checkpoint --prompt "The jury said it did find" \
     --tokens 0 --logits-out .gpu/hf/logits.safetensors >/dev/null
-  echo "carry .gpu ($(du -sh .gpu | cut -f1)): $(ls .gpu/bin | tr '\n' ' ') tessera"
+  echo "carry .gpu ($(du -sh .gpu | cut -f1)): $(ls .gpu/bin | tr '\n' ' ') tessera bench_attention_cuda"
 }
 
 # LD_LIBRARY_PATH for the carried binaries: their libraries, then cuBLAS and NCCL from the toolkit
@@ -205,11 +207,19 @@ run_profile() {
   note "profile (ncu, one bf16 step, kernels alone):"$'\n'"$(head -30 "$logs/kernel_times.txt")"
 }
 
-# Nsight Compute's details of the tensor-core attention kernels of one bf16 step's last layer
+# The attention kernels alone at GPT-2 124M's shape: Tessera's variants, then PyTorch's SDPA
+# backends, as one table (bench/attention_table.py); then Nsight Compute's details of the
+# tensor-core attention kernels of one bf16 step's last layer
 # (the 12 forwards come first, then each layer's D and dk/dv, which makes dq too at GPT-2's head
 # size 64 (kDqInDkv), from the last: skipping 11 leaves forward, D, dk/dv of layer 12):
 # occupancy and its limits, throughput, cycles per issue.
 run_attention() {
+  LD_LIBRARY_PATH="$libpath" limited 60 .gpu/bench_attention_cuda > "$logs/attention_bench.jsonl" \
+    2>&1 || echo "bench_attention_cuda: exit $?" >> "$logs/attention_bench.jsonl"
+  PYTHONUNBUFFERED=1 limited 120 python3 bench/pytorch_attention.py >> "$logs/attention_bench.jsonl" \
+    2>"$logs/pytorch_attention.err" || echo "pytorch_attention: exit $? $(tail -1 "$logs/pytorch_attention.err")" \
+    >> "$logs/attention_bench.jsonl"
+  note "attention alone (bench_attention_cuda, bench/pytorch_attention.py):"$'\n'"$(python3 bench/attention_table.py < "$logs/attention_bench.jsonl")"
   if ! command -v ncu >/dev/null; then
     note "attention: no ncu on this machine"
     return 0
@@ -249,7 +259,7 @@ case "${1:-}" in
     summary="" status=0
     nvidia-smi > "$logs/nvidia-smi.txt" 2>&1 || true
     note "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
-    LD_LIBRARY_PATH="$libpath" ldd .gpu/bin/* .gpu/tessera | grep 'not found' | sort -u || true
+    LD_LIBRARY_PATH="$libpath" ldd .gpu/bin/* .gpu/tessera .gpu/bench_attention_cuda | grep 'not found' | sort -u || true
     for part in "${parts[@]}"; do
       "run_$part" || status=1
       tar -C "$logs" -czf "$out/logs.tar.gz" .
