@@ -18,6 +18,9 @@ def main():
         except json.JSONDecodeError:
             other.append(text)
     timed = [r for r in rows if "ms" in r]
+    versions = {(r["torch"], r["cudnn"]) for r in rows if "torch" in r}
+    for torch_version, cudnn_version in sorted(versions, key=str):
+        print(f"PyTorch {torch_version}, cuDNN {cudnn_version}")
     for part in ("forward", "backward"):
         lines = [r for r in timed if r.get("pass") == part]
         ours = [r["ms"] for r in lines if r["engine"] == "tessera"]

@@ -49,8 +49,9 @@ def main():
     backends = [("flash", "FLASH_ATTENTION"), ("cudnn", "CUDNN_ATTENTION"),
                 ("efficient", "EFFICIENT_ATTENTION")]
     for name, attr in backends:
-        line = {"engine": f"pytorch-{name}", "torch": torch.__version__, "batch": b, "heads": nh,
-                "seq": t, "head_size": hs}
+        line = {"engine": f"pytorch-{name}", "torch": torch.__version__,
+                "cudnn": torch.backends.cudnn.version(), "batch": b, "heads": nh, "seq": t,
+                "head_size": hs}
         backend = getattr(SDPBackend, attr, None)
         if backend is None:
             print(json.dumps({**line, "unavailable": f"no SDPBackend.{attr} in this PyTorch"}))
