@@ -38,8 +38,16 @@ void layernorm_backward(float* dinp, H* rounded, float* dweight, float* dbias, f
                         const float* dout, const float* inp, const float* weight, const float* mean,
                         const float* rstd, const float* dresidual, int64_t n, int64_t c,
                         CudaStream stream) {
-  auto* kernel = layernorm_backward_kernel<typename cuda_detail::CudaTypeOf<H>::type>;
+  using Copy = typename cuda_detail::CudaTypeOf<H>::type;
+  using cuda_detail::aligned16;
   if (n == 0) return;
+  // 16-byte accesses where the rows allow them, a float4 array sized for C.
+  const bool vectors = c % 4 == 0 && c <= 32 * 4 * 16 && aligned16(dinp) && aligned16(dout) &&
+                       aligned16(inp) && aligned16(weight) &&
+                       (!dresidual || aligned16(dresidual)) && (!rounded || aligned16(rounded));
+  auto* kernel = !vectors    ? layernorm_backward_kernel<Copy>
+                 : c <= 1024 ? layernorm_backward_row_kernel<8, Copy>
+                             : layernorm_backward_row_kernel<16, Copy>;
   // 8 warps a block, fewer when their (2, C) rows of sums would not fit in shared memory.
   const size_t limit = cuda_detail::smem_per_block_limit(), row_bytes = 2 * c * sizeof(float);
   TS_CHECK(row_bytes <= limit, "layernorm_backward on CUDA takes C up to ",

@@ -100,6 +100,20 @@ __global__ void layernorm_forward_row_kernel(Y* out, float* mean, float* rstd, f
   }
 }
 
+// partials' rows for chunk blockIdx.x: the block's `warps` shared-memory rows (warp, 2, C) of
+// Σ dout · x̂ and Σ dout added in warp order (the block's threads over the columns).
+__device__ inline void add_warp_sums(float* partials, const float* sums, int warps, int c) {
+  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+    float dw = 0.0f, db = 0.0f;
+    for (int v = 0; v < warps; ++v) {
+      dw += sums[2 * v * c + j];
+      db += sums[(2 * v + 1) * c + j];
+    }
+    partials[blockIdx.x * int64_t{c} + j] = dw;
+    partials[(kLayerNormChunks + blockIdx.x) * int64_t{c} + j] = db;
+  }
+}
+
 // The backward in one pass over chunk blockIdx.x of the rows (kLayerNormChunks chunks). Each warp
 // takes rows w, w + warps, ... of the chunk: dinp = [dres +] r · (dxhat − mean(dxhat) − xhat ·
 // mean(dxhat · xhat)), dxhat = dout · weight, and adds dout · xhat and dout into its lanes' columns
@@ -147,15 +161,70 @@ __global__ void layernorm_backward_kernel(float* dinp, H* rounded, float* partia
     }
   }
   __syncthreads();
-  for (int j = threadIdx.x; j < c; j += blockDim.x) {
-    float dw = 0.0f, db = 0.0f;
-    for (int v = 0; v < warps; ++v) {
-      dw += sums[2 * v * c + j];
-      db += sums[(2 * v + 1) * c + j];
+  add_warp_sums(partials, sums, warps, c);
+}
+
+// The backward with 16-byte accesses: each lane holds its part of a row (its float4s of inp's
+// x̂ and of dout, VECS at most) from one read to the write of dinp (and of its 16-bit copy), and
+// adds dout · x̂ and dout into its warp's shared-memory rows a float4 at a time. C % 4 == 0, C ≤
+// 32 · 4 · VECS, every row and vector aligned (16 bytes; 8 for the copy) (the launcher checks).
+// Otherwise as layernorm_backward_kernel: the parameter sums add the same products in the same
+// order; dinp may differ in the last bits (its row sums are taken lane by lane in another order).
+template <int VECS, class H>
+__global__ void layernorm_backward_row_kernel(float* dinp, H* rounded, float* partials,
+                                              const float* dout, const float* inp,
+                                              const float* weight, const float* mean,
+                                              const float* rstd, const float* dres, int64_t n,
+                                              int c) {
+  TS_DYNAMIC_SHARED(float, sums);
+  const int warps = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32, vecs = c / 4;
+  float* dw_sum = sums + 2 * w * c;
+  float* db_sum = dw_sum + c;
+  for (int j = lane; j < c; j += 32) dw_sum[j] = db_sum[j] = 0.0f;
+  const int64_t first = blockIdx.x * n / kLayerNormChunks,
+                end = (blockIdx.x + 1) * n / kLayerNormChunks;
+  for (int64_t row = first + w; row < end; row += warps) {
+    const float m = mean[row], r = rstd[row];
+    float4 xhat[VECS], g[VECS];
+    float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
+#pragma unroll
+    for (int k = 0; k < VECS; ++k) {
+      if (lane + 32 * k >= vecs) continue;
+      const int col = 4 * (lane + 32 * k);
+      const float4 x = load4(inp + row * c + col), wt = load4(weight + col);
+      g[k] = load4(dout + row * c + col);
+      xhat[k] = {(x.x - m) * r, (x.y - m) * r, (x.z - m) * r, (x.w - m) * r};
+      const float4 d = {g[k].x * wt.x, g[k].y * wt.y, g[k].z * wt.z, g[k].w * wt.w};
+      sum_dxhat += (d.x + d.y) + (d.z + d.w);
+      sum_dxhat_xhat += (d.x * xhat[k].x + d.y * xhat[k].y) + (d.z * xhat[k].z + d.w * xhat[k].w);
     }
-    partials[blockIdx.x * int64_t{c} + j] = dw;
-    partials[(kLayerNormChunks + blockIdx.x) * int64_t{c} + j] = db;
+    const float mean_dxhat = warp_sum(sum_dxhat) / c;
+    const float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / c;
+#pragma unroll
+    for (int k = 0; k < VECS; ++k) {
+      if (lane + 32 * k >= vecs) continue;
+      const int col = 4 * (lane + 32 * k);
+      const int64_t at = row * c + col;
+      const float4 wt = load4(weight + col), x = xhat[k], dy = g[k];
+      float4 v = {r * (dy.x * wt.x - mean_dxhat - x.x * mean_dxhat_xhat),
+                  r * (dy.y * wt.y - mean_dxhat - x.y * mean_dxhat_xhat),
+                  r * (dy.z * wt.z - mean_dxhat - x.z * mean_dxhat_xhat),
+                  r * (dy.w * wt.w - mean_dxhat - x.w * mean_dxhat_xhat)};
+      if (dres) {  // never an FMA: the separate add's bits
+        const float4 d = load4(dres + at);
+        v = {__fadd_rn(d.x, v.x), __fadd_rn(d.y, v.y), __fadd_rn(d.z, v.z), __fadd_rn(d.w, v.w)};
+      }
+      store4(dinp + at, v);
+      if (rounded) store4(rounded + at, v);
+      float4 sw = load4(dw_sum + col), sb = load4(db_sum + col);
+      sw = {sw.x + dy.x * x.x, sw.y + dy.y * x.y, sw.z + dy.z * x.z, sw.w + dy.w * x.w};
+      sb = {sb.x + dy.x, sb.y + dy.y, sb.z + dy.z, sb.w + dy.w};
+      store4(dw_sum + col, sw);
+      store4(db_sum + col, sb);
+    }
   }
+  __syncthreads();
+  add_warp_sums(partials, sums, warps, c);
 }
 
 }  // namespace
