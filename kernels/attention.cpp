@@ -253,13 +253,18 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
                                      qkv.data<float>(), out.data<float>(), lse.data<float>(), d.b,
                                      d.t, d.c, d.nh, kOpStream);
           else if constexpr (std::is_same_v<Y, float> || std::is_same_v<Y, T>) {
-            Tensor dq_accum = Tensor::empty({d.b, d.t, d.c}, DType::f32, qkv.device());
-            Tensor turns =
-                Tensor::empty({cuda::attention_dq_turns(d.b, d.t, d.nh)}, DType::i32, qkv.device());
-            cuda::attention_backward_tc(
-                dqkv.data<Y>(), delta.data<float>(), dq_accum.data<float>(), turns.data<int32_t>(),
-                gemm_operand(dout, compute).data<T>(), gemm_operand(qkv, compute).data<T>(),
-                out.data<Y>(), lse.data<float>(), d.b, d.t, d.c, d.nh, kOpStream);
+            Tensor dq_accum, turns;  // the fused dq's scratch, where it runs
+            if (cuda::attention_dq_in_dkv(d.c / d.nh)) {
+              dq_accum = Tensor::empty({d.b, d.t, d.c}, DType::f32, qkv.device());
+              turns = Tensor::empty({cuda::attention_dq_turns(d.b, d.t, d.nh)}, DType::i32,
+                                    qkv.device());
+            }
+            cuda::attention_backward_tc(dqkv.data<Y>(), delta.data<float>(),
+                                        dq_accum.defined() ? dq_accum.data<float>() : nullptr,
+                                        turns.defined() ? turns.data<int32_t>() : nullptr,
+                                        gemm_operand(dout, compute).data<T>(),
+                                        gemm_operand(qkv, compute).data<T>(), out.data<Y>(),
+                                        lse.data<float>(), d.b, d.t, d.c, d.nh, kOpStream);
           }
         }));
     // A 16-bit dqkv: computed in f32 as the kernels accumulate it, then rounded once.

@@ -43,11 +43,17 @@ void attention_backward(float* dqkv, float* delta, const float* dout, const floa
 template <class O, class T>
 void attention_forward_tc(O* out, float* lse, const T* qkv, int64_t b, int64_t t, int64_t c,
                           int64_t nh, CudaStream stream);
-// delta (B, NH, T), dq_accum (B, T, C) and turns (attention_dq_turns of them) are scratch.
+// delta (B, NH, T), dq_accum (B, T, C) and turns (attention_dq_turns of them) are scratch; the
+// last two are used only where attention_dq_in_dkv (may be null elsewhere).
 template <class O, class T>
 void attention_backward_tc(O* dqkv, float* delta, float* dq_accum, int32_t* turns, const T* dout,
                            const T* qkv, const O* out, const float* lse, int64_t b, int64_t t,
                            int64_t c, int64_t nh, CudaStream stream);
+// Whether attention_backward_tc makes dq in its dk/dv kernel at head size hs, each key tile adding
+// its share in turn (five products instead of seven): up to 64, where its registers allow it.
+constexpr bool attention_dq_in_dkv(int64_t hs) {
+  return hs <= 64;
+}
 // The int32 count of attention_backward_tc's turns: one per (batch, head, 64-query tile), and a
 // ticket counter.
 inline int64_t attention_dq_turns(int64_t b, int64_t t, int64_t nh) {

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/attention.h"
 #include "kernels/cuda_util.cuh"
 #ifndef TESSERA_SIMT_EMULATION  // else tests/support/simt.h has defined the primitives
 #include "kernels/tensor_core.cuh"
@@ -68,10 +69,11 @@ constexpr int kBackwardWarps = 4;
 constexpr int kBackwardRows = 16 * kBackwardTilesM * kBackwardWarps;
 // Whether the dk/dv kernel also makes dq (FlashAttention-2's five products instead of the dq
 // kernel's recomputing S and dP: seven), each key tile adding its share to a query tile in turn,
-// highest key tile first: deterministic. Up to head size 64: at 128 the kernel's registers are
-// already all used. Not yet measured on a GPU (docs/cuda.md: bench/attention_cuda.cu times both).
+// highest key tile first: deterministic. Up to head size 64 (attention.h's attention_dq_in_dkv):
+// at 128 the kernel's registers are already all used. Not yet measured on a GPU (docs/cuda.md:
+// bench/attention_cuda.cu times both).
 template <int HS>
-constexpr bool kDqInDkv = HS <= 64;
+constexpr bool kDqInDkv = attention_dq_in_dkv(HS);
 constexpr int kCols = 64;  // rows of the other side per tile
 constexpr int kPad = 8;    // row padding of the tiles, in elements: 16-byte rows, no bank conflicts
 constexpr float kLog2e = 1.4426950408889634f;
