@@ -80,15 +80,26 @@ bool same_bits(const std::vector<E>& a, const std::vector<E>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(E)) == 0;
 }
 
-// max |a − b| over max |b|.
+// max |a − b| over max |b|; infinite where only one of them is NaN.
 double max_relative_difference(const std::vector<Bf>& a, const std::vector<Bf>& b) {
   double diff = 0.0, scale = 0.0;
   for (size_t i = 0; i < a.size(); ++i) {
     const double x = __bfloat162float(a[i]), y = __bfloat162float(b[i]);
-    diff = std::max(diff, std::abs(x - y));
+    if (std::isnan(x) != std::isnan(y)) return INFINITY;
+    if (!std::isnan(x)) diff = std::max(diff, std::abs(x - y));
     scale = std::max(scale, std::abs(y));
   }
   return diff / std::max(scale, 1e-30);
+}
+
+// The JSON field of a difference (JSON has no NaN or Infinity: those go as strings).
+std::string difference_field(double v) {
+  char text[80];
+  if (std::isfinite(v))
+    std::snprintf(text, sizeof text, ",\"max_relative_difference\":%.3e", v);
+  else
+    std::snprintf(text, sizeof text, ",\"max_relative_difference\":\"%g\"", v);
+  return text;
 }
 
 void report(const BenchShape& s, const char* pass, const std::string& variant, double ms,
@@ -146,8 +157,7 @@ void run(const BenchShape& s) {
     if (dqkv_ref.empty())
       dqkv_ref = dqkv.host();
     else
-      agreement = ",\"max_relative_difference\":" +
-                  std::to_string(max_relative_difference(dqkv.host(), dqkv_ref));
+      agreement = difference_field(max_relative_difference(dqkv.host(), dqkv_ref));
     report(s, "backward", kDq ? "dq in the dk/dv kernel" : "dq in its own kernel", ms,
            backward_flops, agreement);
   };
@@ -178,6 +188,8 @@ BenchShape parse(int argc, char** argv) {
                " (takes --batch, --heads, --seq, --head-size, --reps)");
   }
   TS_CHECK(s.hs == 64 || s.hs == 128, "bench_attention_cuda: --head-size 64 or 128, got ", s.hs);
+  TS_CHECK(s.b * s.nh <= 65535, "bench_attention_cuda: at most 65535 (batch x heads), got ",
+           s.b * s.nh);
   return s;
 }
 

@@ -14,8 +14,12 @@ def main():
         if not text:
             continue
         try:
-            rows.append(json.loads(text))
+            row = json.loads(text)
         except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and "engine" in row:
+            rows.append(row)
+        else:
             other.append(text)
     timed = [r for r in rows if "ms" in r]
     versions = {(r["torch"], r["cudnn"]) for r in rows if "torch" in r}

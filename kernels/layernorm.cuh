@@ -180,7 +180,10 @@ __global__ void layernorm_backward_row_kernel(float* dinp, H* rounded, float* pa
   const int warps = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32, vecs = c / 4;
   float* dw_sum = sums + 2 * w * c;
   float* db_sum = dw_sum + c;
-  for (int j = lane; j < c; j += 32) dw_sum[j] = db_sum[j] = 0.0f;
+  for (int k = lane; k < vecs; k += 32) {  // each lane's own float4s: no other lane reads them
+    store4(dw_sum + 4 * k, float4{});
+    store4(db_sum + 4 * k, float4{});
+  }
   const int64_t first = blockIdx.x * n / kLayerNormChunks,
                 end = (blockIdx.x + 1) * n / kLayerNormChunks;
   for (int64_t row = first + w; row < end; row += warps) {

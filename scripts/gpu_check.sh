@@ -87,6 +87,13 @@ limited() {
   timeout --kill-after=5 "$limit" "$@"
 }
 
+# timed_out STATUS LOG: whether a command that `limited` ran was stopped at its time limit (not
+# refused for want of budget). Most likely a kernel that never ends: the tests and parts after it
+# would hang on the same kernels, so they are skipped (a hang costs a call minutes, not all of it).
+timed_out() {
+  (($1 == 124 || $1 == 137)) && ! grep -q '^not run: the time budget' "$2"
+}
+
 # note LINE: one line of the summary, printed at the end and kept in $OUT/summary.txt now.
 note() {
   summary+="$1"$'\n'
@@ -97,6 +104,10 @@ run_tests() {
   local status=0 bin name result counts
   for bin in .gpu/bin/*; do
     name=$(basename "$bin")
+    if [ -n "$hung" ]; then
+      note "$name: skipped ($hung ran out of time)"
+      continue
+    fi
     # TESSERA_REQUIRE_CUDA: a CUDA test fails instead of skipping when it finds no device.
     # An MPI test binary runs as a one-rank singleton: no mpirun, no orted, the carried components.
     if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" OMPI_MCA_ess_singleton_isolated=1 \
@@ -107,9 +118,7 @@ run_tests() {
       result=passed
     else
       result=$?
-      # A test stopped at its time limit most likely hangs on the GPU (a kernel waiting for
-      # ever): the parts after this one would hang on the same kernels, so they are skipped.
-      ((result == 124 || result == 137)) && hung=$name
+      timed_out "$result" "$logs/$name.log" && hung=$name
       result="FAILED (exit $result)"
       status=1
     fi
@@ -218,8 +227,17 @@ run_profile() {
 # size 64 (kDqInDkv), from the last: skipping 11 leaves forward, D, dk/dv of layer 12):
 # occupancy and its limits, throughput, cycles per issue.
 run_attention() {
+  local result
   LD_LIBRARY_PATH="$libpath" limited 60 .gpu/bench_attention_cuda > "$logs/attention_bench.jsonl" \
-    2>&1 || echo "bench_attention_cuda: exit $?" >> "$logs/attention_bench.jsonl"
+    2>&1 || {
+    result=$?
+    echo "bench_attention_cuda: exit $result" >> "$logs/attention_bench.jsonl"
+    timed_out "$result" "$logs/attention_bench.jsonl" && hung=bench_attention_cuda
+  }
+  if [ -n "$hung" ]; then
+    note "attention: bench_attention_cuda ran out of time; PyTorch's side and ncu skipped"
+    return 1
+  fi
   PYTHONUNBUFFERED=1 limited 120 python3 bench/pytorch_attention.py >> "$logs/attention_bench.jsonl" \
     2>"$logs/pytorch_attention.err" || echo "pytorch_attention: exit $? $(tail -1 "$logs/pytorch_attention.err")" \
     >> "$logs/attention_bench.jsonl"
@@ -267,7 +285,7 @@ case "${1:-}" in
     hung=""
     for part in "${parts[@]}"; do
       if [ -n "$hung" ]; then
-        note "$part: skipped ($hung ran out of time: a kernel that never ends would stop it too)"
+        note "$part: skipped ($hung ran out of time: a kernel that never ends would stop this too)"
         continue
       fi
       "run_$part" || status=1
@@ -277,7 +295,7 @@ case "${1:-}" in
     exit $status
     ;;
   *)
-    echo "usage: scripts/gpu_check.sh build | run [tests|bench|tessera|pytorch|sanitize|profile]..." >&2
+    echo "usage: scripts/gpu_check.sh build | run [tests|bench|tessera|pytorch|sanitize|profile|attention]..." >&2
     exit 2
     ;;
 esac
