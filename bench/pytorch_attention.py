@@ -5,7 +5,9 @@ backend this PyTorch has (FlashAttention-2, cuDNN, memory-efficient). q, k and v
 HS) tensors seen as (B, NH, T, HS), as Tessera's qkv rows hold them. One JSON line a measurement:
 milliseconds a call (mean of --reps after 3 warm-up calls, CUDA events) and TFLOP/s by
 FlashAttention's count (forward 4·HS per causal (query, key) pair, backward 2.5 times that).
-The backward is torch.autograd.grad of the output, dO given: SDPA's backward kernels only."""
+The backward is torch.autograd.grad of the output, dO given: SDPA's backward kernels only.
+--backends picks some of them (run with cuDNN's and cudnn-frontend's logging on, a small cuDNN
+run records the operation graph PyTorch builds for it)."""
 import argparse
 import json
 
@@ -33,6 +35,8 @@ def main():
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--backends", default="flash,cudnn,efficient",
+                        help="comma-separated, of flash, cudnn, efficient")
     a = parser.parse_args()
     b, nh, t, hs = a.batch, a.heads, a.seq, a.head_size
     pairs = t * (t + 1) / 2 * b * nh
@@ -45,9 +49,14 @@ def main():
 
     q, k, v = leaf(), leaf(), leaf()
     views = [x.transpose(1, 2) for x in (q, k, v)]
-    backends = [("flash", "FLASH_ATTENTION"), ("cudnn", "CUDNN_ATTENTION"),
-                ("efficient", "EFFICIENT_ATTENTION")]
-    for name, attr in backends:
+    known = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+             "efficient": "EFFICIENT_ATTENTION"}
+    names = a.backends.split(",")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"--backends: unknown {', '.join(unknown)} (takes {', '.join(known)})")
+    for name in names:
+        attr = known[name]
         line = {"engine": f"pytorch-{name}", "torch": torch.__version__,
                 "cudnn": torch.backends.cudnn.version(), "batch": b, "heads": nh, "seq": t,
                 "head_size": hs}

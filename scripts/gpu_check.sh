@@ -242,6 +242,13 @@ run_attention() {
     2>"$logs/pytorch_attention.err" || echo "pytorch_attention: exit $? $(tail -1 "$logs/pytorch_attention.err")" \
     >> "$logs/attention_bench.jsonl"
   note "attention alone (bench_attention_cuda, bench/pytorch_attention.py):"$'\n'"$(python3 bench/attention_table.py < "$logs/attention_bench.jsonl")"
+  # The operation graph PyTorch (cudnn-frontend) builds for cuDNN's causal SDPA, forward and
+  # backward, as cuDNN's own log records each backend call: the facts a Tessera cuDNN engine
+  # would be written from (logs.tar.gz: cudnn_api.log, cudnn_frontend.log).
+  CUDNN_LOGLEVEL_DBG=3 CUDNN_LOGDEST_DBG="$logs/cudnn_api.log" CUDNN_FRONTEND_LOG_INFO=1 \
+    CUDNN_FRONTEND_LOG_FILE="$logs/cudnn_frontend.log" limited 60 python3 bench/pytorch_attention.py \
+    --backends cudnn --batch 1 --heads 2 --seq 256 --reps 1 > "$logs/cudnn_logged.jsonl" 2>&1 || true
+  note "cuDNN's SDPA graph logged: $(wc -c < "$logs/cudnn_api.log" 2>/dev/null || echo 0) bytes (cudnn_api.log), $(tail -1 "$logs/cudnn_logged.jsonl" | cut -c1-160)"
   if ! command -v ncu >/dev/null; then
     note "attention: no ncu on this machine"
     return 0
