@@ -179,7 +179,8 @@ pytorch_bench() {
 }
 
 # compute-sanitizer's memcheck over every CUDA op test, racecheck (shared-memory hazards) and
-# synccheck over the attention kernels, which share tiles between warps.
+# synccheck over the kernels that share memory between threads: attention (tiles between warps),
+# layernorm (its backward's sums) and the softmax (its staged row).
 run_sanitize() {
   local status=0 tool filter
   if ! command -v compute-sanitizer >/dev/null; then
@@ -188,7 +189,9 @@ run_sanitize() {
   fi
   for tool in memcheck racecheck synccheck; do
     filter='*'
-    [ "$tool" = memcheck ] || filter='*Attention*:-*AtScale*'  # (the at-scale run would take minutes)
+    # racecheck and synccheck: the kernels that share memory between threads (the at-scale
+    # attention run would take minutes)
+    [ "$tool" = memcheck ] || filter='*Attention*:*LayerNorm*:*Classifier*:-*AtScale*'
     if TESSERA_REQUIRE_CUDA=1 LD_LIBRARY_PATH="$libpath" limited 180 compute-sanitizer \
         --tool "$tool" --error-exitcode 9 .gpu/bin/test_cuda_ops --gtest_filter="$filter" \
         > "$logs/sanitize_$tool.log" 2>&1; then
