@@ -56,11 +56,10 @@ TEST_F(AdamWEmulated, StepAndNormMatchTheCpu) {
     batch.start[s + 1] = batch.start[s] + lengths[s];
   }
   const int count = static_cast<int>(got.size());
-  simt::launch(
-      {cuda_detail::blocks_for(batch.start[count]), 1, 1}, {cuda_detail::kThreads, 1, 1}, 0, [&] {
-        cuda::adamw_kernel(batch, count, step.beta1, step.beta2, step.eps, step.grad_scale,
-                           static_cast<float>(step.lr / bc1), static_cast<float>(std::sqrt(bc2)));
-      });
+  simt::launch({cuda_detail::blocks_for(batch.start[count]), 1, 1}, cuda_detail::kThreads, 0, [&] {
+    cuda::adamw_kernel(batch, count, step.beta1, step.beta2, step.eps, step.grad_scale,
+                       static_cast<float>(step.lr / bc1), static_cast<float>(std::sqrt(bc2)));
+  });
   for (size_t s = 0; s < got.size(); ++s) {
     SCOPED_TRACE("set " + std::to_string(s));
     // The same expressions, compiled apart (contractions into FMAs may differ): to 1e-6.
@@ -78,8 +77,7 @@ TEST_F(AdamWEmulated, StepAndNormMatchTheCpu) {
   }
   std::vector<double> partials(count * cuda::kNormPartials,
                                std::numeric_limits<double>::quiet_NaN());
-  simt::launch({cuda::kNormPartials, static_cast<unsigned>(count), 1},
-               {cuda_detail::kThreads, 1, 1}, 0,
+  simt::launch({cuda::kNormPartials, static_cast<unsigned>(count), 1}, cuda_detail::kThreads, 0,
                [&] { cuda::norm_partials_kernel(partials.data(), norms); });
   double total = 0.0;
   for (const double x : partials) total += x;

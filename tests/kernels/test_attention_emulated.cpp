@@ -46,7 +46,7 @@ TEST_F(AttentionEmulated, Fp32KernelsMatchTheCpu) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(c / nh));
     const simt::Dim3 grid{static_cast<unsigned>((t + cuda::kWarps - 1) / cuda::kWarps),
                           static_cast<unsigned>(b * nh), 1};
-    const simt::Dim3 block{cuda_detail::kThreads, 1, 1};
+    constexpr unsigned block = cuda_detail::kThreads;
     simt::launch(grid, block, 0, [&] {
       cuda::attention_forward_kernel(got_y.data<float>(), got_lse.data<float>(), qkv.data<float>(),
                                      t, c, nh, scale);

@@ -56,7 +56,7 @@ double max_error(const Tensor& got, const Tensor& want) {
 // landing as `landing` says.
 void launch(simt::Dim3 grid, unsigned threads, simt::CopyLanding landing,
             const std::function<void()>& kernel) {
-  simt::launch(grid, {threads, 1, 1}, 128 << 10, kernel, landing);
+  simt::launch(grid, threads, 128 << 10, kernel, landing);
 }
 
 class AttentionTcEmulated : public ::testing::Test {
@@ -72,19 +72,29 @@ class AttentionTcEmulated : public ::testing::Test {
   }
 };
 
-// Forward, then D, dq and dk/dv, each against the CPU: out, lse and dqkv. M: the forward's m-tiles
-// a warp; kDq: dq made by the dk/dv kernel (else by its own); T: the products' type (qkv's and
-// dout's); O: out's and dqkv's, T or float.
+// The CPU's attention with `half` products and outputs of out_type (f32 or half): the reference.
+struct Reference {
+  Tensor y, lse, dqkv;
+};
+Reference reference(const Tensor& qkv, const Tensor& dy, int64_t nh, DType half, DType out_type) {
+  const int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
+  Reference r{Tensor::empty({b, t, c}, out_type), Tensor::empty({b, nh, t}, DType::f32),
+              Tensor::empty({b, t, 3 * c}, out_type)};
+  attention_forward(r.y, r.lse, qkv, nh, half);
+  attention_backward(r.dqkv, dy, qkv, r.y, r.lse, nh, half);
+  return r;
+}
+
+// Forward, then D, dq and dk/dv, each against the CPU's (want): out, lse and dqkv. M: the
+// forward's m-tiles a warp; kDq: dq made by the dk/dv kernel (else by its own); T: the products'
+// type (qkv's and dout's); O: out's and dqkv's, T or float.
 template <int HS, int M, bool kDq, class T, class O>
-void check(int64_t b, int64_t t, int64_t nh, DType half, const Tensor& qkv, const Tensor& dy,
-           simt::CopyLanding landing) {
+void check(int64_t b, int64_t t, int64_t nh, const Tensor& qkv, const Tensor& dy,
+           const Reference& want, simt::CopyLanding landing) {
   const int64_t c = nh * HS;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  const DType out_type = std::is_same_v<O, float> ? DType::f32 : half;
-  Tensor y = Tensor::empty({b, t, c}, out_type), lse = Tensor::empty({b, nh, t}, DType::f32);
-  Tensor dqkv = Tensor::empty({b, t, 3 * c}, out_type);
-  attention_forward(y, lse, qkv, nh, half);
-  attention_backward(dqkv, dy, qkv, y, lse, nh, half);
+  const DType out_type = want.y.dtype();
+  const Tensor &y = want.y, &lse = want.lse, &dqkv = want.dqkv;
 
   // The emulated kernels' outputs; lse and D poisoned (NaN) so that unwritten rows show.
   Tensor got_y = Tensor::empty({b, t, c}, out_type);
@@ -143,6 +153,7 @@ TEST_F(AttentionTcEmulated, KernelsMatchTheCpusEmulation) {
                  std::to_string(t) + ", hs " + std::to_string(hs));
     const int64_t c = nh * hs;
     const Tensor qkv = random16({b, t, 3 * c}, half), dy = random16({b, t, c}, half);
+    const Reference want = reference(qkv, dy, nh, half, f32_out ? DType::f32 : half);
     auto variant = [&]<int HS, int M, bool kDq>() {
       SCOPED_TRACE("forward " + std::to_string(16 * M) + " rows a warp, dq " +
                    (kDq ? "in the dk/dv kernel" : "in its own kernel"));
@@ -152,13 +163,13 @@ TEST_F(AttentionTcEmulated, KernelsMatchTheCpusEmulation) {
         SCOPED_TRACE(landing == simt::CopyLanding::at_issue ? "copies land at issue"
                                                             : "copies land at the wait");
         if (half == DType::bf16 && f32_out)
-          check<HS, M, kDq, __nv_bfloat16, float>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __nv_bfloat16, float>(b, t, nh, qkv, dy, want, landing);
         else if (half == DType::bf16)
-          check<HS, M, kDq, __nv_bfloat16, __nv_bfloat16>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __nv_bfloat16, __nv_bfloat16>(b, t, nh, qkv, dy, want, landing);
         else if (f32_out)
-          check<HS, M, kDq, __half, float>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __half, float>(b, t, nh, qkv, dy, want, landing);
         else
-          check<HS, M, kDq, __half, __half>(b, t, nh, half, qkv, dy, landing);
+          check<HS, M, kDq, __half, __half>(b, t, nh, qkv, dy, want, landing);
       }
     };
     // The default variants (kernels/attention_tc.cu's), and at head size 64 the others too, which

@@ -85,13 +85,13 @@ TEST_F(ClassifierEmulated, SoftmaxCrossEntropyKernelMatchesFloat64) {
         testing::poison(losses);
         const bool vectors = v % 4 == 0;
         const size_t shared = staged ? v * dtype_size(logits_type) : 0;
-        simt::launch({static_cast<unsigned>(rows), 1, 1}, {cuda::kXentThreads, 1, 1}, shared, [&] {
+        simt::launch({static_cast<unsigned>(rows), 1, 1}, cuda::kXentThreads, shared, [&] {
           if (logits_type == DType::f32)
             cuda::softmax_xent_kernel<float>(logits.data<float>(), losses.data<float>(),
                                              targets.data(), v, start, dloss, backward, vectors,
                                              staged);
           else
-            cuda::softmax_xent_kernel<__nv_bfloat16>(reinterpret_cast<__nv_bfloat16*>(logits.raw()),
+            cuda::softmax_xent_kernel<__nv_bfloat16>(cuda_detail::cuda_ptr(logits.data<bf16>()),
                                                      losses.data<float>(), targets.data(), v, start,
                                                      dloss, backward, vectors, staged);
         });

@@ -50,7 +50,7 @@ void check(bool in_registers, const Tensor& x, const Tensor& add, const Tensor& 
   Y* out = reinterpret_cast<Y*>(got.raw());
   const float* a = add.defined() ? add.data<float>() : nullptr;
   simt::launch({static_cast<unsigned>((n + cuda::kRowsPerBlock - 1) / cuda::kRowsPerBlock), 1, 1},
-               {cuda_detail::kThreads, 1, 1}, 0, [&] {
+               cuda_detail::kThreads, 0, [&] {
                  auto* kernel = in_registers ? cuda::layernorm_forward_row_kernel<Y>
                                              : cuda::layernorm_forward_kernel<Y>;
                  kernel(out, got_mean.data<float>(), got_rstd.data<float>(), got_res.data<float>(),
@@ -103,13 +103,13 @@ BackwardResult run_backward(int vecs, const Tensor& dy, const Tensor& x, const T
   Tensor partials = Tensor::empty({2 * kChunks * c}, DType::f32);
   testing::poison(got.dx);
   testing::poison(partials);
-  auto* rounded = reinterpret_cast<__nv_bfloat16*>(got.rounded.raw());
+  __nv_bfloat16* rounded = cuda_detail::cuda_ptr(got.rounded.data<bf16>());
   using Kernel = void (*)(float*, __nv_bfloat16*, float*, const float*, const float*, const float*,
                           const float*, const float*, const float*, int64_t, int);
   const Kernel kernel = vecs == 0   ? cuda::layernorm_backward_kernel<__nv_bfloat16>
                         : vecs == 8 ? cuda::layernorm_backward_row_kernel<8, __nv_bfloat16>
                                     : cuda::layernorm_backward_row_kernel<16, __nv_bfloat16>;
-  simt::launch({static_cast<unsigned>(kChunks), 1, 1}, {cuda_detail::kThreads, 1, 1},
+  simt::launch({static_cast<unsigned>(kChunks), 1, 1}, cuda_detail::kThreads,
                cuda::kRowsPerBlock * 2 * c * sizeof(float), [&] {
                  kernel(got.dx.data<float>(), rounded, partials.data<float>(), dy.data<float>(),
                         x.data<float>(), w.data<float>(), mean.data<float>(), rstd.data<float>(),
@@ -117,7 +117,7 @@ BackwardResult run_backward(int vecs, const Tensor& dy, const Tensor& x, const T
                });
   const unsigned blocks = cuda_detail::partial_sum_blocks(c);
   for (const auto& [sums, from] : {std::pair<Tensor*, int64_t>{&got.dw, 0}, {&got.db, kChunks * c}})
-    simt::launch({blocks, 1, 1}, {cuda_detail::kThreads, 1, 1}, 0, [&] {
+    simt::launch({blocks, 1, 1}, cuda_detail::kThreads, 0, [&] {
       cuda_detail::add_partials_kernel(sums->data<float>(), partials.data<float>() + from, c,
                                        static_cast<int>(kChunks));
     });

@@ -69,6 +69,12 @@ Block& block() {
   return *running;
 }
 
+// The block's barrier opens: every thread still running has reached it.
+void open_barrier(Block& b) {
+  b.barrier_arrived = 0;
+  ++b.barrier_generation;
+}
+
 // Back to the scheduler, from a fiber waiting for others (progress: false) or moving on.
 void yield(bool progress) {
   Block& b = block();
@@ -90,10 +96,7 @@ void fiber_main() {
   self.done = true;
   --b.live;
   // A barrier that every thread still running has reached opens now.
-  if (b.barrier_arrived > 0 && b.barrier_arrived == b.live) {
-    b.barrier_arrived = 0;
-    ++b.barrier_generation;
-  }
+  if (b.barrier_arrived > 0 && b.barrier_arrived == b.live) open_barrier(b);
   b.idle_switches = 0;
   // returning resumes uc_link: the scheduler
 }
@@ -167,8 +170,7 @@ void syncthreads() {
   Block& b = block();
   const uint64_t seen = b.barrier_generation;
   if (++b.barrier_arrived == b.live) {
-    b.barrier_arrived = 0;
-    ++b.barrier_generation;
+    open_barrier(b);
     yield(true);  // let the others run, as a GPU would
     return;
   }
@@ -196,13 +198,12 @@ void warp_collective(const void* in, void* out, WarpOp op) {
   wait_for(w.generation, seen, "a warp collective");
 }
 
-void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void()>& kernel,
-            CopyLanding landing) {
+void launch(Dim3 grid, unsigned block_threads, size_t shared_bytes,
+            const std::function<void()>& kernel, CopyLanding landing) {
   TS_CHECK(running == nullptr, "simt::launch is not reentrant");
-  TS_CHECK(dims.y == 1 && dims.z == 1 && dims.x % 32 == 0 && dims.x > 0,
-           "simt::launch takes 1-D blocks of whole warps, got ", dims.x, " x ", dims.y, " x ",
-           dims.z);
-  const int threads = static_cast<int>(dims.x);
+  TS_CHECK(block_threads % 32 == 0 && block_threads > 0,
+           "simt::launch takes blocks of whole warps, got ", block_threads, " threads");
+  const int threads = static_cast<int>(block_threads);
   const std::unique_ptr<char[]> stacks(new char[threads * kStackBytes]);  // reused by each block
   std::vector<float4> shared((shared_bytes + sizeof(float4) - 1) / sizeof(float4));
   for (unsigned z = 0; z < grid.z; ++z)
@@ -213,7 +214,7 @@ void launch(Dim3 grid, Dim3 dims, size_t shared_bytes, const std::function<void(
         b.shared = reinterpret_cast<unsigned char*>(shared.data());
         b.landing = landing;
         b.grid = grid;
-        b.dims = dims;
+        b.dims = {block_threads, 1, 1};
         b.index = {x, y, z};
         b.kernel = &kernel;
         b.fibers.resize(threads);
@@ -273,9 +274,11 @@ void mma_op(const void* const* ins, void* const* outs) {
     const int g = lane / 4, q = lane % 4;
     for (int r = 0; r < 4; ++r)
       for (int h = 0; h < 2; ++h)
-        a[g + 8 * (r % 2)][2 * q + h + 8 * (r / 2)] = simt::widen<T>(half_of(in.a[r], h));
+        a[g + 8 * (r % 2)][2 * q + h + 8 * (r / 2)] =
+            cuda_detail::from_bits<T>(half_of(in.a[r], h));
     for (int r = 0; r < 2; ++r)
-      for (int h = 0; h < 2; ++h) b[2 * q + h + 8 * r][g] = simt::widen<T>(half_of(in.b[r], h));
+      for (int h = 0; h < 2; ++h)
+        b[2 * q + h + 8 * r][g] = cuda_detail::from_bits<T>(half_of(in.b[r], h));
     for (int e = 0; e < 4; ++e) c[g + 8 * (e / 2)][2 * q + e % 2] = in.c[e];
   }
   for (int lane = 0; lane < 32; ++lane) {

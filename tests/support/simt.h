@@ -21,13 +21,10 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
-#include <type_traits>
 
 namespace tessera::simt {
 
-struct Dim3 {
-  unsigned x = 1, y = 1, z = 1;
-};
+using Dim3 = ::dim3;
 
 // The calling fiber's thread and block indices, and the launch's dimensions.
 const Dim3& thread_idx();
@@ -41,9 +38,9 @@ const Dim3& block_dim();
 enum class CopyLanding { at_issue, at_wait };
 
 // Runs kernel() once for every thread of every block of `grid` (blocks in order, x fastest), a
-// block's threads as fibers of `block` (its x a multiple of 32), with `shared_bytes` of dynamic
-// shared memory. Rethrows what a thread threw.
-void launch(Dim3 grid, Dim3 block, size_t shared_bytes, const std::function<void()>& kernel,
+// block's `threads` (a multiple of 32, in x) as fibers, with `shared_bytes` of dynamic shared
+// memory. Rethrows what a thread threw.
+void launch(Dim3 grid, unsigned threads, size_t shared_bytes, const std::function<void()>& kernel,
             CopyLanding landing = CopyLanding::at_issue);
 
 // cp.async for the calling thread: a 16-byte copy (zeros when !valid) into its open group, the
@@ -84,15 +81,6 @@ V shuffle(V value, int arg, bool xor_lanes) {
   return out;
 }
 
-// The 16 bits of a bf16 or fp16 value, and the value of 16 bits, as fp32 (exact).
-template <class T>
-float widen(uint16_t bits) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
-  else
-    return __half2float(__ushort_as_half(bits));
-}
-
 }  // namespace tessera::simt
 
 #define TESSERA_SIMT_EMULATION 1
@@ -120,17 +108,14 @@ V atomicAdd(V* address, V value) {
 #define TS_DYNAMIC_SHARED(type, name) \
   type* name = reinterpret_cast<type*>(::tessera::simt::dynamic_shared())
 
+#include "kernels/cuda_util.cuh"  // after the definitions above: its kernels use them
+
 // kernels/tensor_core.cuh's primitives, same names and contracts.
 namespace tessera::cuda::tc {
 
 template <class T>
 inline uint32_t pack_rounded(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-           static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
-  else
-    return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
-           static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16;
+  return cuda_detail::to_bits<T>(lo) | cuda_detail::to_bits<T>(hi) << 16;
 }
 
 // ex2.approx.ftz: subnormal inputs and results are zero.
