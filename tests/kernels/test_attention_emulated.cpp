@@ -20,11 +20,7 @@ class AttentionEmulated : public ::testing::Test {
  protected:
   std::mt19937_64 rng_{testing::test_seed()};
 
-  Tensor random(const Shape& shape) {
-    Tensor x = Tensor::empty(shape, DType::f32);
-    testing::fill_normal(x, rng_);
-    return x;
-  }
+  Tensor random(const Shape& shape) { return testing::randn(shape, rng_); }
 };
 
 TEST_F(AttentionEmulated, Fp32KernelsMatchTheCpu) {

@@ -64,8 +64,7 @@ class AttentionTcEmulated : public ::testing::Test {
   std::mt19937_64 rng_{testing::test_seed()};
 
   Tensor random16(const Shape& shape, DType half) {
-    Tensor x = Tensor::empty(shape, DType::f32);
-    testing::fill_normal(x, rng_);
+    const Tensor x = testing::randn(shape, rng_);
     Tensor y = Tensor::empty(shape, half);
     convert(y, x);
     return y;

@@ -28,11 +28,7 @@ int64_t chunk_rows(int64_t v) {
   return std::max<int64_t>(32, (int64_t{1} << 20) / v);
 }
 
-Tensor randn(const Shape& shape, std::mt19937_64& rng, float stddev = 1.0f) {
-  Tensor t = Tensor::empty(shape, DType::f32);
-  testing::fill_normal(t, rng, stddev);
-  return t;
-}
+using testing::randn;
 
 Tensor random_targets(int64_t n, int64_t v, std::mt19937_64& rng) {
   Tensor t = Tensor::empty({n}, DType::i32);

@@ -33,9 +33,7 @@ class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override { TS_REQUIRE_CUDA_DEVICE(); }
   Tensor random(const Shape& shape, float stddev = 1.0f) {
-    Tensor t = Tensor::empty(shape, DType::f32);
-    testing::fill_normal(t, rng_, stddev);
-    return t;
+    return testing::randn(shape, rng_, stddev);
   }
   static Tensor on_gpu(const Tensor& t) { return t.to(Device::cuda(0)); }
   // A CUDA output of `shape`, every element NaN.

@@ -17,11 +17,7 @@
 namespace tessera {
 namespace {
 
-Tensor randn(const Shape& shape, std::mt19937_64& rng, float stddev = 1.0f) {
-  Tensor t = Tensor::empty(shape, DType::f32);
-  testing::fill_normal(t, rng, stddev);
-  return t;
-}
+using testing::randn;
 
 Tensor poisoned(const Shape& shape) {
   Tensor t = Tensor::empty(shape, DType::f32);

@@ -179,9 +179,7 @@ TEST(LayerNorm, DeterministicAcrossThreadCounts) {
 
 // An f32 tensor of N(0, sd) values.
 Tensor normal(std::mt19937_64& rng, const Shape& shape, float sd) {
-  Tensor t = Tensor::empty(shape, DType::f32);
-  testing::fill_normal(t, rng, sd);
-  return t;
+  return testing::randn(shape, rng, sd);
 }
 
 // The fused residual + layernorm is the two ops one after the other, bit for bit, also when its

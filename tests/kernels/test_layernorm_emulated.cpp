@@ -26,9 +26,7 @@ class LayerNormEmulated : public ::testing::Test {
   std::mt19937_64 rng_{testing::test_seed()};
 
   Tensor random(const Shape& shape, float stddev = 1.0f) {
-    Tensor x = Tensor::empty(shape, DType::f32);
-    testing::fill_normal(x, rng_, stddev);
-    return x;
+    return testing::randn(shape, rng_, stddev);
   }
 };
 

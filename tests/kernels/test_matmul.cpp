@@ -28,11 +28,7 @@ void PrintTo(const Case& k, std::ostream* os) {
   *os << "B=" << k.b << " T=" << k.t << " IC=" << k.ic << " OC=" << k.oc;
 }
 
-Tensor randn(const Shape& shape, std::mt19937_64& rng) {
-  Tensor t = Tensor::empty(shape, DType::f32);
-  testing::fill_normal(t, rng);
-  return t;
-}
+using testing::randn;
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;

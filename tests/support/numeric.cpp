@@ -16,6 +16,12 @@ void fill_normal(Tensor& t, std::mt19937_64& rng, float stddev) {
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
 }
 
+Tensor randn(const Shape& shape, std::mt19937_64& rng, float stddev) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  fill_normal(t, rng, stddev);
+  return t;
+}
+
 void fill_uniform(Tensor& t, std::mt19937_64& rng, float lo, float hi) {
   std::uniform_real_distribution<float> dist(lo, hi);
   float* p = t.data<float>();

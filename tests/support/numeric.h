@@ -18,6 +18,8 @@ uint64_t test_seed();
 
 // Fills a f32 tensor with N(0, stddev) values.
 void fill_normal(Tensor& t, std::mt19937_64& rng, float stddev = 1.0f);
+// A new f32 CPU tensor of `shape` filled so.
+Tensor randn(const Shape& shape, std::mt19937_64& rng, float stddev = 1.0f);
 // Fills a f32 tensor with U(lo, hi) values.
 void fill_uniform(Tensor& t, std::mt19937_64& rng, float lo, float hi);
 // Fills a f32 tensor with NaN so that elements a kernel forgot to write show.
